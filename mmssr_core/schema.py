@@ -1,0 +1,80 @@
+"""Column contracts of the tables the store holds (DESIGN.md 2.1, 2.2).
+
+Every module that writes or reads a table takes its schema from here, so a renamed column fails loudly
+in one place instead of silently in several.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+CONVERSATION_TURN = pl.Struct({"from": pl.Utf8, "value": pl.Utf8})
+
+# One canonical sample per row; written by ingestion as the `raw_pool` table, one Parquet per source.
+RAW_POOL_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.Utf8,  # unique within a source; content-hash derived when the input has none
+    "source": pl.Utf8,
+    "position": pl.Int64,  # 0-based index of the record in the input file
+    "images": pl.List(pl.Utf8),  # as written in the input (relative to image_root), original order
+    "image_files": pl.List(pl.Utf8),  # absolute, resolved, checked paths (what scorers open)
+    "image_formats": pl.List(pl.Utf8),  # real format sniffed from bytes: JPEG, PNG, WEBP, ...
+    "image_widths": pl.List(pl.Int32),
+    "image_heights": pl.List(pl.Int32),
+    "image_root": pl.Utf8,  # absolute image root of the source
+    "conversations": pl.List(CONVERSATION_TURN),  # canonical LLaVA turns: from = human | gpt
+    "system": pl.Utf8,  # a leading system prompt, if the input had one
+    "text_only": pl.Boolean,
+    "content_hash": pl.Utf8,  # sha256 over canonical text + image bytes
+    "duplicate_of": pl.Utf8,  # id of the first accepted sample with the same content_hash, else null
+    "input_format": pl.Utf8,  # llava | sharegpt | openai | parquet
+    "metadata": pl.Utf8,  # JSON object of the input's extra fields
+}
+
+# Rejected input rows; read = accepted + quarantined for every source.
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    "source": pl.Utf8,
+    "position": pl.Int64,
+    "id": pl.Utf8,
+    "reason": pl.Utf8,  # a code from REASONS
+    "message": pl.Utf8,  # a human sentence naming the sample and the problem
+}
+
+# Reason codes of the quarantine table, with what they mean.
+REASONS: dict[str, str] = {
+    "malformed_record": "the record could not be parsed (bad JSON, wrong types)",
+    "bad_encoding": "the record is not valid UTF-8",
+    "missing_conversations": "no conversation turns",
+    "empty_turn": "a turn has no text",
+    "unknown_role": "a turn's role is not human/gpt (user/assistant)",
+    "bad_turn_order": "turns do not alternate starting with a human turn",
+    "turn_too_long": "a turn's text exceeds the configured limit",
+    "image_placeholder_mismatch": "<image> placeholders do not match the number of images",
+    "image_missing": "an image file does not exist",
+    "image_empty": "an image file has zero bytes",
+    "image_path_escapes_root": "an image path leaves the source's image root",
+    "image_undecodable": "an image cannot be decoded (truncated or not an image)",
+    "image_too_large": "an image's pixel count exceeds the bound (decompression bomb)",
+    "duplicate_id": "the id was already used by an earlier sample of the source",
+}
+
+SCORER_COLUMN = "scorer"
+
+
+def argmax_column(key: str) -> str:
+    return f"{key}__argmax"
+
+
+def scores_schema(capability_keys: list[str], with_argmax: bool = True) -> dict[str, pl.DataType]:
+    """The scores table of DESIGN.md 2.2: what `mmssr scores` writes and `mmssr select` reads."""
+    schema: dict[str, pl.DataType] = {"id": pl.Utf8, "source": pl.Utf8, "styles": pl.List(pl.Utf8)}
+    for key in capability_keys:
+        schema[key] = pl.Float64
+    if with_argmax:
+        for key in capability_keys:
+            schema[argmax_column(key)] = pl.Int8
+    schema[SCORER_COLUMN] = pl.Utf8
+    return schema
+
+
+def empty_frame(schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    return pl.DataFrame(schema=schema)
