@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Quick start 2: install everything (system services included) and run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MMSSR_SYSTEM_PACKAGES=1 bash scripts/install.sh
+exec .venv/bin/python -m pytest -q "$@"
