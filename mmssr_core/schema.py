@@ -42,6 +42,7 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
 # Reason codes of the quarantine table, with what they mean.
 REASONS: dict[str, str] = {
     "malformed_record": "the record could not be parsed (bad JSON, wrong types)",
+    "truncated_input": "the file ends inside the record (truncated JSON list); the rest could not be read",
     "bad_encoding": "the record is not valid UTF-8",
     "missing_conversations": "no conversation turns",
     "empty_turn": "a turn has no text",
@@ -49,6 +50,7 @@ REASONS: dict[str, str] = {
     "bad_turn_order": "turns do not alternate starting with a human turn",
     "turn_too_long": "a turn's text exceeds the configured limit",
     "image_placeholder_mismatch": "<image> placeholders do not match the number of images",
+    "image_unresolvable": "an image reference is not a local path (remote URL, empty, not a string)",
     "image_missing": "an image file does not exist",
     "image_empty": "an image file has zero bytes",
     "image_path_escapes_root": "an image path leaves the source's image root",

@@ -1,0 +1,219 @@
+"""Turn one input record (LLaVA, ShareGPT / LLaMA-Factory, OpenAI content parts, Parquet row) into the
+canonical sample of DESIGN.md 2.1, and check its conversation.
+
+Canonical form: turns `{"from": "human"|"gpt", "value": str}` alternating from a human turn, an optional
+leading system prompt kept apart, one `<image>` placeholder per image in the text, images in order.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import Rejected
+
+PLACEHOLDER = "<image>"
+DEFAULT_MAX_TURN_CHARS = 1_000_000
+FLAVOURS = ("llava", "sharegpt", "openai")
+
+ROLES = {
+    "human": "human", "user": "human",
+    "gpt": "gpt", "assistant": "gpt",
+    "system": "system",
+}
+# Fields the canonical record represents itself; everything else goes to `metadata`.
+KNOWN_FIELDS = frozenset({"id", "image", "images", "conversations", "messages", "system"})
+
+_DATA_URI = re.compile(r"^data:(image/[\w.+-]+)?(;[\w=.-]+)*;base64,", re.I)
+
+
+@dataclass
+class ImageRef:
+    """An image as the input gives it: a path/URI string, or embedded bytes (Parquet, data: URIs)."""
+
+    path: str | None = None
+    data: bytes | None = None
+    name: str | None = None  # the embedded image's original name, if any
+
+
+@dataclass
+class Sample:
+    raw_id: str | None
+    system: str | None
+    conversations: list[dict]
+    images: list[ImageRef]
+    flavour: str
+    metadata: dict = field(default_factory=dict)
+
+
+def raw_id_of(record: dict, where: str) -> str | None:
+    value = record.get("id")
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise Rejected("malformed_record", f"{where}: id must be a string or a number, got {type(value).__name__}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def _image_ref(value: Any, where: str) -> ImageRef | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        m = _DATA_URI.match(value)
+        if m:
+            try:
+                return ImageRef(data=base64.b64decode(value[m.end():], validate=False))
+            except (binascii.Error, ValueError):
+                raise Rejected("image_undecodable", f"{where}: a data: URI image is not valid base64") from None
+        return ImageRef(path=value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return ImageRef(data=bytes(value))
+    if isinstance(value, dict):
+        data = value.get("bytes")
+        path = value.get("path") or value.get("url")
+        if data:
+            return ImageRef(data=bytes(data), name=path if isinstance(path, str) else None)
+        if isinstance(path, str):
+            return _image_ref(path, where)
+        if data is not None:  # b"": an empty embedded image
+            return ImageRef(data=b"", name=path if isinstance(path, str) else None)
+    raise Rejected("malformed_record", f"{where}: an image entry has an unsupported type {type(value).__name__}")
+
+
+def _top_level_images(record: dict, where: str) -> list[ImageRef]:
+    value = record.get("images")
+    if value is None:
+        value = record.get("image")
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else [value]
+    refs = [_image_ref(v, where) for v in items]
+    return [r for r in refs if r is not None]
+
+
+def _part_text(part: Any, where: str, images: list[ImageRef]) -> str:
+    """One OpenAI-style content part: text as is, an image as an `<image>` placeholder in place."""
+    if isinstance(part, str):
+        return part
+    if not isinstance(part, dict):
+        raise Rejected("malformed_record", f"{where}: a content part must be an object, got {type(part).__name__}")
+    kind = part.get("type")
+    if kind == "text":
+        text = part.get("text", part.get("value"))
+        if text is None:
+            text = ""
+        if not isinstance(text, str):
+            raise Rejected("malformed_record", f"{where}: a text part's text is {type(text).__name__}, not a string")
+        return text
+    if kind in ("image_url", "image", "input_image"):
+        value = part.get(kind) if kind != "input_image" else part.get("image_url")
+        if isinstance(value, dict):
+            value = value.get("url", value.get("path", value.get("bytes")))
+        if value is None:
+            value = part.get("value", part.get("url", part.get("path")))
+        ref = _image_ref(value, where)
+        if ref is None:
+            raise Rejected("image_unresolvable", f"{where}: an image part has no url or path")
+        images.append(ref)
+        return PLACEHOLDER
+    raise Rejected("malformed_record", f"{where}: unsupported content part type {kind!r}")
+
+
+def normalise(record: Any, where: str, fmt: str = "auto", max_turn_chars: int = DEFAULT_MAX_TURN_CHARS) -> Sample:
+    """Canonicalise and check one record; raise `Rejected` with the first problem found."""
+    if not isinstance(record, dict):
+        raise Rejected("malformed_record", f"{where}: a sample must be a JSON object, got {type(record).__name__}")
+    raw_id = raw_id_of(record, where)
+    label = f"{where} (id {raw_id!r})" if raw_id is not None else where
+
+    if fmt == "llava":
+        key = "conversations"
+    elif fmt == "sharegpt":
+        key = "messages" if "messages" in record else "conversations"
+    else:
+        key = "conversations" if record.get("conversations") is not None else "messages"
+    turns = record.get(key)
+    if turns is None or (isinstance(turns, (list, tuple)) and len(turns) == 0):
+        raise Rejected("missing_conversations", f"{label}: no conversation turns ({key!r} missing or empty)")
+    if isinstance(turns, str):
+        try:
+            turns = json.loads(turns)  # some Parquet dumps store the conversation as a JSON string
+        except json.JSONDecodeError:
+            raise Rejected("malformed_record", f"{label}: {key!r} is a string that is not JSON") from None
+    if not isinstance(turns, (list, tuple)):
+        raise Rejected("malformed_record", f"{label}: {key!r} must be a list, got {type(turns).__name__}")
+
+    flavour = "llava" if key == "conversations" else "sharegpt"
+    part_images: list[ImageRef] = []
+    system: str | None = None
+    canon: list[dict] = []
+    for n, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise Rejected("malformed_record", f"{label}: turn {n} must be an object, got {type(turn).__name__}")
+        role = turn.get("from", turn.get("role"))
+        content = turn.get("value", turn.get("content"))
+        if not isinstance(role, str) or role.strip().lower() not in ROLES:
+            raise Rejected("unknown_role", f"{label}: turn {n} has role {role!r}; expected human/gpt or user/assistant")
+        role = ROLES[role.strip().lower()]
+        if isinstance(content, (list, tuple)):
+            flavour = "openai"
+            text = "".join(_part_text(p, f"{label} turn {n}", part_images) for p in content)
+        elif content is None:
+            text = ""
+        elif isinstance(content, str):
+            text = content
+        else:
+            raise Rejected("malformed_record", f"{label}: turn {n} text is {type(content).__name__}, not a string")
+        if role == "system":
+            if n != 0:
+                raise Rejected("bad_turn_order", f"{label}: a system turn at position {n}; only a leading one is allowed")
+            system = text
+            continue
+        canon.append({"from": role, "value": text})
+
+    if not canon:
+        raise Rejected("missing_conversations", f"{label}: only a system prompt, no conversation turns")
+    for n, turn in enumerate(canon):
+        want = "human" if n % 2 == 0 else "gpt"
+        if turn["from"] != want:
+            raise Rejected("bad_turn_order", f"{label}: turn {n} is {turn['from']!r} but {want!r} was expected "
+                                             "(turns must alternate human, gpt, starting with human)")
+    if canon[-1]["from"] != "gpt":
+        raise Rejected("bad_turn_order", f"{label}: the conversation ends with a human turn that has no answer")
+    for n, turn in enumerate(canon):
+        if not turn["value"].strip():
+            raise Rejected("empty_turn", f"{label}: turn {n} ({turn['from']}) has no text")
+        if len(turn["value"]) > max_turn_chars:
+            raise Rejected("turn_too_long", f"{label}: turn {n} has {len(turn['value']):,} characters, "
+                                            f"over the limit of {max_turn_chars:,}")
+
+    if system is None:
+        top = record.get("system")
+        if isinstance(top, str) and top:
+            system = top
+        elif top is not None and not isinstance(top, str):
+            raise Rejected("malformed_record", f"{label}: system must be a string, got {type(top).__name__}")
+
+    images = _top_level_images(record, label)
+    if part_images:
+        if images:
+            raise Rejected("image_placeholder_mismatch",
+                           f"{label}: images given both inline as content parts ({len(part_images)}) "
+                           f"and in the images field ({len(images)})")
+        images = part_images
+
+    placeholders = sum(t["value"].count(PLACEHOLDER) for t in canon)
+    if images and placeholders == 0:
+        canon[0] = {"from": "human", "value": (PLACEHOLDER + "\n") * len(images) + canon[0]["value"]}
+    elif placeholders != len(images):
+        raise Rejected("image_placeholder_mismatch",
+                       f"{label}: {placeholders} {PLACEHOLDER} placeholder(s) for {len(images)} image(s)")
+
+    metadata = {k: v for k, v in record.items() if k not in KNOWN_FIELDS}
+    return Sample(raw_id, system, canon, images, flavour, metadata)
