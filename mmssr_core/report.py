@@ -1,0 +1,368 @@
+"""The eval report of a selection recipe: what was selected, against the pool and a random subset.
+
+`build_report` computes one profile per subset (the selection, a seeded random subset of the same size,
+any baselines given, the whole scored pool), the selection's own facts (which capability's turn picked
+what, overlap between budgets, threshold effects, scoring failures), draws the plots and writes
+`reports/<recipe>.json` (machine-readable summary), `reports/<recipe>.html` (one self-contained page)
+and `reports/<recipe>.<plot>.png` under the store. The Dagster asset turns `ReportResult` into metadata
+with `metadata_entries()`; this module never imports Dagster.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from mmssr_core import report_metrics as M
+from mmssr_core.store import Store, atomic_write_bytes, check_name
+
+REPORTS_TABLE = "reports"
+PLOT_NAMES = ("score_distributions", "style_source_heatmap", "capability_radar", "overlap")
+
+
+@dataclass
+class ReportResult:
+    summary: dict
+    json_path: Path
+    html_path: Path | None
+    markdown: str  # the headline table (+ per-capability table), Markdown
+    plots: dict[str, Path] = field(default_factory=dict)  # name -> PNG file
+    metrics: dict[str, float] = field(default_factory=dict)  # flat numbers, for Dagster's plots over time
+
+    def plots_markdown(self, names: list[str] | None = None) -> dict[str, str]:
+        """Per plot a Markdown image with a base64 data URI (Dagster's Markdown renderer shows them)."""
+        from mmssr_core.report_html import png_data_uri
+
+        return {
+            n: f"![{n}]({png_data_uri(Path(p).read_bytes())})"
+            for n, p in self.plots.items()
+            if names is None or n in names
+        }
+
+    def metadata_entries(self) -> list[tuple[str, str, object]]:
+        """(name, kind, value) for Dagster metadata; kind is md | path | float | int | json.
+
+        Kept Dagster-free: the asset maps kinds to `MetadataValue.md/path/float/int/json`.
+        """
+        out: list[tuple[str, str, object]] = [("report", "md", self.markdown)]
+        for name, md in self.plots_markdown().items():
+            out.append((f"plot_{name}", "md", md))
+        out.append(("report_json", "path", str(self.json_path)))
+        if self.html_path is not None:
+            out.append(("report_html", "path", str(self.html_path)))
+        for name, p in self.plots.items():
+            out.append((f"plot_{name}_png", "path", str(p)))
+        for k, v in self.metrics.items():
+            out.append((k, "float", float(v)))
+        return out
+
+
+def _store(store) -> Store:
+    return store if isinstance(store, Store) else Store(store)
+
+
+def _budget_label(budget) -> str | None:
+    if budget is None:
+        return None
+    if isinstance(budget, float) and 0 < budget < 1:
+        return f"{budget:.4g} ({budget * 100:g}%)"
+    return str(budget)
+
+
+def _headline(summary: dict) -> tuple[list[list], str]:
+    """Rows of the headline table (metric, value per subset) and its Markdown."""
+    prof = summary["profiles"]
+    names = list(prof)
+
+    def g(path: list[str]):
+        out = []
+        for n in names:
+            v = prof[n]
+            for p in path:
+                v = v.get(p) if isinstance(v, dict) else None
+            out.append(v)
+        return out
+
+    rows = [
+        ["samples", *g(["size"])],
+        ["mean expected score (avg over capabilities)", *g(["mean_score"])],
+        ["share with a score >= 4 in any capability", *g(["any_ge4_share"])],
+        ["capabilities with a sample scoring >= 4", *g(["capabilities_with_ge4"])],
+        ["style entropy (normalised)", *g(["style_entropy"])],
+        ["source entropy (normalised)", *g(["source_entropy"])],
+        ["style x source entropy (normalised)", *g(["style_source_entropy"])],
+        ["style x source bin coverage", *g(["bin_coverage"])],
+    ]
+    if any(v is not None for v in g(["text", "text_chars_mean"])):
+        rows += [
+            ["mean text length (chars)", *g(["text", "text_chars_mean"])],
+            ["mean human turns", *g(["text", "turns_mean"])],
+        ]
+    if any(v is not None for v in g(["images", "megapixels_mean"])):
+        rows += [["mean image megapixels", *g(["images", "megapixels_mean"])]]
+    from mmssr_core.report_html import fmt
+
+    md = [f"| metric | {' | '.join(names)} |", "|---|" + "---:|" * len(names)]
+    md += [f"| {r[0]} | " + " | ".join(fmt(c) for c in r[1:]) + " |" for r in rows]
+    return rows, "\n".join(md)
+
+
+def _capability_markdown(summary: dict) -> str:
+    from mmssr_core.report_html import fmt
+
+    prof = summary["profiles"]
+    cols = [n for n in ("selected", "random", "pool") if n in prof]
+    head = "| capability | " + " | ".join(f"mean {n}" for n in cols) + " | >=4 selected | >=4 random | picked by | pool passing |"
+    lines = [head, "|---|" + "---:|" * (len(cols) + 4)]
+    for k in summary["capabilities"]:
+        pb = summary.get("picked_by", {}).get(k, {})
+        lines.append(
+            f"| {k} | "
+            + " | ".join(fmt(prof[n]["capabilities"][k]["mean"]) for n in cols)
+            + f" | {fmt(prof['selected']['capabilities'][k]['count_ge4'])}"
+            + f" | {fmt(prof['random']['capabilities'][k]['count_ge4'])}"
+            + f" | {fmt(100 * pb.get('share', 0.0), 1)}%"
+            + f" | {fmt(summary['threshold']['passing'].get(k))} |"
+        )
+    return "\n".join(lines)
+
+
+def _metrics(summary: dict) -> dict[str, float]:
+    prof = summary["profiles"]
+    sel, rnd, pool = prof["selected"], prof["random"], prof["pool"]
+    f = lambda v: float(v) if v is not None else float("nan")  # noqa: E731
+    m = {
+        "size": f(sel["size"]),
+        "pool_size": f(summary["pool_size"]),
+        "fraction": f(summary["fraction"]),
+        "mean_score": f(sel["mean_score"]),
+        "mean_score_random": f(rnd["mean_score"]),
+        "mean_score_pool": f(pool["mean_score"]),
+        "mean_score_gain_vs_random": f(sel["mean_score"]) - f(rnd["mean_score"]),
+        "any_ge4_share": f(sel["any_ge4_share"]),
+        "any_ge4_share_random": f(rnd["any_ge4_share"]),
+        "style_entropy": f(sel["style_entropy"]),
+        "style_entropy_random": f(rnd["style_entropy"]),
+        "source_entropy": f(sel["source_entropy"]),
+        "style_source_entropy": f(sel["style_source_entropy"]),
+        "bin_coverage": f(sel["bin_coverage"]),
+        "bin_coverage_random": f(rnd["bin_coverage"]),
+        "capability_coverage": f(sel["capabilities_with_ge4"]) / max(len(summary["capabilities"]), 1),
+        "eligible_any": f(summary["threshold"]["eligible_any"]),
+        "failed_samples": f(summary["failures"]["samples"]),
+        "failed_in_selection": f(summary["failures"]["in_selection"]),
+        "jaccard_vs_random": f(summary["overlap"]["jaccard"]["selected"]["random"]),
+    }
+    if "nested" in summary["overlap"]:
+        m["budgets_nested"] = 1.0 if summary["overlap"]["nested"] else 0.0
+    for k in summary["capabilities"]:
+        m[f"mean_score/{k}"] = f(sel["capabilities"][k]["mean"])
+    return m
+
+
+def _examples(sel_rows: pl.DataFrame, pool: pl.DataFrame | None, keys: list[str], styles_order: list[str], k: int) -> dict[str, list[dict]]:
+    """Up to k selected samples per primary style, best rank first, with thumbnail, top scores and turns."""
+    from mmssr_core.report_html import thumbnail_data_uri
+
+    if k <= 0 or sel_rows.height == 0:
+        return {}
+    df = sel_rows.with_columns(pl.col("styles").list.first().fill_null(M.NO_STYLE).alias("_primary"))
+    sort_cols = ["rank"] if "rank" in df.columns else []
+    df = df.sort(sort_cols + ["source", "id"])
+    picked = df.group_by("_primary", maintain_order=True).head(k)
+    if pool is not None:
+        cols = [c for c in ("image_files", "conversations") if c in pool.columns]
+        picked = picked.join(pool.select(M.KEY + cols), on=M.KEY, how="left")
+    order = {s: i for i, s in enumerate(styles_order)}
+    out: dict[str, list[dict]] = {}
+    for row in sorted(picked.iter_rows(named=True), key=lambda r: (order.get(r["_primary"], len(order)), r["_primary"])):
+        scores = sorted(((c, row[c]) for c in keys if row.get(c) is not None), key=lambda kv: -kv[1])[:3]
+        files = row.get("image_files") or []
+        turns = [
+            (t["from"], (t["value"] or "")[:300] + ("…" if len(t["value"] or "") > 300 else ""))
+            for t in (row.get("conversations") or [])[:2]
+        ]
+        out.setdefault(row["_primary"], []).append(
+            {
+                "id": row["id"],
+                "source": row["source"],
+                "styles": row.get("styles") or [],
+                "picked_by": row.get("picked_by"),
+                "rank": row.get("rank"),
+                "top_scores": scores,
+                "turns": turns,
+                "thumb": thumbnail_data_uri(files[0]) if files else None,
+            }
+        )
+    return out
+
+
+def build_report(
+    store,
+    recipe_name: str,
+    selection: pl.DataFrame,
+    scores: pl.DataFrame,
+    *,
+    pool: pl.DataFrame | None = None,
+    seed: int = 0,
+    budget: float | int | str | None = None,
+    threshold: float = 0.0,
+    capabilities: list[str] | None = None,
+    taxonomy=None,
+    failures: pl.DataFrame | None = None,
+    baselines: dict[str, pl.DataFrame] | None = None,
+    budget_selections: dict[str, pl.DataFrame] | None = None,
+    recipe: dict | None = None,
+    examples_per_style: int = 3,
+    make_plots: bool = True,
+    make_html: bool = True,
+) -> ReportResult:
+    """Build and write the report of one recipe's selection.
+
+    selection: id, source (+ rank, picked_by, bin) of the selected samples; scores: the scored pool
+    (DESIGN 2.2). pool: the raw_pool rows (for text, turns, image sizes and example thumbnails).
+    baselines: other subsets at the same budget by name (e.g. {"mean": ..., "style_only": ...}); a
+    seeded random subset of the same size is always drawn here (seed). budget_selections: this
+    recipe's selections at several budgets by label (overlap matrix and nesting check). failures:
+    the score_failures table. Returns a ReportResult; files land under `<store>/reports/`.
+    """
+    st = _store(store)
+    check_name(recipe_name, "recipe")
+    M.require_columns(selection, M.KEY, "selection")
+    M.require_columns(scores, M.KEY + ["styles"], "scores table")
+    if taxonomy is None:
+        from mmssr_core.taxonomy import load_taxonomy
+
+        taxonomy = load_taxonomy()
+    keys = M.capability_keys(scores, capabilities, taxonomy)
+    if pool is not None:
+        M.require_columns(pool, M.KEY, "pool")
+
+    sel_rows = M.subset_scores(scores, selection)
+    if sel_rows.height < M.keys_of(selection).height:
+        missing = M.keys_of(selection).join(scores.select(M.KEY), on=M.KEY, how="anti")
+        raise M.ReportError(
+            f"{missing.height} selected samples are not in the scores table, e.g. "
+            f"{missing.head(3).to_dicts()}"
+        )
+    random_rows = M.random_subset(scores, sel_rows.height, seed)
+    subsets: dict[str, pl.DataFrame] = {"selected": sel_rows, "random": random_rows}
+    for name, df in (baselines or {}).items():
+        if name in ("selected", "random", "pool"):
+            name = f"baseline_{name}"
+        M.require_columns(df, M.KEY, f"baseline {name!r}")
+        subsets[name] = M.subset_scores(scores, df)
+    subsets["pool"] = scores
+
+    pool_ss = M.style_source_counts(scores)
+    pool_bins = {(a, b) for a, b in pool_ss.select("style", "source").iter_rows()}
+    n_sources = scores["source"].n_unique()
+    profiles = {
+        name: M.subset_profile(
+            df, keys, pool=pool, n_styles=len(taxonomy.styles), pool_sources=n_sources, pool_bins=pool_bins
+        )
+        for name, df in subsets.items()
+    }
+
+    overlap_sets = {"selected": sel_rows, "random": random_rows}
+    overlap_sets.update({n: subsets[n] for n in subsets if n not in ("selected", "random", "pool")})
+    nested_order = None
+    if budget_selections:
+        for label, df in budget_selections.items():
+            M.require_columns(df, M.KEY, f"budget selection {label!r}")
+            overlap_sets[f"budget {label}"] = df
+        nested_order = [f"budget {label}" for label in budget_selections]
+    pool_size = scores.height
+    summary = {
+        "recipe": recipe_name,
+        "recipe_config": recipe,
+        "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "seed": seed,
+        "budget": budget if budget is not None else sel_rows.height,
+        "budget_label": _budget_label(budget),
+        "size": sel_rows.height,
+        "pool_size": pool_size,
+        "raw_pool_size": pool.height if pool is not None else None,
+        "fraction": sel_rows.height / pool_size if pool_size else 0.0,
+        "capabilities": keys,
+        "profiles": profiles,
+        "picked_by": M.picked_by_shares(selection, keys),
+        "threshold": M.threshold_effects(scores, keys, threshold),
+        "overlap": M.overlap(overlap_sets, nested_order),
+        "failures": M.failure_summary(failures, selection, pool_size),
+    }
+    if pool is not None:
+        summary["unscored_in_pool"] = M.keys_of(pool).join(scores.select(M.KEY), on=M.KEY, how="anti").height
+
+    headline_rows, headline_md = _headline(summary)
+    markdown = f"**{recipe_name}**: {summary['size']:,} of {pool_size:,} samples\n\n{headline_md}\n\n{_capability_markdown(summary)}"
+    metrics = _metrics(summary)
+    summary["metrics"] = metrics
+
+    plot_bytes: dict[str, bytes] = {}
+    if make_plots:
+        plot_bytes = _draw(summary, subsets, keys, taxonomy)
+    plot_paths: dict[str, Path] = {}
+    for name, data in plot_bytes.items():
+        p = st.path(REPORTS_TABLE, recipe_name, f".{name}.png")
+        atomic_write_bytes(p, data)
+        plot_paths[name] = p
+    summary["plots"] = {n: str(p) for n, p in plot_paths.items()}
+
+    html_path = None
+    if make_html:
+        from mmssr_core import report_html
+
+        examples = _examples(sel_rows, pool, keys, list(taxonomy.styles), examples_per_style)
+        page = report_html.render(summary, plot_bytes, examples, headline_rows)
+        html_path = st.path(REPORTS_TABLE, recipe_name, ".html")
+        atomic_write_bytes(html_path, page.encode("utf-8"))
+    summary["html_path"] = str(html_path) if html_path else None
+    json_path = st.write_json(REPORTS_TABLE, recipe_name, summary)
+    return ReportResult(summary, json_path, html_path, markdown, plot_paths, metrics)
+
+
+def _draw(summary: dict, subsets: dict[str, pl.DataFrame], keys: list[str], taxonomy) -> dict[str, bytes]:
+    from mmssr_core import report_plots as P
+
+    prof = summary["profiles"]
+    dist_names = [n for n in ("selected", "random", "pool") if n in subsets]
+    series = {n: {k: subsets[n][k].drop_nulls().to_list() for k in keys} for n in dist_names}
+    out = {"score_distributions": P.score_distributions(series, keys)}
+
+    sel_ss = pl.DataFrame(prof["selected"]["style_source"], schema={"style": pl.Utf8, "source": pl.Utf8, "count": pl.Int64})
+    pool_ss = pl.DataFrame(prof["pool"]["style_source"], schema={"style": pl.Utf8, "source": pl.Utf8, "count": pl.Int64})
+    present = set(pool_ss["style"].to_list())
+    styles = [s for s in taxonomy.styles if s in present] + sorted(present - set(taxonomy.styles))
+    sources = sorted(set(pool_ss["source"].to_list()))
+    if styles and sources:
+
+        def grid(df: pl.DataFrame) -> list[list[float]]:
+            total = df["count"].sum() or 1
+            cell = {(r["style"], r["source"]): r["count"] / total for r in df.iter_rows(named=True)}
+            return [[cell.get((s, src), 0.0) for src in sources] for s in styles]
+
+        out["style_source_heatmap"] = P.style_source_heatmap(styles, sources, grid(sel_ss), grid(pool_ss))
+    radar = {n: [prof[n]["capabilities"][k]["mean"] for k in keys] for n in dist_names}
+    if len(keys) >= 3:
+        out["capability_radar"] = P.capability_radar(keys, radar)
+    ov = summary["overlap"]
+    out["overlap"] = P.overlap_matrix(ov["names"], ov["jaccard"])
+    return out
+
+
+def read_report(store, recipe_name: str) -> dict:
+    """The JSON summary written by `build_report`."""
+    return _store(store).read_json(REPORTS_TABLE, recipe_name)
+
+
+def report_files(store, recipe_name: str) -> list[Path]:
+    st = _store(store)
+    d = st.table_dir(REPORTS_TABLE)
+    return sorted(p for p in d.glob(f"{recipe_name}.*") if not p.name.startswith(".")) if d.is_dir() else []
+
+
+__all__ = ["ReportResult", "build_report", "read_report", "report_files", "REPORTS_TABLE", "PLOT_NAMES"]
