@@ -1,0 +1,145 @@
+"""The score cache: finished results keyed by (content_hash, scorer identity), flushed in chunks.
+
+Why chunks of immutable files: a scoring run may be killed at any moment (SIGKILL included). Each chunk is
+one Parquet file written to a temp name and renamed, so a chunk is either fully there or absent; a
+restarted run reads every chunk and computes only what no chunk holds. Several processes may append to
+the same identity at once (unique chunk names), and readers tolerate duplicates.
+
+Layout: `<store>/score_cache/<identity digest>/<uuid>.parquet` plus `identity.json` (for humans).
+One row per (content_hash, target): target is a capability key or "styles"; a success carries `dist`
+(probabilities over the digits 0..5) or `labels` (ordered styles); a failure carries `reason`/`message`
+and is never treated as done: the next run retries it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterable
+
+import polars as pl
+
+from mmssr_core.scoring.base import ScorerIdentity
+from mmssr_core.store import Store, atomic_write_bytes, atomic_write_parquet
+
+CACHE_TABLE = "score_cache"
+STYLES_TARGET = "styles"
+
+CACHE_SCHEMA: dict[str, pl.DataType] = {
+    "content_hash": pl.Utf8,
+    "target": pl.Utf8,  # capability key or "styles"
+    "dist": pl.List(pl.Float64),  # success of a capability target
+    "labels": pl.List(pl.Utf8),  # success of the styles target
+    "reason": pl.Utf8,  # failure code (null on success)
+    "message": pl.Utf8,
+    "written_at": pl.Float64,  # unix time; the latest success wins
+}
+
+
+def _ok_expr() -> pl.Expr:
+    return pl.col("dist").is_not_null() | pl.col("labels").is_not_null()
+
+
+class ScoreCache:
+    """Append-only chunked cache of one scorer identity."""
+
+    def __init__(self, store: Store, identity: ScorerIdentity):
+        self.store = store
+        self.identity = identity
+        self.dir = store.table_dir(CACHE_TABLE) / identity.digest
+
+    # -- files -------------------------------------------------------------------------------
+    def chunks(self) -> list[Path]:
+        if not self.dir.is_dir():
+            return []
+        # temp files of interrupted writes start with "." and are never read
+        return sorted(p for p in self.dir.glob("*.parquet") if not p.name.startswith("."))
+
+    def _ensure_dir(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta = self.dir / "identity.json"
+        if not meta.exists():
+            body = dict(asdict(self.identity), digest=self.identity.digest, label=self.identity.label())
+            atomic_write_bytes(meta, json.dumps(body, indent=2, sort_keys=True).encode())
+
+    def append(self, rows: Iterable[dict]) -> Path | None:
+        """Write one chunk atomically. Rows: content_hash, target, and dist | labels | reason(+message)."""
+        now = time.time()
+        records = []
+        for r in rows:
+            records.append(
+                {
+                    "content_hash": r["content_hash"],
+                    "target": r["target"],
+                    "dist": None if r.get("dist") is None else [float(x) for x in r["dist"]],
+                    "labels": None if r.get("labels") is None else [str(x) for x in r["labels"]],
+                    "reason": r.get("reason"),
+                    "message": r.get("message"),
+                    "written_at": now,
+                }
+            )
+        if not records:
+            return None
+        self._ensure_dir()
+        path = self.dir / f"{uuid.uuid4().hex}.parquet"
+        atomic_write_parquet(pl.DataFrame(records, schema=CACHE_SCHEMA), path)
+        return path
+
+    # -- reading -----------------------------------------------------------------------------
+    def scan(self) -> pl.LazyFrame:
+        files = self.chunks()
+        if not files:
+            return pl.LazyFrame(schema=CACHE_SCHEMA)
+        return pl.scan_parquet([str(p) for p in files], schema=CACHE_SCHEMA)
+
+    def lookup(self, content_hashes: Iterable[str] | pl.Series | None = None) -> pl.DataFrame:
+        """All cache rows for these hashes (all hashes when None), unresolved: use `resolve` next."""
+        lf = self.scan()
+        if content_hashes is not None:
+            keys = pl.DataFrame({"content_hash": pl.Series(list(content_hashes), dtype=pl.Utf8)}).unique()
+            lf = lf.join(keys.lazy(), on="content_hash", how="semi")
+        return lf.collect()
+
+    def compact(self) -> Path | None:
+        """Merge all chunks into one resolved chunk, then remove the old ones.
+
+        Safe against a kill at any point: the merged chunk is written before anything is deleted, and
+        readers tolerate the temporary duplicates. Not safe while another process appends (its chunk
+        written between listing and deleting survives, since only listed files are removed).
+        """
+        files = self.chunks()
+        if len(files) <= 1:
+            return files[0] if files else None
+        merged = resolve(pl.scan_parquet([str(p) for p in files], schema=CACHE_SCHEMA).collect(), keep_failures=True)
+        path = self.dir / f"{uuid.uuid4().hex}.parquet"
+        atomic_write_parquet(merged.select(list(CACHE_SCHEMA)), path)
+        for p in files:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+        return path
+
+
+def resolve(rows: pl.DataFrame, *, keep_failures: bool = True) -> pl.DataFrame:
+    """One row per (content_hash, target): the latest success, else (if kept) the latest failure."""
+    if rows.is_empty():
+        return rows
+    rows = rows.with_columns(_ok=_ok_expr()).sort(["_ok", "written_at"], maintain_order=True)
+    # after sorting, the last row of a key is its latest success when one exists
+    out = rows.group_by(["content_hash", "target"], maintain_order=True).last()
+    if not keep_failures:
+        out = out.filter(pl.col("_ok"))
+    return out.drop("_ok")
+
+
+def successes(resolved: pl.DataFrame) -> pl.DataFrame:
+    return resolved.filter(_ok_expr()) if not resolved.is_empty() else resolved
+
+
+def failures(resolved: pl.DataFrame) -> pl.DataFrame:
+    return resolved.filter(~_ok_expr()) if not resolved.is_empty() else resolved

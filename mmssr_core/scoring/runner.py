@@ -1,0 +1,567 @@
+"""Score one source of the pool with any backend, through the cache, into the store.
+
+Flow: read `raw_pool/<source>`, build one `ScoreRequest` per distinct content hash (duplicates are scored
+once), look the hashes up in the cache of the backend's identity, send only missing (hash, target) pairs
+to the backend in batches, flush results to the cache every `chunk_size` samples, then derive the output
+tables from the cache: `capability_scores/<source>`, `style_labels/<source>` (exactly one row per
+accepted sample, null where scoring failed) and `score_failures/<source>` (one row per failed target).
+
+A kill at any moment loses at most the unflushed chunk; the next run resumes from the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import polars as pl
+
+from mmssr_core.prompts import DIGITS, PromptSet
+from mmssr_core.schema import SCORER_COLUMN, argmax_column, scores_schema
+from mmssr_core.scoring.base import Failure, ScoreRequest, ScorerIdentity, ScoringBackend
+from mmssr_core.scoring.cache import CACHE_SCHEMA, STYLES_TARGET, ScoreCache, failures, resolve, successes
+from mmssr_core.store import Store, StoreError
+from mmssr_core.taxonomy import Taxonomy, load_taxonomy
+
+CAPABILITY_TABLE = "capability_scores"
+STYLE_TABLE = "style_labels"
+FAILURE_TABLE = "score_failures"
+TARGET_GROUPS = ("capabilities", "styles")
+
+
+def capability_scores_schema(keys: Sequence[str]) -> dict[str, pl.DataType]:
+    schema: dict[str, pl.DataType] = {"id": pl.Utf8, "source": pl.Utf8, "content_hash": pl.Utf8}
+    schema.update({k: pl.Float64 for k in keys})
+    schema.update({argmax_column(k): pl.Int8 for k in keys})
+    schema[SCORER_COLUMN] = pl.Utf8
+    return schema
+
+
+STYLE_LABELS_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.Utf8,
+    "source": pl.Utf8,
+    "content_hash": pl.Utf8,
+    "styles": pl.List(pl.Utf8),
+    SCORER_COLUMN: pl.Utf8,
+}
+
+SCORE_FAILURES_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.Utf8,
+    "source": pl.Utf8,
+    "content_hash": pl.Utf8,
+    "target": pl.Utf8,  # capability key or "styles"
+    "reason": pl.Utf8,  # timeout, http_5xx, malformed_answer, image_error, backend_error, ...
+    "message": pl.Utf8,
+    SCORER_COLUMN: pl.Utf8,
+}
+
+
+@dataclass
+class ScoreProgress:
+    """Passed to the `progress` callback after every batch (and once at the start and end)."""
+
+    source: str
+    done: int  # distinct samples (content hashes) handled so far in this run, cached ones included
+    total: int  # distinct samples of the source
+    cached: int  # distinct samples complete in the cache before this run
+    seconds: float
+
+
+@dataclass
+class ScoreRunResult:
+    """What one `score_source` call did. Counts are samples (rows of raw_pool).
+
+    scored + cached + failed == total: `cached` rows were complete before the run, `scored` rows were
+    (at least partly) computed now and are complete, `failed` rows still miss at least one target.
+    `computed` counts distinct content hashes sent to the backend.
+    """
+
+    source: str
+    scored: int
+    cached: int
+    failed: int
+    seconds: float
+    identity: str  # ScorerIdentity.label()
+    total: int = 0
+    computed: int = 0
+    digest: str = ""
+    targets: tuple[str, ...] = TARGET_GROUPS
+    failures_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["targets"] = list(self.targets)
+        return d
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _target_list(keys: Sequence[str], targets: Sequence[str]) -> list[str]:
+    unknown = [t for t in targets if t not in TARGET_GROUPS]
+    if unknown or not targets:
+        raise ValueError(f"targets must be a non-empty subset of {TARGET_GROUPS}, got {list(targets)}")
+    out: list[str] = []
+    if "capabilities" in targets:
+        out.extend(keys)
+    if "styles" in targets:
+        out.append(STYLES_TARGET)
+    return out
+
+
+def _fallback_hash(row: dict) -> str:
+    blob = json.dumps([row.get("conversations"), row.get("image_files")], sort_keys=True, default=str)
+    return "nohash-" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _read_pool(store: Store, source: str) -> pl.DataFrame:
+    try:
+        df = store.read("raw_pool", source)
+    except StoreError as exc:
+        raise StoreError(f"source {source!r} has not been ingested: {exc}") from None
+    cols = ["id", "source", "content_hash", "image_files", "conversations"]
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise StoreError(f"raw_pool/{source} lacks columns {missing}")
+    df = df.select(cols)
+    if df["content_hash"].null_count():
+        hashes = [h if h is not None else _fallback_hash(r) for h, r in zip(df["content_hash"], df.iter_rows(named=True))]
+        df = df.with_columns(content_hash=pl.Series(hashes, dtype=pl.Utf8))
+    return df
+
+
+def _request(row: dict, prompts: PromptSet) -> ScoreRequest:
+    convs = tuple({"from": t["from"], "value": t["value"]} for t in (row["conversations"] or []))
+    files = row["image_files"] or []
+    return ScoreRequest(
+        key=row["content_hash"],
+        sample_id=row["id"],
+        prefix=prompts.prefix(convs),
+        image_file=files[0] if files else None,
+        conversations=convs,
+        metadata={"source": row["source"]},
+    )
+
+
+def _check_dist(x: Any) -> np.ndarray | Failure:
+    if isinstance(x, Failure):
+        return x
+    try:
+        arr = np.asarray(x, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        return Failure("invalid_distribution", f"not a numeric vector: {exc}")
+    if arr.shape != (len(DIGITS),) or not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        return Failure("invalid_distribution", f"expected {len(DIGITS)} finite probabilities, got {arr.tolist()}")
+    total = arr.sum()
+    if not abs(total - 1.0) < 1e-4:
+        return Failure("invalid_distribution", f"probabilities sum to {total:.6f}, not 1")
+    return arr / total
+
+
+def _check_styles(x: Any, labels: Sequence[str]) -> list[str] | Failure:
+    if isinstance(x, Failure):
+        return x
+    if not isinstance(x, (list, tuple)) or not x:
+        return Failure("invalid_styles", f"expected a non-empty label list, got {x!r:.80}")
+    bad = [s for s in x if s not in labels]
+    if bad or len(set(x)) != len(x):
+        return Failure("invalid_styles", f"unknown or repeated labels {list(x)!r:.120}")
+    return [str(s) for s in x]
+
+
+def _exc_failure(exc: BaseException) -> Failure:
+    return Failure("backend_error", f"{type(exc).__name__}: {exc}"[:500])
+
+
+def _call_backend(
+    backend: ScoringBackend,
+    requests: list[ScoreRequest],
+    queries: list[str],
+    want_styles: bool,
+    prompts: PromptSet,
+) -> tuple[list[list[Any]], list[Any]]:
+    """One batch. An exception for the whole batch is retried sample by sample, so one poisoned sample
+    cannot take its neighbours down; an exception for a single sample becomes its Failure."""
+
+    def run(reqs: list[ScoreRequest]) -> tuple[list[list[Any]], list[Any]]:
+        combined = getattr(backend, "score_all", None)
+        if combined is not None and queries and want_styles:
+            dists, styles = combined(reqs, queries, prompts, with_styles=True)
+        else:
+            dists = backend.digit_distributions(reqs, queries, prompts) if queries else [[] for _ in reqs]
+            styles = backend.styles(reqs, prompts) if want_styles else [None for _ in reqs]
+        if len(dists) != len(reqs) or len(styles) != len(reqs) or any(len(d) != len(queries) for d in dists):
+            raise RuntimeError("backend returned a result of the wrong shape")
+        return list(dists), list(styles)
+
+    try:
+        return run(requests)
+    except Exception as exc:  # noqa: BLE001 - isolate the failing sample below
+        if len(requests) == 1:
+            f = _exc_failure(exc)
+            return [[f] * len(queries)], [f if want_styles else None]
+    dists_out: list[list[Any]] = []
+    styles_out: list[Any] = []
+    for req in requests:
+        d, s = _call_backend(backend, [req], queries, want_styles, prompts)
+        dists_out.extend(d)
+        styles_out.extend(s)
+    return dists_out, styles_out
+
+
+@contextlib.contextmanager
+def _locked(store: Store, table: str, partition: str):
+    """Serialise read-modify-write of one partition across processes (POSIX advisory lock)."""
+    d = store.table_dir(table)
+    d.mkdir(parents=True, exist_ok=True)
+    lock_path = d / f".{partition}.lock"
+    fh = open(lock_path, "a+")
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - non-POSIX
+            pass
+        yield
+    finally:
+        fh.close()
+
+
+# -- the runner ------------------------------------------------------------------------------
+def score_source(
+    store: Store,
+    source: str,
+    backend: ScoringBackend,
+    *,
+    taxonomy: Taxonomy | None = None,
+    targets: Sequence[str] = TARGET_GROUPS,
+    batch_size: int | None = 8,
+    chunk_size: int = 256,
+    progress: Callable[[ScoreProgress], None] | None = None,
+    reference_quirk: bool = False,
+) -> ScoreRunResult:
+    """Score every accepted sample of `source` not yet in the cache; write the per-source tables."""
+    t0 = time.monotonic()
+    taxonomy = taxonomy or load_taxonomy()
+    prompts = PromptSet.from_taxonomy(taxonomy, reference_quirk=reference_quirk)
+    identity = backend.identity(prompts)
+    label = identity.label()
+    wanted = _target_list(prompts.capability_keys, targets)
+    targets = tuple(t for t in TARGET_GROUPS if t in targets)
+    batch_size = int(batch_size or getattr(backend, "default_batch_size", 8) or 8)
+    chunk_size = max(int(chunk_size), 1)
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+
+    pool = _read_pool(store, source)
+    cache = ScoreCache(store, identity)
+    uniq = pool.unique("content_hash", keep="first", maintain_order=True)
+    hashes = uniq["content_hash"].to_list()
+    before = resolve(cache.lookup(hashes)) if hashes else pl.DataFrame(schema={"content_hash": pl.Utf8})
+    done = set()
+    if not before.is_empty():
+        ok = successes(before).filter(pl.col("target").is_in(wanted))
+        done = set(zip(ok["content_hash"].to_list(), ok["target"].to_list()))
+
+    query_of = dict(zip(prompts.capability_keys, prompts.capability_queries))
+    # group the work by the exact set of missing targets (normally all of them, or the retried failures)
+    todo: list[tuple[dict, tuple[str, ...]]] = []
+    for row in uniq.iter_rows(named=True):
+        missing = tuple(t for t in wanted if (row["content_hash"], t) not in done)
+        if missing:
+            todo.append((row, missing))
+    cached_hashes = len(hashes) - len(todo)
+
+    def report(handled: int) -> None:
+        if progress is not None:
+            progress(ScoreProgress(source, cached_hashes + handled, len(hashes), cached_hashes, time.monotonic() - t0))
+
+    report(0)
+    new_rows: list[dict] = []
+    pending: list[dict] = []
+    handled = 0
+
+    def flush() -> None:
+        if pending:
+            cache.append(pending)
+            new_rows.extend(pending)
+            pending.clear()
+
+    try:
+        for c0 in range(0, len(todo), chunk_size):
+            chunk = todo[c0 : c0 + chunk_size]
+            groups: dict[tuple[str, ...], list[dict]] = {}
+            for row, missing in chunk:
+                groups.setdefault(missing, []).append(row)
+            for missing, rows in groups.items():
+                keys = [t for t in missing if t != STYLES_TARGET]
+                queries = [query_of[k] for k in keys]
+                want_styles = STYLES_TARGET in missing
+                for b0 in range(0, len(rows), batch_size):
+                    batch_rows = rows[b0 : b0 + batch_size]
+                    reqs = []
+                    for r in batch_rows:
+                        try:
+                            reqs.append(_request(r, prompts))
+                        except Exception as exc:  # noqa: BLE001 - a sample whose prompt cannot be built
+                            f = Failure("bad_sample", f"sample {r['id']!r}: {type(exc).__name__}: {exc}"[:500])
+                            pending.extend({"content_hash": r["content_hash"], "target": t, "reason": f.reason, "message": f.message} for t in missing)
+                    dists, styles = _call_backend(backend, reqs, queries, want_styles, prompts) if reqs else ([], [])
+                    for req, dist_row, style in zip(reqs, dists, styles):
+                        for key, d in zip(keys, dist_row):
+                            d = _check_dist(d)
+                            if isinstance(d, Failure):
+                                pending.append({"content_hash": req.key, "target": key, "reason": d.reason, "message": d.message})
+                            else:
+                                pending.append({"content_hash": req.key, "target": key, "dist": d.tolist()})
+                        if want_styles:
+                            s = _check_styles(style, prompts.styles)
+                            if isinstance(s, Failure):
+                                pending.append({"content_hash": req.key, "target": STYLES_TARGET, "reason": s.reason, "message": s.message})
+                            else:
+                                pending.append({"content_hash": req.key, "target": STYLES_TARGET, "labels": s})
+                    handled += len(batch_rows)
+                    report(handled)
+            flush()
+    finally:
+        # an interrupt (Ctrl-C) keeps the finished batches of the current chunk
+        flush()
+
+    # -- derive the output tables from cache state -----------------------------------------
+    frames = [before.select(list(CACHE_SCHEMA))] if not before.is_empty() else []
+    if new_rows:
+        frames.append(_rows_frame(new_rows))
+    allrows = resolve(pl.concat(frames, how="vertical")) if frames else _rows_frame([])
+    allrows = allrows.filter(pl.col("target").is_in(wanted))
+    ok = successes(allrows)
+    bad = failures(allrows)
+
+    computed_hashes = {row["content_hash"] for row, _ in todo}
+    complete = (
+        ok.group_by("content_hash").agg(pl.len().alias("n")).filter(pl.col("n") == len(wanted))["content_hash"]
+        if not ok.is_empty()
+        else pl.Series("content_hash", [], dtype=pl.Utf8)
+    )
+    complete_set = set(complete.to_list())
+    status = pool.select(
+        pl.when(~pl.col("content_hash").is_in(list(complete_set)))
+        .then(pl.lit("failed"))
+        .when(pl.col("content_hash").is_in(list(computed_hashes)))
+        .then(pl.lit("scored"))
+        .otherwise(pl.lit("cached"))
+        .alias("status")
+    )["status"]
+    counts = status.value_counts()
+    count = {r["status"]: r["count"] for r in counts.iter_rows(named=True)}
+
+    if "capabilities" in targets:
+        store.write(CAPABILITY_TABLE, source, _capability_table(pool, ok, prompts.capability_keys, label))
+    if "styles" in targets:
+        store.write(STYLE_TABLE, source, _style_table(pool, ok, label))
+    fail_df = _failure_table(pool, bad, allrows, wanted, complete_set, label)
+    with _locked(store, FAILURE_TABLE, source):
+        if store.exists(FAILURE_TABLE, source):
+            old = store.read(FAILURE_TABLE, source)
+            if SCORER_COLUMN not in old.columns:
+                old = old.with_columns(pl.lit(None, dtype=pl.Utf8).alias(SCORER_COLUMN))
+            keep = old.filter(~pl.col("target").is_in(wanted)).select(list(SCORE_FAILURES_SCHEMA))
+            fail_df = pl.concat([keep.cast(SCORE_FAILURES_SCHEMA), fail_df], how="vertical")
+        store.write(FAILURE_TABLE, source, fail_df)
+    reasons = fail_df.filter(pl.col("target").is_in(wanted))["reason"].value_counts() if fail_df.height else None
+    seconds = time.monotonic() - t0
+    result = ScoreRunResult(
+        source=source,
+        scored=int(count.get("scored", 0)),
+        cached=int(count.get("cached", 0)),
+        failed=int(count.get("failed", 0)),
+        seconds=round(seconds, 3),
+        identity=label,
+        total=pool.height,
+        computed=len(computed_hashes),
+        digest=identity.digest,
+        targets=tuple(targets),
+        failures_by_reason={r["reason"]: int(r["count"]) for r in reasons.iter_rows(named=True)} if reasons is not None else {},
+    )
+    meta = {"identity": asdict(identity), "label": label, "digest": identity.digest,
+            "pool_fingerprint": _fingerprint(pool), "result": result.to_dict()}
+    for group, table in (("capabilities", CAPABILITY_TABLE), ("styles", STYLE_TABLE)):
+        if group in targets:
+            store.write_json(table, source, meta)
+    report(len(todo))
+    return result
+
+
+def _rows_frame(rows: list[dict]) -> pl.DataFrame:
+    now = time.time()
+    return pl.DataFrame(
+        [
+            {
+                "content_hash": r["content_hash"],
+                "target": r["target"],
+                "dist": r.get("dist"),
+                "labels": r.get("labels"),
+                "reason": r.get("reason"),
+                "message": r.get("message"),
+                "written_at": r.get("written_at", now),
+            }
+            for r in rows
+        ],
+        schema=CACHE_SCHEMA,
+    )
+
+
+def _fingerprint(pool: pl.DataFrame) -> str:
+    h = hashlib.sha256()
+    for i, c in zip(pool["id"].to_list(), pool["content_hash"].to_list()):
+        h.update(f"{i}\0{c}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _capability_table(pool: pl.DataFrame, ok: pl.DataFrame, keys: Sequence[str], label: str) -> pl.DataFrame:
+    base = pool.select("id", "source", "content_hash")
+    schema = capability_scores_schema(keys)
+    caps = ok.filter(pl.col("target") != STYLES_TARGET).select("content_hash", "target", "dist")
+    if caps.is_empty():
+        out = base.with_columns(
+            [pl.lit(None, dtype=pl.Float64).alias(k) for k in keys]
+            + [pl.lit(None, dtype=pl.Int8).alias(argmax_column(k)) for k in keys]
+        )
+    else:
+        caps = caps.with_columns(
+            expected=pl.col("dist").list.eval((pl.element() * pl.int_range(pl.len()).cast(pl.Float64))).list.sum(),
+            argmax=pl.col("dist").list.arg_max().cast(pl.Int8),
+        )
+        wide_e = caps.pivot(on="target", index="content_hash", values="expected")
+        wide_a = caps.pivot(on="target", index="content_hash", values="argmax")
+        wide_a = wide_a.rename({c: argmax_column(c) for c in wide_a.columns if c != "content_hash"})
+        out = base.join(wide_e, on="content_hash", how="left").join(wide_a, on="content_hash", how="left")
+        for k in keys:
+            if k not in out.columns:
+                out = out.with_columns(pl.lit(None, dtype=pl.Float64).alias(k))
+            if argmax_column(k) not in out.columns:
+                out = out.with_columns(pl.lit(None, dtype=pl.Int8).alias(argmax_column(k)))
+    out = out.with_columns(pl.lit(label).alias(SCORER_COLUMN))
+    return out.select(list(schema)).cast(schema)
+
+
+def _style_table(pool: pl.DataFrame, ok: pl.DataFrame, label: str) -> pl.DataFrame:
+    base = pool.select("id", "source", "content_hash")
+    st = ok.filter(pl.col("target") == STYLES_TARGET).select("content_hash", pl.col("labels").alias("styles"))
+    out = base.join(st, on="content_hash", how="left") if not st.is_empty() else base.with_columns(
+        pl.lit(None, dtype=pl.List(pl.Utf8)).alias("styles")
+    )
+    out = out.with_columns(pl.lit(label).alias(SCORER_COLUMN))
+    return out.select(list(STYLE_LABELS_SCHEMA)).cast(STYLE_LABELS_SCHEMA)
+
+
+def _failure_table(
+    pool: pl.DataFrame,
+    bad: pl.DataFrame,
+    allrows: pl.DataFrame,
+    wanted: Sequence[str],
+    complete: set,
+    label: str,
+) -> pl.DataFrame:
+    """One row per (sample, target) still without a success, with the latest failure's reason."""
+    base = pool.select("id", "source", "content_hash").filter(~pl.col("content_hash").is_in(list(complete)))
+    if base.is_empty():
+        return pl.DataFrame(schema=SCORE_FAILURES_SCHEMA)
+    okkeys = successes(allrows).select("content_hash", "target") if not allrows.is_empty() else pl.DataFrame(
+        schema={"content_hash": pl.Utf8, "target": pl.Utf8}
+    )
+    grid = base.join(pl.DataFrame({"target": list(wanted)}, schema={"target": pl.Utf8}), how="cross")
+    grid = grid.join(okkeys, on=["content_hash", "target"], how="anti")
+    why = bad.select("content_hash", "target", "reason", "message") if not bad.is_empty() else pl.DataFrame(
+        schema={"content_hash": pl.Utf8, "target": pl.Utf8, "reason": pl.Utf8, "message": pl.Utf8}
+    )
+    out = grid.join(why, on=["content_hash", "target"], how="left").with_columns(
+        pl.col("reason").fill_null("not_scored"),
+        pl.col("message").fill_null("no result in the cache (interrupted run?)"),
+        pl.lit(label).alias(SCORER_COLUMN),
+    )
+    return out.select(list(SCORE_FAILURES_SCHEMA)).cast(SCORE_FAILURES_SCHEMA)
+
+
+# -- queries over finished work --------------------------------------------------------------
+def score_targets_done(
+    store: Store,
+    source: str,
+    identity: ScorerIdentity,
+    targets: Sequence[str] = TARGET_GROUPS,
+) -> bool:
+    """True when the per-source tables of `targets` were written by `identity` for the current raw_pool
+    content (same ids and hashes). Failed samples still count as done here: check `score_failures`."""
+    tables = {"capabilities": CAPABILITY_TABLE, "styles": STYLE_TABLE}
+    try:
+        pool = _read_pool(store, source)
+    except StoreError:
+        return False
+    fp = _fingerprint(pool)
+    for t in targets:
+        table = tables[t]
+        if not store.exists(table, source):
+            return False
+        try:
+            meta = store.read_json(table, source)
+        except (StoreError, ValueError):
+            return False
+        if meta.get("digest") != identity.digest or meta.get("pool_fingerprint") != fp:
+            return False
+    return True
+
+
+def build_scores_table(
+    store: Store,
+    sources: Sequence[str] | None = None,
+    taxonomy: Taxonomy | None = None,
+) -> pl.DataFrame:
+    """The pool-wide scores table of DESIGN.md 2.2 (schema.scores_schema), from the per-source tables.
+
+    Capabilities missing from a source's table (taxonomy grew since it was scored) are null; a source with
+    capability scores but no style labels gets null styles (and the reverse); `scorer` names the
+    capability scorer, plus the styler when it differs.
+    """
+    taxonomy = taxonomy or load_taxonomy()
+    keys = taxonomy.keys
+    schema = scores_schema(keys)
+    if sources is None:
+        sources = sorted(set(store.partitions(CAPABILITY_TABLE)) | set(store.partitions(STYLE_TABLE)))
+    frames = []
+    for source in sources:
+        has_c = store.exists(CAPABILITY_TABLE, source)
+        has_s = store.exists(STYLE_TABLE, source)
+        if not (has_c or has_s):
+            raise StoreError(f"source {source!r} has not been scored (no {CAPABILITY_TABLE} or {STYLE_TABLE})")
+        caps = store.read(CAPABILITY_TABLE, source) if has_c else None
+        sty = store.read(STYLE_TABLE, source) if has_s else None
+        if caps is None:
+            caps = sty.select("id", "source", pl.lit(None, dtype=pl.Utf8).alias(SCORER_COLUMN))
+        cols = [pl.col("id"), pl.col("source")]
+        for k in keys:
+            cols.append(pl.col(k).cast(pl.Float64) if k in caps.columns else pl.lit(None, dtype=pl.Float64).alias(k))
+            a = argmax_column(k)
+            cols.append(pl.col(a).cast(pl.Int8) if a in caps.columns else pl.lit(None, dtype=pl.Int8).alias(a))
+        cols.append(pl.col(SCORER_COLUMN).alias("_cap_scorer"))
+        df = caps.select(cols)
+        if sty is not None:
+            df = df.join(
+                sty.select("id", "styles", pl.col(SCORER_COLUMN).alias("_sty_scorer")), on="id", how="left"
+            )
+        else:
+            df = df.with_columns(pl.lit(None, dtype=pl.List(pl.Utf8)).alias("styles"), pl.lit(None, dtype=pl.Utf8).alias("_sty_scorer"))
+        df = df.with_columns(
+            pl.when(pl.col("_cap_scorer").is_null())
+            .then(pl.lit("styles:") + pl.col("_sty_scorer"))
+            .when(pl.col("_sty_scorer").is_null() | (pl.col("_sty_scorer") == pl.col("_cap_scorer")))
+            .then(pl.col("_cap_scorer"))
+            .otherwise(pl.col("_cap_scorer") + pl.lit(" + styles:") + pl.col("_sty_scorer"))
+            .alias(SCORER_COLUMN)
+        )
+        frames.append(df.select(list(schema)).cast(schema))
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    return pl.concat(frames, how="vertical")
