@@ -1,0 +1,209 @@
+"""Tiny random LLaVA-OneVision checkpoints built from a config, for tests and the CPU benchmark.
+
+Nothing is downloaded: the tokenizer is a byte-level BPE trained here on the prompt texts (every digit a
+single token, the ChatML and image special tokens added), the image processor and processor are the real
+transformers classes, the weights are random. The result is saved with `save_pretrained`, so backends load
+it through exactly the path a real checkpoint takes (`from_pretrained(dir)`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmssr_core.prompts import DIGITS, IMAGE_SIZE, SYSTEM_PROMPT, scorer_query, styler_query
+from mmssr_core.taxonomy import DEFAULT_CAPABILITIES, DEFAULT_STYLES
+
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
+
+# Qwen2's chat template (ChatML with the default system prompt), as the released models use it.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\n" + SYSTEM_PROMPT + "<|im_end|>\\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}{{ '<image>\\n' }}"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def _corpus() -> list[str]:
+    """Text the tiny BPE learns merges from: the prompts themselves plus some generic VQA phrasing."""
+    texts = [SYSTEM_PROMPT, styler_query(DEFAULT_STYLES), "Question: Answer: Hint: Styles: "]
+    texts += [scorer_query(phrase) for _, phrase in DEFAULT_CAPABILITIES]
+    texts += list(DEFAULT_STYLES)
+    texts += [
+        "What is shown in this image? The picture shows a table with numbers and a chart.",
+        "How many objects are there? Answer with the option's letter from the given choices directly.",
+        "Describe the scene in detail. Which one is larger, the left or the right? yes no",
+    ]
+    return texts * 4
+
+
+def build_tokenizer(vocab_size: int = 600):
+    """A chat-ready fast tokenizer: byte-level BPE, digits split one per token, ChatML specials."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>", "<image>", "<video>"],
+        chat_template=CHAT_TEMPLATE,
+        padding_side="left",
+        model_max_length=32768,
+    )
+    for d in DIGITS:
+        ids = fast.encode(d, add_special_tokens=False)
+        assert len(ids) == 1, f"digit {d} is not a single token: {ids}"
+    return fast
+
+
+def tiny_llava_onevision_config(
+    tokenizer,
+    *,
+    layers: int = 2,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    vision_layers: int = 1,
+    vision_hidden: int = 32,
+    patch_size: int = 48,
+    image_size: int = IMAGE_SIZE,
+):
+    from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
+
+    vocab = len(tokenizer)
+    padded_vocab = (vocab + 63) // 64 * 64  # like Qwen: room beyond the tokenizer's ids
+    text = Qwen2Config(
+        vocab_size=padded_vocab,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=32768,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=vision_hidden,
+        intermediate_size=vision_hidden * 2,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=max(1, vision_hidden // 16),
+        image_size=image_size,
+        patch_size=patch_size,
+        vision_use_head=False,
+    )
+    return LlavaOnevisionConfig(
+        text_config=text.to_dict(),
+        vision_config=vision.to_dict(),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        image_grid_pinpoints=[[image_size, image_size]],
+        vision_aspect_ratio="anyres_max_9",
+        tie_word_embeddings=False,
+    )
+
+
+def build_processor(tokenizer, config):
+    from transformers import (
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+    )
+
+    size = config.vision_config.image_size
+    image_processor = LlavaOnevisionImageProcessor(
+        size={"height": size, "width": size},
+        image_grid_pinpoints=config.image_grid_pinpoints,
+        image_mean=[0.5, 0.5, 0.5],  # SigLIP's normalisation
+        image_std=[0.5, 0.5, 0.5],
+    )
+    num_image_tokens = (size // config.vision_config.patch_size) ** 2
+    return LlavaOnevisionProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=LlavaOnevisionVideoProcessor(),
+        num_image_tokens=num_image_tokens,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        vision_aspect_ratio=config.vision_aspect_ratio,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def build_tiny_llava_onevision(
+    directory: str | Path,
+    *,
+    layers: int = 2,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    vision_layers: int = 1,
+    vision_hidden: int = 32,
+    patch_size: int = 48,
+    digits_dominate: bool = False,
+    seed: int = 0,
+) -> Path:
+    """Write a random LLaVA-OneVision checkpoint (model, tokenizer, processor) to `directory`.
+
+    `digits_dominate=True` makes every non-digit row of the lm_head zero and the digit rows +-v1, +-v2, +-v3:
+    one of each pair has a positive logit, so the unconstrained greedy answer is always a digit (as with
+    the trained scorer) while which digit still depends on the input.
+    """
+    import torch
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    config = tiny_llava_onevision_config(
+        tokenizer,
+        layers=layers,
+        hidden=hidden,
+        heads=heads,
+        kv_heads=kv_heads,
+        vision_layers=vision_layers,
+        vision_hidden=vision_hidden,
+        patch_size=patch_size,
+    )
+    model = LlavaOnevisionForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        # Random init uses std 0.02: logits would be nearly flat. Widen the head so argmaxes are decisive.
+        model.lm_head.weight.mul_(20.0)
+        if digits_dominate:
+            ids = [tokenizer.convert_tokens_to_ids(d) for d in DIGITS]
+            rows = model.lm_head.weight.clone()
+            model.lm_head.weight.zero_()
+            for pair in range(len(ids) // 2):
+                v = rows[ids[2 * pair]]
+                model.lm_head.weight[ids[2 * pair]] = v
+                model.lm_head.weight[ids[2 * pair + 1]] = -v
+    model.save_pretrained(directory)
+    processor = build_processor(tokenizer, config)
+    processor.save_pretrained(directory)
+    return directory
