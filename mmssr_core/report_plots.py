@@ -63,16 +63,20 @@ def score_distributions(series: dict[str, dict[str, list[float]]], keys: list[st
             vals = [v for v in per_key.get(key, []) if v is not None]
             if vals:
                 ax.hist(vals, bins=edges, density=True, histtype="step", linewidth=1.4, color=_color(name, i), label=name)
-        ax.set_title(_short(key, 28), fontsize=8)
+        ax.set_title(_short(key, 34), fontsize=8)
         ax.tick_params(labelsize=6)
         ax.set_xlim(0, 5)
-    for ax in list(axes.flat)[len(keys):]:
+    spare = list(axes.flat)[len(keys):]
+    for ax in spare:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.suptitle("expected score per capability (density)", fontsize=9, y=1.03 if rows > 1 else 1.1)
+    fig.suptitle("expected score per capability (density)", fontsize=9)
     fig.tight_layout()
+    if handles and spare:  # the legend goes into an empty panel
+        spare[0].legend(handles, labels, loc="center", fontsize=8, frameon=False)
+    elif handles:
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False,
+                   bbox_to_anchor=(0.5, -0.04))
     return _png(fig)
 
 
@@ -110,7 +114,7 @@ def capability_radar(keys: list[str], series: dict[str, list[float | None]]) -> 
     plt = _plt()
     n = len(keys)
     angles = [2 * math.pi * i / n for i in range(n)] + [0.0]
-    fig = plt.figure(figsize=(4.6, 4.6))
+    fig = plt.figure(figsize=(5.6, 5.6))
     ax = fig.add_subplot(111, polar=True)
     top = 0.0
     for i, (name, vals) in enumerate(series.items()):
@@ -118,7 +122,7 @@ def capability_radar(keys: list[str], series: dict[str, list[float | None]]) -> 
         top = max([top] + v)
         ax.plot(angles, v + v[:1], color=_color(name, i), linewidth=1.5, label=name)
         ax.fill(angles, v + v[:1], color=_color(name, i), alpha=0.08)
-    ax.set_xticks(angles[:-1], [_short(k, 14) for k in keys], fontsize=6)
+    ax.set_xticks(angles[:-1], [_short(k, 30).replace(" ", "\n", 1) for k in keys], fontsize=6)
     ax.set_ylim(0, max(5.0 if top > 2.5 else top * 1.1, 0.5))
     ax.tick_params(axis="y", labelsize=6)
     ax.set_title("mean expected score per capability", fontsize=9, pad=14)
