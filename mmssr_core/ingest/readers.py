@@ -254,8 +254,8 @@ def iter_json_array(fh, chunk_chars: int = 1 << 20, progress: Reader | None = No
                 else:
                     yield broken("malformed_record", f"bad JSON in element {position} ({exc.msg})")
                 return
-            if end >= len(buf) and not eof and fill():
-                # A number or literal may continue in the next chunk ("12" + "34"): re-parse with more.
+            if end > len(buf) - _NEAR_END and not eof and fill():
+                # A number may continue in the next chunk ("12" + ".5"): re-parse with lookahead.
                 continue
             break
         raw_text = buf[i:end]
