@@ -85,4 +85,8 @@ def print_json_line(obj: dict) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy: commands raise
+    # mmssr_core.cli.CommandError, which a __main__.CommandError handler would not catch.
+    from mmssr_core.cli import main as _main
+
+    sys.exit(_main())

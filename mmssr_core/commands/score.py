@@ -1,0 +1,203 @@
+"""`mmssr score`: score the ingested samples of one or all sources into the store (cached, resumable)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from mmssr_core.cli import CommandError, print_json_line
+
+BACKENDS = ("rules", "transformers", "vllm", "openai")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", required=True, help="store root folder")
+    p.add_argument("--source", action="append", help="source to score (repeatable; default: every ingested source)")
+    p.add_argument("--backend", choices=BACKENDS, default="rules", help="scoring backend (default: rules)")
+    p.add_argument("--model", help="model path (transformers, vllm) or served model name (openai)")
+    p.add_argument("--revision", help="model revision recorded in the scorer identity")
+    p.add_argument("--base-url", action="append", dest="base_urls", metavar="URL",
+                   help="openai: base URL of an OpenAI-compatible server, e.g. http://host:8000/v1 (repeat for replicas)")
+    p.add_argument("--api-key-env", default=None, help="openai: environment variable holding the API key "
+                   "(default OPENAI_API_KEY; the key itself is never printed)")
+    p.add_argument("--concurrency", type=int, help="openai: concurrent requests per replica (default 8)")
+    p.add_argument("--timeout", type=float, help="openai: seconds per request (default 60)")
+    p.add_argument("--device", help="transformers: torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--dtype", help="transformers: float32, bfloat16, float16")
+    p.add_argument("--tensor-parallel-size", type=int, help="vllm: tensor parallel size")
+    p.add_argument("--data-parallel-size", type=int, help="vllm: data parallel size")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra backend option (value parsed as JSON when possible); repeatable")
+    p.add_argument("--targets", default="capabilities,styles",
+                   help="what to score: capabilities, styles or both (default: capabilities,styles)")
+    p.add_argument("--batch-size", type=int, help="samples per backend call (default: the backend's preference)")
+    p.add_argument("--chunk-size", type=int, default=256, help="samples per cache flush (default 256)")
+    p.add_argument("--taxonomy", help="taxonomy config file (JSON/TOML); default $MMSSR_TAXONOMY or the paper's")
+    p.add_argument("--reference-quirk", action="store_true",
+                   help="reproduce the reference's prefix-stripping quirk (compatibility only)")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+
+def backend_options(args: argparse.Namespace) -> dict:
+    """Map CLI flags onto get_backend(name, **options): only the flags a backend understands."""
+    opts: dict = {}
+    name = args.backend
+
+    def put(key, value):
+        if value is not None:
+            opts[key] = value
+
+    given = {
+        "--model": args.model, "--base-url": args.base_urls, "--concurrency": args.concurrency,
+        "--timeout": args.timeout, "--device": args.device, "--dtype": args.dtype,
+        "--tensor-parallel-size": args.tensor_parallel_size, "--data-parallel-size": args.data_parallel_size,
+        "--api-key-env": args.api_key_env, "--revision": args.revision,
+    }
+    allowed = {
+        "rules": set(),
+        "transformers": {"--model", "--device", "--dtype", "--revision"},
+        "vllm": {"--model", "--tensor-parallel-size", "--data-parallel-size", "--revision"},
+        "openai": {"--model", "--base-url", "--concurrency", "--timeout", "--api-key-env", "--revision"},
+    }[name]
+    stray = [flag for flag, v in given.items() if v is not None and flag not in allowed]
+    if stray:
+        raise CommandError(f"{', '.join(stray)} do(es) not apply to the {name} backend")
+    if name == "transformers":
+        if not args.model:
+            raise CommandError("the transformers backend needs --model PATH (a local checkpoint directory)")
+        put("model", args.model), put("device", args.device), put("dtype", args.dtype)
+    elif name == "vllm":
+        if not args.model:
+            raise CommandError("the vllm backend needs --model PATH_OR_NAME")
+        put("model", args.model)
+        put("tensor_parallel_size", args.tensor_parallel_size)
+        put("data_parallel_size", args.data_parallel_size)
+    elif name == "openai":
+        if not args.base_urls:
+            raise CommandError("the openai backend needs --base-url URL (repeat it for several replicas)")
+        opts["base_urls"] = list(args.base_urls)
+        put("model", args.model), put("concurrency", args.concurrency), put("timeout", args.timeout)
+        put("api_key_env", args.api_key_env)
+    if name != "rules":
+        put("revision", args.revision)
+    for item in args.option:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise CommandError(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            opts[key.replace("-", "_")] = json.loads(raw)
+        except ValueError:
+            opts[key.replace("-", "_")] = raw
+    return opts
+
+
+class ProgressLine:
+    """Rate-limited progress on stderr: n/total, samples/s, ETA (at most one line per `every` seconds)."""
+
+    def __init__(self, every: float = 2.0, stream=None):
+        self.every = every
+        self.stream = stream or sys.stderr
+        self._last = 0.0
+        self._final: tuple | None = None
+
+    def __call__(self, p) -> None:
+        now = time.monotonic()
+        final = p.done >= p.total
+        if final:
+            if self._final == (p.source, p.total):
+                return
+            self._final = (p.source, p.total)
+        elif now - self._last < self.every:
+            return
+        self._last = now
+        new = p.done - p.cached
+        rate = new / p.seconds if p.seconds > 0 else 0.0
+        left = p.total - p.done
+        eta = f"{left / rate:,.0f}s" if rate > 0 and left else ("0s" if not left else "?")
+        pct = 100.0 * p.done / p.total if p.total else 100.0
+        print(
+            f"score {p.source}: {p.done}/{p.total} ({pct:.1f}%, {p.cached} cached) "
+            f"{rate:.1f} samples/s ETA {eta}",
+            file=self.stream,
+            flush=True,
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmssr_core.scoring.base import get_backend
+    from mmssr_core.scoring.runner import TARGET_GROUPS, score_source
+    from mmssr_core.store import Store, StoreError
+    from mmssr_core.taxonomy import TaxonomyError, load_taxonomy
+
+    store = Store(args.store)
+    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
+    if not targets or any(t not in TARGET_GROUPS for t in targets):
+        raise CommandError(f"--targets must list some of {', '.join(TARGET_GROUPS)}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise CommandError("--batch-size must be >= 1")
+    if args.chunk_size < 1:
+        raise CommandError("--chunk-size must be >= 1")
+    available = store.partitions("raw_pool")
+    sources = args.source or available
+    if not sources:
+        raise CommandError(f"no ingested sources under {store.root} (run `mmssr ingest` first)")
+    missing = [s for s in sources if s not in available]
+    if missing:
+        raise CommandError(f"source(s) not ingested in {store.root}: {', '.join(missing)}")
+    try:
+        taxonomy = load_taxonomy(args.taxonomy)
+    except TaxonomyError as exc:
+        raise CommandError(str(exc)) from None
+    options = backend_options(args)
+    try:
+        backend = get_backend(args.backend, **options)
+    except (ValueError, TypeError, OSError, ImportError) as exc:
+        raise CommandError(f"cannot start the {args.backend} backend: {exc}") from None
+
+    progress = None if args.no_progress else ProgressLine()
+    results = []
+    t0 = time.monotonic()
+    try:
+        for source in sources:
+            try:
+                res = score_source(
+                    store, source, backend, taxonomy=taxonomy, targets=targets, batch_size=args.batch_size,
+                    chunk_size=args.chunk_size, progress=progress, reference_quirk=args.reference_quirk,
+                )
+            except StoreError as exc:
+                raise CommandError(str(exc)) from None
+            results.append(res)
+            if not args.json:
+                print(
+                    f"{source}: {res.total} samples, {res.scored} scored, {res.cached} cached, "
+                    f"{res.failed} failed in {res.seconds:.1f}s ({res.identity})"
+                )
+    finally:
+        backend.close()
+    failed = sum(r.failed for r in results)
+    if failed:
+        reasons: dict[str, int] = {}
+        for r in results:
+            for k, v in r.failures_by_reason.items():
+                reasons[k] = reasons.get(k, 0) + v
+        print(
+            f"mmssr score: {failed} sample(s) have failed targets ({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))}); "
+            "see the score_failures table; rerun to retry them",
+            file=sys.stderr,
+        )
+    if args.json:
+        print_json_line(
+            {
+                "scored": sum(r.scored for r in results),
+                "cached": sum(r.cached for r in results),
+                "failed": failed,
+                "total": sum(r.total for r in results),
+                "seconds": round(time.monotonic() - t0, 3),
+                "scorer": results[0].identity if results else None,
+                "sources": {r.source: r.to_dict() for r in results},
+            }
+        )
+    return 0
