@@ -1,0 +1,136 @@
+"""`scores_table` (pool-wide) and `selected_subset` (one partition per recipe)."""
+
+
+import dagster as dg
+import polars as pl
+
+from mmssr_assets.metadata import frame_md, md_table, path_md
+from mmssr_assets.partitions import OWNERS, RECIPE_BACKFILL_POLICY, SOURCES, recipes_partitions
+from mmssr_assets.resources import ScorerResource, StoreResource
+from mmssr_core.recipes import Recipe
+
+SCORES_TABLE = "scores"
+SCORES_PARTITION = "pool"
+SELECTIONS_TABLE = "selections"
+
+
+def registered_scored_sources(instance: dg.DagsterInstance, st) -> list[str]:
+    """Sources that are partitions of the instance and have both score tables in the store."""
+    registered = instance.get_dynamic_partitions(SOURCES)
+    return sorted(s for s in registered if st.exists("capability_scores", s) and st.exists("style_labels", s))
+
+
+@dg.asset(
+    deps=["capability_scores", "style_labels"],
+    group_name="selection",
+    kinds={"polars", "parquet"},
+    owners=OWNERS,
+    tags={"stage": "select"},
+    description=(
+        "The pool-wide scores table of DESIGN 2.2 (id, source, styles, one column per capability): "
+        "every scored source concatenated into `scores/pool.parquet`. What selection reads."
+    ),
+)
+def scores_table(context: dg.AssetExecutionContext, store: StoreResource, scorer: ScorerResource) -> dg.MaterializeResult:
+    from mmssr_core.scoring.runner import build_scores_table
+
+    st = store.store()
+    sources = registered_scored_sources(context.instance, st)
+    if not sources:
+        raise dg.Failure("no scored source yet: materialize raw_pool, capability_scores and style_labels first")
+    taxonomy = scorer.taxonomy()
+    df = build_scores_table(st, sources=sources, taxonomy=taxonomy)
+    path = st.write(SCORES_TABLE, SCORES_PARTITION, df)
+    per_source = df.group_by("source").len().sort("source")
+    keys = [k for k in taxonomy.keys if k in df.columns]
+    means = df.select([pl.col(k).mean() for k in keys]).row(0) if df.height else [None] * len(keys)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": df.height,
+            "sources": len(sources),
+            "path": path_md(path),
+            "per_source": dg.MetadataValue.md(md_table(["source", "samples"], per_source.rows())),
+            "mean_scores": dg.MetadataValue.md(
+                md_table(["capability", "mean"], [(k, "" if m is None else f"{m:.3f}") for k, m in zip(keys, means)])
+            ),
+            "preview": frame_md(df.select("id", "source", "styles", *keys[:3])),
+        }
+    )
+
+
+def build_selected_subset(recipes: list[Recipe]) -> dg.AssetsDefinition:
+    by_name = {r.name: r for r in recipes}
+    table = md_table(["recipe", "what"], [(r.name, r.describe()) for r in recipes], 200)
+
+    @dg.asset(
+        partitions_def=recipes_partitions(recipes),
+        backfill_policy=RECIPE_BACKFILL_POLICY,
+        deps=[scores_table],
+        group_name="selection",
+        kinds={"polars", "parquet"},
+        owners=OWNERS,
+        tags={"stage": "select"},
+        metadata={"recipes": dg.MetadataValue.md(table)},
+        description=(
+            "The subset one recipe selects from the scores table (mmSSR: round-robin over capabilities, "
+            "balanced over style x source bins): `selections/<recipe>.parquet` with id, source, rank, "
+            "picked_by, bin. Recipes: defaults mmssr_5pct/10pct/30pct plus the store's recipes.toml or "
+            "$MMSSR_RECIPES."
+        ),
+    )
+    def selected_subset(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
+        from mmssr_core.selection import select
+
+        recipe = by_name[context.partition_key]
+        st = store.store()
+        if not st.exists(SCORES_TABLE, SCORES_PARTITION):
+            raise dg.Failure("the scores table is missing: materialize scores_table first")
+        scores = st.read(SCORES_TABLE, SCORES_PARTITION)
+        result = select(
+            scores,
+            [recipe.budget],
+            method=recipe.method,
+            capabilities=list(recipe.capabilities) if recipe.capabilities else None,
+            threshold=recipe.threshold,
+            seed=recipe.seed,
+        )
+        sel = next(iter(result.values()))
+        path = st.write(SELECTIONS_TABLE, recipe.name, sel.frame)
+        summary = {
+            "recipe": recipe.to_dict(),
+            "pool_size": scores.height,
+            "requested": int(sel.requested),
+            "selected": int(sel.selected),
+            "short": bool(sel.short),
+            "reason": sel.reason or "",
+            "per_capability": {str(k): v for k, v in (sel.per_capability or {}).items()},
+            "path": str(path),
+        }
+        st.write_json(SELECTIONS_TABLE, recipe.name, summary)
+        context.log.info(f"selection {recipe.name}: {sel.selected}/{sel.requested} of {scores.height}")
+        by_source = sel.frame.group_by("source").len().sort("source") if sel.frame.height else None
+        meta = {
+            "recipe": recipe.describe(),
+            "requested": summary["requested"],
+            "selected": summary["selected"],
+            "pool_size": scores.height,
+            "short": summary["short"],
+            "reason": summary["reason"] or "-",
+            "dagster/row_count": sel.frame.height,
+            "path": path_md(path),
+            "preview": frame_md(sel.frame, 10),
+            "per_capability": dg.MetadataValue.md(
+                md_table(["capability", "picked"], [(k, _count(v)) for k, v in summary["per_capability"].items()])
+            ),
+        }
+        if by_source is not None:
+            meta["per_source"] = dg.MetadataValue.md(md_table(["source", "selected"], by_source.rows()))
+        return dg.MaterializeResult(metadata=meta)
+
+    return selected_subset
+
+
+def _count(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)

@@ -1,0 +1,57 @@
+"""The code location: `dagster dev` (workspace.yaml) and `mmssr materialize` load the same graph.
+
+    raw_pool ──► capability_scores ─┐
+             └─► style_labels ──────┴─► scores_table ──► selected_subset ──► eval_report
+    (per source: dynamic partitions)     (pool-wide)      (per recipe)        (per recipe)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from mmssr_assets.assets.ingest import raw_pool
+from mmssr_assets.assets.reports import build_eval_report
+from mmssr_assets.assets.scoring import score_source_step
+from mmssr_assets.assets.selection import build_selected_subset, scores_table
+from mmssr_assets.checks import SOURCE_CHECKS, build_recipe_checks
+from mmssr_assets.jobs import build_select_and_report_job, ingest_and_score_job
+from mmssr_assets.resources import ScorerResource, SourcesResource, StoreResource, default_scorer
+from mmssr_assets.schedules import build_refresh_schedule, rescore_changed_sources
+from mmssr_assets.sensors import new_sources_sensor
+from mmssr_core.recipes import Recipe, load_recipes
+from mmssr_core.store import default_store_root
+
+
+def build_definitions(
+    *,
+    store_root: str | os.PathLike | None = None,
+    sources_root: str | os.PathLike | None = None,
+    scorer: ScorerResource | None = None,
+    recipes: list[Recipe] | None = None,
+) -> dg.Definitions:
+    """The whole graph; unset arguments come from the environment ($MMSSR_STORE, $MMSSR_SOURCES_ROOT,
+    $MMSSR_BACKEND..., recipes from the store's recipes.toml and $MMSSR_RECIPES)."""
+    store_root = Path(store_root).resolve() if store_root else None
+    if recipes is None:
+        recipes = load_recipes(store_root=store_root or default_store_root())
+    selected_subset = build_selected_subset(recipes)
+    eval_report = build_eval_report(recipes, selected_subset)
+    select_job = build_select_and_report_job(recipes)
+    return dg.Definitions(
+        assets=[raw_pool, score_source_step, scores_table, selected_subset, eval_report],
+        asset_checks=[*SOURCE_CHECKS, *build_recipe_checks(recipes)],
+        jobs=[ingest_and_score_job, select_job],
+        sensors=[new_sources_sensor],
+        schedules=[rescore_changed_sources, build_refresh_schedule(recipes, select_job)],
+        resources={
+            "store": StoreResource(root=str(store_root) if store_root else None),
+            "sources": SourcesResource(root=str(Path(sources_root).resolve()) if sources_root else None),
+            "scorer": scorer or default_scorer(),
+        },
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,203 @@
+"""Materialize the whole graph headlessly, through Dagster itself.
+
+Same `Definitions` (assets, checks, resources) the UI loads, executed in-process against a real
+`DagsterInstance` ($DAGSTER_HOME when set, so the UI later shows these runs; else an ephemeral one):
+1. every source folder under the sources root becomes a `sources` partition (missing ones are added);
+2. one `ingest_and_score` run per source (raw_pool -> capability_scores + style_labels + checks);
+3. one `select_and_report` run per recipe (scores_table once, then selected_subset -> eval_report +
+   checks).
+A failing source or recipe is reported and the rest go on; the exit status says whether all passed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import dagster as dg
+
+from mmssr_assets.definitions import build_definitions
+from mmssr_assets.jobs import INGEST_AND_SCORE, SELECT_AND_REPORT
+from mmssr_assets.partitions import SOURCES
+from mmssr_assets.resources import ScorerResource, default_scorer
+from mmssr_core.recipes import Recipe, load_recipes
+from mmssr_core.store import Store
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class MaterializeSummary:
+    sources: dict[str, dict] = field(default_factory=dict)
+    subsets: dict[str, dict] = field(default_factory=dict)
+    reports: dict[str, dict] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    store: str = ""
+    sources_root: str = ""
+    dagster_home: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and all(self.checks.values())
+
+    def to_dict(self) -> dict:
+        return {
+            "sources": self.sources,
+            "subsets": self.subsets,
+            "reports": self.reports,
+            "checks": self.checks,
+            "failures": self.failures,
+            "ok": self.ok,
+            "store": self.store,
+            "sources_root": self.sources_root,
+            "dagster_home": self.dagster_home,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _value(v):
+    return getattr(v, "value", v)
+
+
+def _materializations(result) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for ev in result.get_asset_materialization_events():
+        mat = ev.step_materialization_data.materialization
+        out[mat.asset_key.to_user_string()] = {k: _value(v) for k, v in mat.metadata.items()}
+    return out
+
+
+def _checks(result) -> list:
+    return list(result.get_asset_check_evaluations())
+
+
+def _run_error(result) -> str:
+    for ev in result.all_events:
+        if ev.is_step_failure or ev.is_failure:
+            data = ev.event_specific_data
+            err = getattr(data, "error", None)
+            if err is not None:
+                return err.message.strip().splitlines()[0]
+    return "run failed"
+
+
+def get_instance() -> dg.DagsterInstance:
+    """$DAGSTER_HOME's instance when set (runs show up in the UI), else an ephemeral one."""
+    if os.environ.get("DAGSTER_HOME"):
+        Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.ephemeral()
+
+
+def materialize_all(
+    *,
+    sources_root: str | os.PathLike,
+    store_root: str | os.PathLike,
+    scorer: ScorerResource | None = None,
+    recipes: list[Recipe] | None = None,
+    instance: dg.DagsterInstance | None = None,
+    batch_size: int = 8,
+    only: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> MaterializeSummary:
+    from mmssr_core.ingest import discover_sources
+
+    t0 = time.monotonic()
+    say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    sources_root = Path(sources_root).resolve()
+    store_root = Path(store_root).resolve()
+    st = Store(store_root)
+    recipes = recipes if recipes is not None else load_recipes(store_root=store_root)
+    defs = build_definitions(store_root=store_root, sources_root=sources_root,
+                             scorer=scorer or default_scorer(), recipes=recipes)
+    instance = instance or get_instance()
+    summary = MaterializeSummary(store=str(store_root), sources_root=str(sources_root),
+                                 dagster_home=os.environ.get("DAGSTER_HOME"))
+
+    found = discover_sources(sources_root)
+    names = [s for s in found if only is None or s in only]
+    known = set(instance.get_dynamic_partitions(SOURCES))
+    missing = [s for s in names if s not in known]
+    if missing:
+        instance.add_dynamic_partitions(SOURCES, missing)
+        say(f"added {len(missing)} source partition(s): {', '.join(missing)}")
+
+    total = len(names) + len(recipes)
+    step = 0
+    source_job = defs.resolve_job_def(INGEST_AND_SCORE)
+    for name in names:
+        step += 1
+        t = time.monotonic()
+        say(f"[{step}/{total}] source {name}: ingest + score ...")
+        result = source_job.execute_in_process(
+            partition_key=name,
+            instance=instance,
+            run_config={**QUIET, "ops": {"score_source": {"config": {"batch_size": batch_size}}}},
+            raise_on_error=False,
+            tags={"mmssr/trigger": "materialize"},
+        )
+        mats = _materializations(result)
+        raw, caps = mats.get("raw_pool", {}), mats.get("capability_scores", {})
+        summary.sources[name] = {
+            "accepted": raw.get("accepted"),
+            "quarantined": raw.get("quarantined"),
+            "read": raw.get("read"),
+            "scored": caps.get("scored"),
+            "cached": caps.get("cached"),
+            "failed": caps.get("failed"),
+            "run_id": result.run_id,
+            "success": result.success,
+        }
+        for ev in _checks(result):
+            summary.checks[f"{ev.check_name}[{name}]"] = bool(ev.passed)
+        if not result.success:
+            summary.failures.append(f"source {name}: {_run_error(result)}")
+            say(f"      FAILED: {summary.failures[-1]}")
+        else:
+            say(f"      {raw.get('accepted')} accepted, {raw.get('quarantined')} quarantined; "
+                f"{caps.get('scored')} scored, {caps.get('cached')} cached, {caps.get('failed')} failed "
+                f"({time.monotonic() - t:.1f}s)")
+
+    select_job = defs.resolve_job_def(SELECT_AND_REPORT)
+    without_table = [dg.AssetKey("selected_subset"), dg.AssetKey("eval_report")]
+    for i, recipe in enumerate(recipes):
+        step += 1
+        t = time.monotonic()
+        say(f"[{step}/{total}] recipe {recipe.name}: {recipe.describe()} ...")
+        result = select_job.execute_in_process(
+            partition_key=recipe.name,
+            instance=instance,
+            run_config=QUIET,
+            raise_on_error=False,
+            # the pool-wide scores table is rebuilt once, in the first recipe's run
+            asset_selection=None if i == 0 else without_table,
+            tags={"mmssr/trigger": "materialize"},
+        )
+        mats = _materializations(result)
+        sel = mats.get("selected_subset", {})
+        for ev in _checks(result):
+            summary.checks[f"{ev.check_name}[{recipe.name}]"] = bool(ev.passed)
+        if "selected_subset" in mats:
+            summary.subsets[recipe.name] = {
+                "requested": sel.get("requested"),
+                "selected": sel.get("selected"),
+                "short": sel.get("short"),
+                "reason": None if sel.get("reason") in (None, "-") else sel.get("reason"),
+                "path": str(st.path("selections", recipe.name)),
+            }
+        if "eval_report" in mats:
+            rep = mats["eval_report"]
+            summary.reports[recipe.name] = {"html": rep.get("report_html"), "json": rep.get("report_json")}
+        if not result.success:
+            summary.failures.append(f"recipe {recipe.name}: {_run_error(result)}")
+            say(f"      FAILED: {summary.failures[-1]}")
+        else:
+            say(f"      {sel.get('selected')}/{sel.get('requested')} selected ({time.monotonic() - t:.1f}s)")
+    summary.seconds = time.monotonic() - t0
+    return summary

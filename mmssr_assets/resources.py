@@ -1,0 +1,140 @@
+"""Swappable resources: where data lives (store, sources root) and who scores it (the backend).
+
+Assets never build a backend or a path themselves; they ask these resources, so a laptop run (rules
+backend, ./store) and a cluster run (vLLM servers, object storage mount) differ only in configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import dagster as dg
+from pydantic import Field
+
+from mmssr_core.store import Store, default_store_root
+
+ENV_SOURCES_ROOT = "MMSSR_SOURCES_ROOT"
+ENV_BACKEND = "MMSSR_BACKEND"
+ENV_MODEL = "MMSSR_MODEL"
+ENV_BASE_URL = "MMSSR_BASE_URL"
+ENV_API_KEY = "MMSSR_API_KEY"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_sources_root() -> Path:
+    """$MMSSR_SOURCES_ROOT, else ./examples/sources, else the repository's bundled demo sources."""
+    env = os.environ.get(ENV_SOURCES_ROOT)
+    if env:
+        return Path(env).resolve()
+    local = Path("examples/sources")
+    if local.is_dir():
+        return local.resolve()
+    return REPO_ROOT / "examples" / "sources"
+
+
+class StoreResource(dg.ConfigurableResource):
+    """The Parquet store. `root` unset: $MMSSR_STORE, else ./store."""
+
+    root: Optional[str] = Field(default=None, description="store root folder (default $MMSSR_STORE or ./store)")
+
+    def store(self) -> Store:
+        return Store(self.root) if self.root else Store(default_store_root())
+
+
+class SourcesResource(dg.ConfigurableResource):
+    """The folder whose sub-folders are sources (one pool file plus its images each)."""
+
+    root: Optional[str] = Field(
+        default=None, description="sources root (default $MMSSR_SOURCES_ROOT or examples/sources)"
+    )
+
+    def path(self) -> Path:
+        return Path(self.root).resolve() if self.root else default_sources_root()
+
+    def discover(self) -> dict[str, Path]:
+        """Source name -> folder, for every sub-folder holding a pool file."""
+        from mmssr_core.ingest import discover_sources
+
+        root = self.path()
+        if not root.is_dir():
+            return {}
+        return dict(discover_sources(root))
+
+    def fingerprint(self, name: str) -> str:
+        """Changes when the source's files change (names, sizes, mtimes): cheap, no content read."""
+        folder = self.path() / name
+        h = hashlib.sha256()
+        if folder.is_dir():
+            for p in sorted(folder.rglob("*")):
+                if p.is_file():
+                    st = p.stat()
+                    h.update(f"{p.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:16]
+
+
+class ScorerResource(dg.ConfigurableResource):
+    """The scoring backend: `rules` (weight-free, default), `transformers`, `vllm` or `openai`.
+
+    Secrets (`api_key`) come through `dg.EnvVar` so they never appear in run config or the UI.
+    `options` holds any further keyword arguments of the backend (device, dtype, tensor_parallel...).
+    """
+
+    backend: str = Field(default="rules", description="rules | transformers | vllm | openai")
+    model: Optional[str] = Field(default=None, description="model path or name (transformers, vllm, openai)")
+    base_url: Optional[str] = Field(default=None, description="OpenAI-compatible server URL (openai backend)")
+    api_key: Optional[str] = Field(default=None, description="API key; pass dg.EnvVar('MMSSR_API_KEY')")
+    options: dict[str, Any] = Field(default_factory=dict, description="extra backend keyword arguments")
+    taxonomy_path: Optional[str] = Field(default=None, description="taxonomy config (default $MMSSR_TAXONOMY)")
+
+    def backend_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = dict(self.options)
+        for key in ("model", "base_url", "api_key"):
+            value = getattr(self, key)
+            if value:
+                opts[key] = value
+        return opts
+
+    def get_backend(self):
+        from mmssr_core.scoring import get_backend
+
+        return get_backend(self.backend, **self.backend_options())
+
+    def taxonomy(self):
+        from mmssr_core.taxonomy import load_taxonomy
+
+        return load_taxonomy(self.taxonomy_path)
+
+    def fingerprint(self) -> str:
+        """Changes when the scorer's identity changes (backend, model, options, taxonomy, prompts).
+
+        Computed from configuration without loading a model, so a schedule can compare it cheaply.
+        The secret is left out on purpose.
+        """
+        from mmssr_core.prompts import PromptSet
+
+        taxonomy = self.taxonomy()
+        blob = {
+            "backend": self.backend,
+            "model": self.model,
+            "base_url": self.base_url,
+            "options": self.options,
+            "taxonomy": taxonomy.to_dict(),
+            "prompt_version": PromptSet.from_taxonomy(taxonomy).version,
+        }
+        return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def default_scorer() -> ScorerResource:
+    """The scorer from the environment: $MMSSR_BACKEND (rules), $MMSSR_MODEL, $MMSSR_BASE_URL, $MMSSR_API_KEY."""
+    kwargs: dict[str, Any] = {"backend": os.environ.get(ENV_BACKEND, "rules")}
+    if os.environ.get(ENV_MODEL):
+        kwargs["model"] = os.environ[ENV_MODEL]
+    if os.environ.get(ENV_BASE_URL):
+        kwargs["base_url"] = os.environ[ENV_BASE_URL]
+    if os.environ.get(ENV_API_KEY):
+        kwargs["api_key"] = dg.EnvVar(ENV_API_KEY)
+    return ScorerResource(**kwargs)

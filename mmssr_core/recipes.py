@@ -1,0 +1,199 @@
+"""Selection recipes: named (method, budget, capabilities, threshold, seed) tuples.
+
+Why a config file and not code: a team wants "OCR-only at 10%" next to the paper's mmSSR 5/10/30%
+without touching Python. Recipe names become Dagster partition keys of `selected_subset` and
+`eval_report`, and file names under `selections/` and `reports/` in the store.
+
+Where recipes come from (later entries override earlier ones by name):
+1. the defaults `mmssr_5pct`, `mmssr_10pct`, `mmssr_30pct` (mmSSR over all capabilities);
+2. a `recipes.toml` / `recipes.json` (or a file named `recipes`) in the store root;
+3. the file named by $MMSSR_RECIPES.
+
+File format (TOML shown; JSON takes the same mapping)::
+
+    replace_defaults = false          # true drops the three defaults
+    [[recipe]]
+    name = "ocr_10pct"
+    budget = 0.10                     # a fraction of the pool (0 < r < 1), "10%", or a count (int >= 1)
+    capabilities = ["optical_character_recognition"]
+    method = "mmssr"                  # optional, default mmssr
+    threshold = 0.0                   # optional
+    seed = 0                          # optional
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mmssr_core.store import StoreError, check_name
+
+ENV_RECIPES = "MMSSR_RECIPES"
+STORE_RECIPE_FILES = ("recipes.toml", "recipes.json", "recipes")
+
+
+class RecipeError(ValueError):
+    """A recipe or recipe file that cannot be used; the message names the recipe and the field."""
+
+
+def parse_budget(value) -> float | int:
+    """`0.1`, `"10%"` -> 0.1 (a fraction); `500`, `"500"` -> 500 (a count)."""
+    if isinstance(value, bool):
+        raise RecipeError(f"budget {value!r} is not a number")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if text.endswith("%"):
+                value = float(text[:-1]) / 100.0
+            elif any(c in text for c in ".eE"):
+                value = float(text)
+            else:
+                value = int(text)
+        except ValueError:
+            raise RecipeError(f"budget {value!r} is not a fraction, a percentage or a count") from None
+    if isinstance(value, float) and value.is_integer() and value >= 1:
+        value = int(value)
+    if isinstance(value, int):
+        if value < 1:
+            raise RecipeError(f"budget count {value} must be >= 1")
+        return value
+    if isinstance(value, float):
+        if not 0 < value < 1:
+            raise RecipeError(f"budget fraction {value} must be in (0, 1)")
+        return value
+    raise RecipeError(f"budget {value!r} is not a number")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    method: str = "mmssr"
+    budget: float | int = 0.1
+    capabilities: tuple[str, ...] | None = None  # None: all capabilities of the taxonomy
+    threshold: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        try:
+            check_name(self.name, "recipe")
+        except StoreError as exc:
+            raise RecipeError(str(exc)) from None
+        object.__setattr__(self, "budget", parse_budget(self.budget))
+        if self.capabilities is not None:
+            if isinstance(self.capabilities, str):
+                raise RecipeError(f"recipe {self.name!r}: capabilities must be a list, not a string")
+            caps = tuple(str(c) for c in self.capabilities)
+            if not caps:
+                raise RecipeError(f"recipe {self.name!r}: capabilities is empty (omit it to use all)")
+            object.__setattr__(self, "capabilities", caps)
+        try:
+            object.__setattr__(self, "threshold", float(self.threshold))
+            object.__setattr__(self, "seed", int(self.seed))
+        except (TypeError, ValueError):
+            raise RecipeError(f"recipe {self.name!r}: threshold must be a number and seed an integer") from None
+        if not isinstance(self.method, str) or not self.method:
+            raise RecipeError(f"recipe {self.name!r}: method must be a non-empty string")
+
+    @property
+    def budget_label(self) -> str:
+        return f"{self.budget:g}" if isinstance(self.budget, float) else str(self.budget)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["capabilities"] = list(self.capabilities) if self.capabilities is not None else None
+        return d
+
+    def describe(self) -> str:
+        caps = "all capabilities" if self.capabilities is None else ", ".join(self.capabilities)
+        budget = f"{self.budget:.0%}" if isinstance(self.budget, float) else f"{self.budget} samples"
+        return f"{self.method} at {budget} over {caps} (threshold {self.threshold:g}, seed {self.seed})"
+
+
+DEFAULT_RECIPES: tuple[Recipe, ...] = (
+    Recipe("mmssr_5pct", budget=0.05),
+    Recipe("mmssr_10pct", budget=0.10),
+    Recipe("mmssr_30pct", budget=0.30),
+)
+
+_FIELDS = {"name", "method", "budget", "capabilities", "threshold", "seed"}
+
+
+def recipe_from_dict(data: dict) -> Recipe:
+    if not isinstance(data, dict) or "name" not in data:
+        raise RecipeError(f"recipe entry {data!r} needs at least a 'name' and a 'budget'")
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        raise RecipeError(f"recipe {data['name']!r}: unknown fields {unknown}; allowed: {sorted(_FIELDS)}")
+    if "budget" not in data:
+        raise RecipeError(f"recipe {data['name']!r} needs a 'budget'")
+    return Recipe(**data)
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe file {path}: {exc.strerror}") from exc
+    try:
+        if path.suffix == ".json" or (path.suffix != ".toml" and text.lstrip().startswith(("{", "["))):
+            data = json.loads(text)
+        else:
+            import tomllib
+
+            data = tomllib.loads(text)
+    except ValueError as exc:
+        raise RecipeError(f"recipe file {path} is not valid TOML/JSON: {exc}") from exc
+    if isinstance(data, list):
+        data = {"recipe": data}
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe file {path} must hold a mapping with a 'recipe' list")
+    return data
+
+
+def recipe_files(store_root: str | os.PathLike | None = None) -> list[Path]:
+    """The recipe files that apply, in override order."""
+    files: list[Path] = []
+    if store_root is not None:
+        for name in STORE_RECIPE_FILES:
+            p = Path(store_root) / name
+            if p.is_file():
+                files.append(p)
+                break
+    env = os.environ.get(ENV_RECIPES)
+    if env:
+        p = Path(env)
+        if not p.is_file():
+            raise RecipeError(f"${ENV_RECIPES} names {p}, which is not a file")
+        files.append(p)
+    return files
+
+
+def load_recipes(
+    path: str | os.PathLike | None = None, *, store_root: str | os.PathLike | None = None
+) -> list[Recipe]:
+    """Defaults, then the store's recipe file, then $MMSSR_RECIPES (or `path` instead of both)."""
+    files = [Path(path)] if path is not None else recipe_files(store_root)
+    recipes: dict[str, Recipe] = {r.name: r for r in DEFAULT_RECIPES}
+    for f in files:
+        data = _read_config(f)
+        if data.get("replace_defaults"):
+            recipes = {}
+        entries = data.get("recipe", data.get("recipes", []))
+        if not isinstance(entries, list):
+            raise RecipeError(f"recipe file {f}: 'recipe' must be a list of tables")
+        for entry in entries:
+            r = recipe_from_dict(entry)
+            recipes[r.name] = r
+    if not recipes:
+        raise RecipeError("no recipes: the recipe files dropped the defaults and defined none")
+    return list(recipes.values())
+
+
+def get_recipe(name: str, recipes: list[Recipe] | None = None, **kwargs) -> Recipe:
+    recipes = recipes if recipes is not None else load_recipes(**kwargs)
+    for r in recipes:
+        if r.name == name:
+            return r
+    raise RecipeError(f"unknown recipe {name!r}; known: {', '.join(r.name for r in recipes)}")
