@@ -76,7 +76,7 @@ def normalised_entropy(counts: Iterable[float], k: int | None = None) -> float:
     if total <= 0 or k <= 1:
         return 0.0
     h = -sum((c / total) * math.log(c / total) for c in values)
-    return float(h / math.log(k))
+    return max(0.0, float(h / math.log(k)))
 
 
 def style_source_counts(frame: pl.DataFrame) -> pl.DataFrame:

@@ -1,0 +1,134 @@
+"""Downstream loop: a fake train-and-evaluate command (success, failure), results kept, the paper's table."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import polars as pl
+import pytest
+
+from mmssr_core.downstream import (
+    DownstreamError,
+    TrainEvalCommand,
+    import_results,
+    load_results,
+    paper_table,
+    run_train_eval,
+    table_markdown,
+)
+
+FAKE = r'''
+import json, os, sys
+dataset, recipe, results = sys.argv[1], sys.argv[2], sys.argv[3]
+scores = json.loads(os.environ["FAKE_SCORES"])
+if os.environ.get("FAKE_FAIL"):
+    print("loading dataset " + dataset)
+    print("CUDA out of memory while training " + recipe, file=sys.stderr)
+    sys.exit(3)
+if not os.environ.get("FAKE_NO_RESULTS"):
+    n = len(json.load(open(dataset)))
+    with open(results, "w") as fh:
+        json.dump({"benchmarks": scores, "model": "fake-" + recipe, "meta": {"train_samples": n}}, fh)
+'''
+
+
+@pytest.fixture
+def fake(tmp_path):
+    script = tmp_path / "fake train eval.py"  # a space in the path: must stay one argument
+    script.write_text(FAKE)
+    dataset = tmp_path / "data.json"
+    dataset.write_text(json.dumps([{"id": "a"}, {"id": "b"}]))
+    cmd = TrainEvalCommand(f'{sys.executable} "{script}" {{dataset}} {{recipe}} {{results}}', timeout_s=60)
+    return cmd, {"dataset": str(dataset)}
+
+
+def with_env(cmd, **env):
+    return TrainEvalCommand(cmd.template, timeout_s=cmd.timeout_s, env=env)
+
+
+def test_success_stores_results(store, fake):
+    cmd, values = fake
+    rec = run_train_eval(store, "mmssr_5pct", with_env(cmd, FAKE_SCORES='{"MMBench": 80.5, "MMStar": 60}'), values, method="mmssr", budget=0.05)
+    assert rec["benchmarks"] == {"MMBench": 80.5, "MMStar": 60.0}
+    assert rec["model"] == "fake-mmssr_5pct" and rec["meta"] == {"train_samples": 2}
+    assert rec["budget"] == "0.05" and rec["method"] == "mmssr"
+    on_disk = json.loads((store.root / "downstream" / "mmssr_5pct.json").read_text())
+    assert on_disk["benchmarks"] == rec["benchmarks"]
+    assert load_results(store) == {"mmssr_5pct": on_disk}
+
+
+def test_failure_is_clear_and_keeps_earlier_results(store, fake):
+    cmd, values = fake
+    run_train_eval(store, "r", with_env(cmd, FAKE_SCORES='{"MMBench": 70}'), values)
+    before = (store.root / "downstream" / "r.json").read_bytes()
+    with pytest.raises(DownstreamError) as ei:
+        run_train_eval(store, "r", with_env(cmd, FAKE_SCORES='{"MMBench": 1}', FAKE_FAIL="1"), values)
+    msg = str(ei.value)
+    assert "exit code 3" in msg and "CUDA out of memory while training r" in msg and "'r'" in msg
+    assert "earlier results kept" in msg
+    assert (store.root / "downstream" / "r.json").read_bytes() == before
+    assert load_results(store)["r"]["benchmarks"] == {"MMBench": 70.0}
+
+
+def test_missing_or_bad_results(store, fake, tmp_path):
+    cmd, values = fake
+    with pytest.raises(DownstreamError, match="exited 0 but results file .* does not exist"):
+        run_train_eval(store, "r", with_env(cmd, FAKE_SCORES="{}", FAKE_NO_RESULTS="1"), values)
+    with pytest.raises(DownstreamError, match="'benchmarks' is empty"):
+        run_train_eval(store, "r", with_env(cmd, FAKE_SCORES="{}"), values)
+    with pytest.raises(DownstreamError, match="expected a finite number"):
+        run_train_eval(store, "r", with_env(cmd, FAKE_SCORES='{"x": "high"}'), values)
+    assert load_results(store) == {}
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(DownstreamError, match="not valid JSON"):
+        import_results(store, "full", bad)
+
+
+def test_command_errors(store, fake):
+    _, values = fake
+    with pytest.raises(DownstreamError, match="unknown placeholder {datset}"):
+        run_train_eval(store, "r", TrainEvalCommand("echo {datset}"), values)
+    with pytest.raises(DownstreamError, match="not found"):
+        run_train_eval(store, "r", TrainEvalCommand("/nonexistent/train-eval {dataset}"), values)
+    with pytest.raises(DownstreamError, match="timed out"):
+        run_train_eval(store, "r", TrainEvalCommand([sys.executable, "-c", "import time; time.sleep(30)"], timeout_s=0.5), values)
+    with pytest.raises(DownstreamError, match="no train-and-evaluate command"):
+        import os
+
+        os.environ.pop("MMSSR_TRAIN_EVAL_CMD", None)
+        TrainEvalCommand.from_env()
+
+
+def test_paper_table(store, tmp_path):
+    def put(recipe, method, budget, scores):
+        p = tmp_path / f"{recipe}.json"
+        p.write_text(json.dumps({"benchmarks": scores}))
+        import_results(store, recipe, p, method=method, budget=budget)
+
+    put("full", "full", None, {"A": 80.0, "B": 50.0, "C": 1000.0})
+    put("mmssr_5pct", "mmssr", 0.05, {"A": 76.0, "B": 47.5, "C": 900.0})
+    put("random_5pct", "random", 0.05, {"A": 72.0, "B": 48.0, "C": 850.0})
+    put("mmssr_10pct", "mmssr", 0.10, {"A": 78.0, "B": 49.0})  # C missing; no random at 10%
+    df = paper_table(load_results(store))
+    rows = {r["recipe"]: r for r in df.iter_rows(named=True)}
+    m5 = rows["mmssr_5pct"]
+    assert m5["A %full"] == pytest.approx(95.0) and m5["B %full"] == pytest.approx(95.0) and m5["C %full"] == pytest.approx(90.0)
+    assert m5["share_of_full"] == pytest.approx((95 + 95 + 90) / 3)
+    assert m5["random_recipe"] == "random_5pct" and m5["beaten_random"] == 2 and m5["compared"] == 3
+    assert rows["random_5pct"]["beaten_random"] is None  # random is not compared with itself
+    m10 = rows["mmssr_10pct"]
+    assert m10["C"] is None and m10["share_of_full"] == pytest.approx((97.5 + 98.0) / 2) and m10["beaten_random"] is None
+    assert rows["full"]["share_of_full"] == pytest.approx(100.0)
+    assert df["recipe"].to_list()[-1] == "full"
+    md = table_markdown(df)
+    assert "| mmssr_5pct | mmssr | 0.05 | 76.00 (95.0%)" in md and "2/3" in md
+    # explicit random mapping
+    df2 = paper_table(load_results(store), random_of={"mmssr_10pct": "random_5pct"})
+    r10 = df2.filter(pl.col("recipe") == "mmssr_10pct").row(0, named=True)
+    assert r10["beaten_random"] == 2 and r10["compared"] == 2
+    # without a full run the share columns are null, the table still renders
+    df3 = paper_table({k: v for k, v in load_results(store).items() if k != "full"})
+    assert df3["share_of_full"].null_count() == df3.height
+    assert "–" in table_markdown(df3)
