@@ -307,3 +307,50 @@ def test_default_taxonomy_plot_size(store, tmp_path):
         assert 1000 < path.stat().st_size < 150_000, (name, path.stat().st_size)
     assert r.summary["overlap"]["nested"] is True
     assert r.html_path.stat().st_size < 1_500_000
+
+
+def test_cli_report_from_files(tmp_path, capsys):
+    from mmssr_core.cli import main
+
+    scores, raw = make_pool(tmp_path)
+    sc, po, se, half = tmp_path / "scores.parquet", tmp_path / "pool.parquet", tmp_path / "ocr10.parquet", tmp_path / "half.parquet"
+    scores.write_parquet(sc)
+    raw.write_parquet(po)
+    selection_of(scores, [f"s{i:02d}" for i in range(10)]).write_parquet(se)
+    selection_of(scores, [f"s{i:02d}" for i in range(5)]).write_parquet(half)
+    tax = tmp_path / "tax.json"
+    tax.write_text(json.dumps({"extend": False, "capabilities": [{"key": k} for k in CAPS], "styles": list(TAX.styles)}))
+    out = tmp_path / "out"
+    rc = main(["report", "--scores", str(sc), "--selection", str(se), "--pool", str(po), "--taxonomy", str(tax),
+               "--out", str(out), "--budget", "25%", "--budget-selection", f"5={half}", "--budget-selection", f"10={se}",
+               "--store", str(tmp_path / "empty"), "--json"])
+    assert rc == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["recipe"] == "ocr10" and last["html"] == str(out / "reports" / "ocr10.html")
+    assert (out / "reports" / "ocr10.html").is_file() and len(last["plots"]) == 4
+    summary = json.loads((out / "reports" / "ocr10.json").read_text())
+    assert summary["budget"] == 0.25 and summary["overlap"]["nested"] is True
+    assert summary["profiles"]["selected"]["capabilities"]["ocr"]["mean"] == 5.0
+    # a bad input is one clear line, exit status 2
+    rc = main(["report", "--scores", str(sc), "--selection", str(tmp_path / "missing.parquet"), "--out", str(out)])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_cli_report_from_store(tmp_path, capsys):
+    from mmssr_core.cli import main
+    from mmssr_core.store import Store
+
+    scores, raw = make_pool(tmp_path)
+    st = Store(tmp_path / "store")
+    st.write("scores", "pool", scores)
+    for src in ("a", "b"):
+        st.write("raw_pool", src, raw.filter(pl.col("source") == src))
+    st.write("selections", "r1", selection_of(scores, ["s00", "s25"]))
+    tax = tmp_path / "tax.json"
+    tax.write_text(json.dumps({"extend": False, "capabilities": [{"key": k} for k in CAPS], "styles": list(TAX.styles)}))
+    rc = main(["report", "--store", str(st.root), "--recipe", "r1", "--taxonomy", str(tax), "--no-plots"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "| samples | 2 | 2 | 40 |" in out and str(st.root / "reports" / "r1.html") in out
+    s = json.loads((st.root / "reports" / "r1.json").read_text())
+    assert s["profiles"]["selected"]["text"]["turns_mean"] == 2.0 and s["plots"] == {}
