@@ -108,6 +108,32 @@ def import_results(store: Store, recipe: str, path: str | os.PathLike, *, method
     return store_results(store, recipe, read_results_file(path), method=method, budget=_budget_str(budget), results_file=str(path))
 
 
+def from_lmms_eval(obj: dict, pick: Mapping[str, str] | None = None) -> dict:
+    """Convert an lmms-eval results file (`{"results": {task: {"metric,filter": value, ...}}}`) to ours.
+
+    `pick` maps task -> metric key (e.g. {"mme": "mme_percetion_score,none"}); otherwise the first
+    numeric metric of each task that is not a `_stderr`. Scores in 0..1 stay as they are.
+    """
+    res = obj.get("results") if isinstance(obj, dict) else None
+    if not isinstance(res, dict) or not res:
+        raise DownstreamError("not an lmms-eval results file: no 'results' mapping")
+    bench: dict[str, float] = {}
+    for task, metrics in res.items():
+        if not isinstance(metrics, dict):
+            continue
+        keys = [pick[task]] if pick and task in pick else [
+            k for k in metrics if "," in k and "stderr" not in k.split(",")[0] and k != "alias"
+        ]
+        for k in keys:
+            v = metrics.get(k)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                bench[task] = float(v)
+                break
+    if not bench:
+        raise DownstreamError("the lmms-eval results file holds no numeric metric")
+    return {"benchmarks": bench, "meta": {"converted_from": "lmms-eval"}}
+
+
 def load_results(store: Store, recipes: Sequence[str] | None = None) -> dict[str, dict]:
     """Stored records by recipe (all recipes with a record, or those named)."""
     d = store.table_dir(RESULTS_TABLE)

@@ -365,4 +365,31 @@ def report_files(store, recipe_name: str) -> list[Path]:
     return sorted(p for p in d.glob(f"{recipe_name}.*") if not p.name.startswith(".")) if d.is_dir() else []
 
 
-__all__ = ["ReportResult", "build_report", "read_report", "report_files", "REPORTS_TABLE", "PLOT_NAMES"]
+def related_selections(store, recipe, recipes, selections_table: str = "selections") -> tuple[dict, dict]:
+    """(baselines, budget_selections) for `recipe` from the selections already in the store.
+
+    baselines: recipes with another method (random, mean, ...) or capability set at the same budget;
+    budget_selections: recipes of the same method, capabilities, threshold and seed at any budget
+    (the recipe itself included), for the overlap matrix and the nesting check. Recipes are
+    `mmssr_core.recipes.Recipe` objects; those without a stored selection are skipped.
+    """
+    st = _store(store)
+
+    def family(r):
+        return (r.method, r.capabilities, r.threshold, r.seed)
+
+    baselines: dict[str, pl.DataFrame] = {}
+    budgets: dict[str, pl.DataFrame] = {}
+    for r in recipes:
+        if not st.exists(selections_table, r.name):
+            continue
+        if family(r) == family(recipe):
+            budgets[r.name] = st.read(selections_table, r.name)
+        elif r.budget == recipe.budget and r.name != recipe.name:
+            baselines[r.name] = st.read(selections_table, r.name)
+    if len(budgets) < 2:
+        budgets = {}
+    return baselines, budgets
+
+
+__all__ = ["ReportResult", "build_report", "related_selections", "read_report", "report_files", "REPORTS_TABLE", "PLOT_NAMES"]

@@ -132,3 +132,44 @@ def test_paper_table(store, tmp_path):
     df3 = paper_table({k: v for k, v in load_results(store).items() if k != "full"})
     assert df3["share_of_full"].null_count() == df3.height
     assert "–" in table_markdown(df3)
+
+
+def test_from_lmms_eval():
+    from mmssr_core.downstream import from_lmms_eval
+
+    obj = {
+        "results": {
+            "mme": {"alias": "mme", "mme_cognition_score,none": 300.5, "mme_percetion_score,none": 1500.0},
+            "mmstar": {"alias": "mmstar", "average,none": 0.55, "average_stderr,none": "N/A"},
+            "ai2d": {"alias": "ai2d", "exact_match,flexible-extract": 0.8, "exact_match_stderr,flexible-extract": 0.01},
+        }
+    }
+    out = from_lmms_eval(obj, pick={"mme": "mme_percetion_score,none"})
+    assert out["benchmarks"] == {"mme": 1500.0, "mmstar": 0.55, "ai2d": 0.8}
+    with pytest.raises(DownstreamError, match="not an lmms-eval"):
+        from_lmms_eval({"benchmarks": {}})
+
+
+def test_cli_import_and_table(store, tmp_path, capsys):
+    import argparse
+
+    from mmssr_core.commands import downstream as cmd
+
+    def run(*argv):
+        p = argparse.ArgumentParser()
+        cmd.add_arguments(p)
+        return cmd.run(p.parse_args(list(argv)))
+
+    full = tmp_path / "full.json"
+    full.write_text(json.dumps({"benchmarks": {"A": 50.0}}))
+    lmms = tmp_path / "lm.json"
+    lmms.write_text(json.dumps({"results": {"A": {"alias": "A", "acc,none": 45.0}}}))
+    assert run("import", "--store", str(store.root), "--recipe", "full", "--results", str(full)) == 0
+    assert run("import", "--store", str(store.root), "--recipe", "mmssr_5pct", "--results", str(lmms), "--lmms-eval") == 0
+    assert run("table", "--store", str(store.root), "--json") == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = {r["recipe"]: r for r in json.loads(lines[-1])["rows"]}
+    assert rows["mmssr_5pct"]["share_of_full"] == pytest.approx(90.0)
+    assert rows["mmssr_5pct"]["method"] == "mmssr" and rows["mmssr_5pct"]["budget"] == "0.05"  # from the default recipe
+    assert rows["full"]["method"] == "full"
+    assert any("45.00 (90.0%)" in line for line in lines)

@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, help="seconds before the command is killed")
     p.add_argument("--format", default="llava", help="training data format passed to mmssr_core.export (default llava)")
     p.add_argument("--results", help="import: the results JSON file")
+    p.add_argument("--lmms-eval", action="store_true", help="import: the file is an lmms-eval *_results.json")
     p.add_argument("--method", help="method of the recipe (mmssr, random, full...); default from the recipe config")
     p.add_argument("--budget", help="budget label of the recipe; default from the recipe config")
     p.add_argument("--full-recipe", default="full", help="table: the recipe holding the full-data run (default full)")
@@ -63,7 +64,16 @@ def run(args: argparse.Namespace) -> int:
             if not args.results:
                 raise CommandError("downstream import needs --results FILE")
             method, budget = _recipe_info(store, args.recipe, args.method or ("full" if args.recipe == args.full_recipe else None), args.budget)
-            rec = D.import_results(store, args.recipe, args.results, method=method, budget=budget)
+            if args.lmms_eval:
+                import json
+
+                try:
+                    obj = json.loads(open(args.results, encoding="utf-8").read())
+                except (OSError, ValueError) as exc:
+                    raise CommandError(f"cannot read lmms-eval results {args.results}: {exc}") from None
+                rec = D.store_results(store, args.recipe, D.from_lmms_eval(obj), method=method, budget=budget, results_file=args.results)
+            else:
+                rec = D.import_results(store, args.recipe, args.results, method=method, budget=budget)
         else:
             command = D.TrainEvalCommand(args.command, timeout_s=args.timeout) if args.command else D.TrainEvalCommand.from_env(timeout_s=args.timeout)
             command.words()  # fail on a bad template before exporting anything
