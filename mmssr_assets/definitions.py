@@ -25,6 +25,19 @@ from mmssr_core.recipes import Recipe, load_recipes
 from mmssr_core.store import default_store_root
 
 
+ENV_EXECUTOR = "MMSSR_EXECUTOR"
+
+
+def default_executor() -> dg.ExecutorDefinition:
+    """In-process by default: each per-source run is a short chain (ingest -> score -> checks) and
+    sources run in parallel as separate runs, so step subprocesses would only add start-up time.
+    $MMSSR_EXECUTOR=multiprocess restores per-step processes, with the per-run knob
+    `execution: {config: {multiprocess: {max_concurrent: N}}}` in the launchpad."""
+    if os.environ.get(ENV_EXECUTOR, "in_process") == "multiprocess":
+        return dg.multi_or_in_process_executor
+    return dg.in_process_executor
+
+
 def build_definitions(
     *,
     store_root: str | os.PathLike | None = None,
@@ -46,6 +59,7 @@ def build_definitions(
         jobs=[ingest_and_score_job, select_job],
         sensors=[new_sources_sensor],
         schedules=[rescore_changed_sources, build_refresh_schedule(recipes, select_job)],
+        executor=default_executor(),
         resources={
             "store": StoreResource(root=str(store_root) if store_root else None),
             "sources": SourcesResource(root=str(Path(sources_root).resolve()) if sources_root else None),

@@ -1,11 +1,10 @@
-"""Asset jobs: the per-source chain and the per-recipe chain (what sensors, schedules and the
+"""Asset jobs (partitioning is inferred from the selected assets): the per-source chain and the per-recipe chain (what sensors, schedules and the
 materialize command launch)."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from mmssr_assets.partitions import recipes_partitions, sources_partitions
 from mmssr_core.recipes import Recipe
 
 INGEST_AND_SCORE = "ingest_and_score"
@@ -18,15 +17,13 @@ RECIPE_ASSETS = dg.AssetSelection.assets("scores_table", "selected_subset", "eva
 ingest_and_score_job = dg.define_asset_job(
     INGEST_AND_SCORE,
     selection=SOURCE_ASSETS,
-    partitions_def=sources_partitions,
     description="Ingest one source folder and score it (capabilities + styles), with the source checks.",
 )
 
 
-def build_select_and_report_job(recipes: list[Recipe]) -> dg.UnresolvedAssetJobDefinition:
+def build_select_and_report_job(recipes: list[Recipe] | None = None) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         SELECT_AND_REPORT,
         selection=RECIPE_ASSETS,
-        partitions_def=recipes_partitions(recipes),
         description="Rebuild the pool-wide scores table, then select and report one recipe.",
     )

@@ -12,6 +12,7 @@ A failing source or recipe is reported and the rest go on; the exit status says 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -90,7 +91,11 @@ def _run_error(result) -> str:
 def get_instance() -> dg.DagsterInstance:
     """$DAGSTER_HOME's instance when set (runs show up in the UI), else an ephemeral one."""
     if os.environ.get("DAGSTER_HOME"):
-        Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+        home = Path(os.environ["DAGSTER_HOME"])
+        home.mkdir(parents=True, exist_ok=True)
+        repo_yaml = Path(__file__).resolve().parent.parent / "dagster.yaml"
+        if not (home / "dagster.yaml").exists() and repo_yaml.exists():
+            shutil.copyfile(repo_yaml, home / "dagster.yaml")
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
 

@@ -1,0 +1,163 @@
+"""Builders for the Dagster tests: sources roots over the real shared pools, free ports, servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def link_source(root: Path, shared: Path, name: str, as_name: str | None = None) -> Path:
+    """A source folder that is a symlink to a real shared pool (read-only, never written)."""
+    root.mkdir(parents=True, exist_ok=True)
+    dst = root / (as_name or name)
+    dst.symlink_to(shared / name, target_is_directory=True)
+    return dst
+
+
+def slice_source(root: Path, shared: Path, name: str, n: int, as_name: str, *, bad: bool = False,
+                 offset: int = 0) -> Path:
+    """A source folder holding the first `n` samples (after `offset`) of a shared LLaVA pool and copies
+    of their images; with `bad`, one extra sample whose image does not exist (quarantined)."""
+    src = shared / name
+    pool = json.loads((src / "pool.llava.json").read_text())[offset: offset + n]
+    dst = root / as_name
+    dst.mkdir(parents=True, exist_ok=True)
+    for s in pool:
+        img = s.get("image")
+        if img:
+            (dst / img).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / img, dst / img)
+    if bad:
+        pool.append({"id": f"{as_name}_missing_image", "image": "tables/does_not_exist.png",
+                     "conversations": [{"from": "human", "value": "<image>\nWhat is shown?"},
+                                       {"from": "gpt", "value": "A table."}]})
+    (dst / "pool.llava.json").write_text(json.dumps(pool))
+    return dst
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DagsterDev:
+    """`dagster dev` as a subprocess on 127.0.0.1; stopped with one SIGINT (see DESIGN.md 5)."""
+
+    def __init__(self, home: Path, env: dict, cwd: Path = REPO_ROOT, log: Path | None = None):
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
+        self.cwd = cwd
+        self.log = log or (home / "dagster_dev.log")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> "DagsterDev":
+        self.home.mkdir(parents=True, exist_ok=True)
+        fh = open(self.log, "wb")
+        exe = Path(sys.executable).parent / "dagster"
+        self.proc = subprocess.Popen(
+            [str(exe), "dev", "-h", "127.0.0.1", "-p", str(self.port), "-w", str(REPO_ROOT / "workspace.yaml")],
+            cwd=self.cwd, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dagster dev exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                data = self.graphql("{ repositoriesOrError { __typename ... on RepositoryConnection "
+                                    "{ nodes { name location { name } } } } }", timeout=5)
+                nodes = data.get("repositoriesOrError", {}).get("nodes") or []
+                if nodes:
+                    return self
+            except OSError:
+                pass
+            time.sleep(1)
+        raise RuntimeError(f"dagster dev did not serve the code location in {timeout}s:\n{self.tail()}")
+
+    def graphql(self, query: str, variables: dict | None = None, timeout: float = 30) -> dict:
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        req = urllib.request.Request(f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            out = json.loads(resp.read())
+        if out.get("errors"):
+            raise AssertionError(f"GraphQL errors: {out['errors']}")
+        return out["data"]
+
+    def tail(self, n: int = 4000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 60) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(timeout=10)
+
+
+REPO_SELECTOR = {"repositoryLocationName": "mmssr", "repositoryName": "__repository__"}
+
+ADD_PARTITION = """
+mutation($repositorySelector: RepositorySelector!, $partitionsDefName: String!, $partitionKey: String!) {
+  addDynamicPartition(repositorySelector: $repositorySelector, partitionsDefName: $partitionsDefName,
+                      partitionKey: $partitionKey) {
+    __typename
+    ... on AddDynamicPartitionSuccess { partitionKey }
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
+    ... on DuplicateDynamicPartitionError { partitionName }
+  }
+}"""
+
+LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+    ... on PartitionSetNotFoundError { message }
+    ... on InvalidStepError { invalidStepKey }
+    ... on InvalidOutputError { stepKey invalidOutputName }
+    ... on UnauthorizedError { message }
+    ... on RunConflict { message }
+  }
+}"""
+
+BACKFILL_STATUS = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { id status numPartitions
+      runs(limit: 50) { id status } }
+    ... on PythonError { message }
+  }
+}"""
+
+
+def wait_backfill(dev: DagsterDev, backfill_id: str, timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    last = {}
+    while time.monotonic() < deadline:
+        last = dev.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+        if last.get("status") in ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"):
+            return last
+        time.sleep(2)
+    raise AssertionError(f"backfill {backfill_id} not done after {timeout}s: {last}\n{dev.tail()}")
