@@ -354,3 +354,20 @@ def test_cli_report_from_store(tmp_path, capsys):
     assert "| samples | 2 | 2 | 40 |" in out and str(st.root / "reports" / "r1.html") in out
     s = json.loads((st.root / "reports" / "r1.json").read_text())
     assert s["profiles"]["selected"]["text"]["turns_mean"] == 2.0 and s["plots"] == {}
+
+
+def test_related_selections(store, pool):
+    from mmssr_core.recipes import Recipe
+    from mmssr_core.report import related_selections
+
+    scores, _ = pool
+    recipes = [
+        Recipe("m5", budget=5), Recipe("m10", budget=10), Recipe("m20", budget=20),  # m20 never selected
+        Recipe("rand5", method="random", budget=5), Recipe("ocr5", budget=5, capabilities=["ocr"]),
+    ]
+    for name, n in (("m5", 5), ("m10", 10), ("rand5", 5), ("ocr5", 5)):
+        store.write("selections", name, selection_of(scores, [f"s{i:02d}" for i in range(n)]))
+    baselines, budgets = related_selections(store, recipes[0], recipes)
+    assert set(baselines) == {"rand5", "ocr5"} and set(budgets) == {"m5", "m10"}
+    r = build_report(store, "m5", budgets["m5"], scores, taxonomy=TAX, baselines=baselines, budget_selections=budgets, make_html=False, make_plots=False)
+    assert r.summary["overlap"]["nested"] is True and "rand5" in r.summary["profiles"]

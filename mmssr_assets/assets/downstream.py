@@ -6,7 +6,6 @@ subprocess per recipe by `mmssr_core.downstream`; these assets are never part of
 (a run trains a model), materialize them on purpose.
 """
 
-from __future__ import annotations
 
 from typing import Optional
 
