@@ -92,6 +92,8 @@ def _top_level_images(record: dict, where: str) -> list[ImageRef]:
         value = record.get("image")
     if value is None:
         return []
+    if type(value) is str and not value.startswith("data:"):  # the common case, fast
+        return [ImageRef(path=value)]
     items = value if isinstance(value, (list, tuple)) else [value]
     refs = [_image_ref(v, where) for v in items]
     return [r for r in refs if r is not None]
@@ -125,11 +127,16 @@ def _part_text(part: Any, where: str, images: list[ImageRef]) -> str:
     raise Rejected("malformed_record", f"{where}: unsupported content part type {kind!r}")
 
 
-def normalise(record: Any, where: str, fmt: str = "auto", max_turn_chars: int = DEFAULT_MAX_TURN_CHARS) -> Sample:
+_UNSET = object()
+
+
+def normalise(record: Any, where: str, fmt: str = "auto", max_turn_chars: int = DEFAULT_MAX_TURN_CHARS,
+              raw_id: Any = _UNSET) -> Sample:
     """Canonicalise and check one record; raise `Rejected` with the first problem found."""
     if not isinstance(record, dict):
         raise Rejected("malformed_record", f"{where}: a sample must be a JSON object, got {type(record).__name__}")
-    raw_id = raw_id_of(record, where)
+    if raw_id is _UNSET:
+        raw_id = raw_id_of(record, where)
     label = f"{where} (id {raw_id!r})" if raw_id is not None else where
 
     if fmt == "llava":
@@ -156,12 +163,22 @@ def normalise(record: Any, where: str, fmt: str = "auto", max_turn_chars: int = 
     for n, turn in enumerate(turns):
         if not isinstance(turn, dict):
             raise Rejected("malformed_record", f"{label}: turn {n} must be an object, got {type(turn).__name__}")
-        role = turn.get("from", turn.get("role"))
-        content = turn.get("value", turn.get("content"))
-        if not isinstance(role, str) or role.strip().lower() not in ROLES:
-            raise Rejected("unknown_role", f"{label}: turn {n} has role {role!r}; expected human/gpt or user/assistant")
-        role = ROLES[role.strip().lower()]
-        if isinstance(content, (list, tuple)):
+        role = turn.get("from")
+        if role is None:
+            role = turn.get("role")
+        content = turn.get("value")
+        if content is None:
+            content = turn.get("content")
+        canon_role = ROLES.get(role) if type(role) is str else None
+        if canon_role is None:
+            if not isinstance(role, str) or role.strip().lower() not in ROLES:
+                raise Rejected("unknown_role",
+                               f"{label}: turn {n} has role {role!r}; expected human/gpt or user/assistant")
+            canon_role = ROLES[role.strip().lower()]
+        role = canon_role
+        if type(content) is str:
+            text = content
+        elif isinstance(content, (list, tuple)):
             flavour = "openai"
             text = "".join(_part_text(p, f"{label} turn {n}", part_images) for p in content)
         elif content is None:
@@ -179,19 +196,22 @@ def normalise(record: Any, where: str, fmt: str = "auto", max_turn_chars: int = 
 
     if not canon:
         raise Rejected("missing_conversations", f"{label}: only a system prompt, no conversation turns")
+    placeholders = 0
+    want = "human"
     for n, turn in enumerate(canon):
-        want = "human" if n % 2 == 0 else "gpt"
         if turn["from"] != want:
             raise Rejected("bad_turn_order", f"{label}: turn {n} is {turn['from']!r} but {want!r} was expected "
                                              "(turns must alternate human, gpt, starting with human)")
-    if canon[-1]["from"] != "gpt":
-        raise Rejected("bad_turn_order", f"{label}: the conversation ends with a human turn that has no answer")
-    for n, turn in enumerate(canon):
-        if not turn["value"].strip():
+        want = "gpt" if want == "human" else "human"
+        value = turn["value"]
+        if not value or value.isspace():
             raise Rejected("empty_turn", f"{label}: turn {n} ({turn['from']}) has no text")
-        if len(turn["value"]) > max_turn_chars:
-            raise Rejected("turn_too_long", f"{label}: turn {n} has {len(turn['value']):,} characters, "
+        if len(value) > max_turn_chars:
+            raise Rejected("turn_too_long", f"{label}: turn {n} has {len(value):,} characters, "
                                             f"over the limit of {max_turn_chars:,}")
+        placeholders += value.count(PLACEHOLDER)
+    if want != "human":
+        raise Rejected("bad_turn_order", f"{label}: the conversation ends with a human turn that has no answer")
 
     if system is None:
         top = record.get("system")
@@ -208,7 +228,6 @@ def normalise(record: Any, where: str, fmt: str = "auto", max_turn_chars: int = 
                            f"and in the images field ({len(images)})")
         images = part_images
 
-    placeholders = sum(t["value"].count(PLACEHOLDER) for t in canon)
     if images and placeholders == 0:
         canon[0] = {"from": "human", "value": (PLACEHOLDER + "\n") * len(images) + canon[0]["value"]}
     elif placeholders != len(images):

@@ -14,13 +14,18 @@ ID_PREFIX = "sha256:"
 DERIVED_ID_HEX = 16
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
 def canonical_text(system: str | None, conversations: list[dict]) -> bytes:
+    """Canonical UTF-8 JSON of the text; raises UnicodeEncodeError on lone surrogates (bad input)."""
     obj = {"system": system, "conversations": [[t["from"], t["value"]] for t in conversations]}
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8", "surrogatepass")
+    return _ENCODER.encode(obj).encode("utf-8")
 
 
-def content_hash(system: str | None, conversations: list[dict], image_sha256s: list[str]) -> str:
-    h = hashlib.sha256(canonical_text(system, conversations))
+def content_hash(text: bytes, image_sha256s: list[str]) -> str:
+    """sha256 over `canonical_text(...)` then each image's sha256, in order."""
+    h = hashlib.sha256(text)
     for digest in image_sha256s:
         h.update(b"\x00img:")
         h.update(bytes.fromhex(digest))
@@ -37,5 +42,6 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def short_key(text: str) -> int:
-    """A compact 64-bit key for a string: the per-run id/hash sets hold ints, not strings."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+    """A compact 64-bit key for a string, valid within one process: the per-run id sets hold ints, not
+    strings (Python's str hash; a collision would need ~4e9 ids for even odds)."""
+    return hash(text)

@@ -53,7 +53,7 @@ class ImageChecker:
         self.real_root = os.path.realpath(root)
         self.max_pixels = int(max_pixels)
         self.embedded_dir = Path(embedded_dir) if embedded_dir is not None else None
-        self._resolved: dict[str, str | Rejected] = {}
+        self._by_ref: dict[str, ImageInfo | Rejected] = {}
         self._by_file: dict[tuple[str, int, int], ImageInfo | Rejected] = {}
         self._by_sha: dict[str, ImageInfo | Rejected] = {}
         self.decoded = 0  # distinct images decoded this run
@@ -83,15 +83,20 @@ class ImageChecker:
         return real
 
     def check_path(self, ref: str) -> ImageInfo:
-        real = self._resolved.get(ref)
-        if real is None:
+        """Check the file `ref` names; each reference is resolved and stat'ed once per run."""
+        info = self._by_ref.get(ref)
+        if info is None:
             try:
-                real = self._resolve(ref)
+                info = self._check_ref(ref)
             except Rejected as rej:
-                real = rej
-            self._resolved[ref] = real
-        if isinstance(real, Rejected):
-            raise real
+                info = rej
+            self._by_ref[ref] = info
+        if isinstance(info, Rejected):
+            raise info
+        return info
+
+    def _check_ref(self, ref: str) -> ImageInfo:
+        real = self._resolve(ref)
         try:
             st = os.stat(real)
         except FileNotFoundError:
@@ -100,7 +105,7 @@ class ImageChecker:
             raise Rejected("image_missing", f"image {ref!r} cannot be read ({exc.strerror})") from None
         if not stat.S_ISREG(st.st_mode):
             raise Rejected("image_undecodable", f"image {ref!r} is not a regular file ({real})")
-        key = (real, st.st_size, st.st_mtime_ns)
+        key = (real, st.st_size, st.st_mtime_ns)  # several references may name the same file
         info = self._by_file.get(key)
         if info is None:
             info = self._check_file(ref, real, st.st_size)

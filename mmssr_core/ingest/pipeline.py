@@ -127,19 +127,26 @@ class _BatchWriter:
         fd, self.tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
         self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
-        self.rows: list[dict] = []
+        self.names = schema.names
+        self.columns: dict[str, list] = {n: [] for n in self.names}
+        self.pending = 0
 
     def add(self, row: dict) -> None:
-        self.rows.append(row)
-        if len(self.rows) >= self.batch_rows:
+        # Columnar buffers: pa.array per column is ~10x faster than Table.from_pylist on row dicts.
+        for name in self.names:
+            self.columns[name].append(row[name])
+        self.pending += 1
+        if self.pending >= self.batch_rows:
             self.flush()
 
     def flush(self) -> None:
         import pyarrow as pa
 
-        if self.rows:
-            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
-            self.rows = []
+        if self.pending:
+            arrays = [pa.array(self.columns[f.name], type=f.type) for f in self.schema]
+            self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+            self.columns = {n: [] for n in self.names}
+            self.pending = 0
 
     def commit(self) -> None:
         self.flush()
@@ -177,12 +184,18 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
+_META_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=_json_default)
+_META_ENCODER_ASCII = json.JSONEncoder(ensure_ascii=True, sort_keys=True, default=_json_default)
+
+
 def _metadata_json(meta: dict) -> str:
-    text = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=_json_default)
+    if not meta:
+        return "{}"
+    text = _META_ENCODER.encode(meta)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates from \ud800-style escapes: keep them escaped
-        text = json.dumps(meta, ensure_ascii=True, sort_keys=True, default=_json_default)
+        text = _META_ENCODER_ASCII.encode(meta)
     return text
 
 
@@ -263,13 +276,12 @@ def ingest_source(
                             raise Rejected("duplicate_id", f"{rec.where}: id {raw_id!r} was already used by the "
                                                            f"sample at position {seen_ids[key]}")
                         seen_ids[key] = rec.position
-                sample = normalise(rec.data, rec.where, record_fmt, max_turn_chars)
+                sample = normalise(rec.data, rec.where, record_fmt, max_turn_chars, raw_id=raw_id)
                 label = f"{rec.where} (id {raw_id!r})" if raw_id is not None else rec.where
                 try:
                     text_bytes = canonical_text(sample.system, sample.conversations)
                 except UnicodeEncodeError:
                     raise Rejected("bad_encoding", f"{label}: text holds an invalid \\u escape (lone surrogate)") from None
-                del text_bytes
                 infos, rels = [], []
                 kinds = set()
                 for j, ref in enumerate(sample.images):
@@ -297,7 +309,7 @@ def ingest_source(
                 quarantine(rec.position, None, "bad_encoding", f"{rec.where}: id holds an invalid \\u escape")
                 continue
 
-            chash = content_hash(sample.system, sample.conversations, [i.sha256 for i in infos])
+            chash = content_hash(text_bytes, [i.sha256 for i in infos])
             sample_id = raw_id
             if sample_id is None:
                 sample_id = derived_id(chash)
