@@ -373,17 +373,26 @@ class TeacherClient:
             body["response_format"] = {"type": "json_object"}
         return body
 
-    def _downgrade(self, message: str) -> bool:
-        """A 400 about response_format: step json_schema -> json_object -> none (only in auto mode)."""
+    @staticmethod
+    def _sent_mode(body: dict) -> str:
+        rf = body.get("response_format")
+        return rf["type"] if rf else "none"
+
+    def _downgrade(self, body: dict, message: str) -> bool:
+        """A 400 about response_format: step json_schema -> json_object -> none (only in auto mode).
+        Relative to the mode that request carried, so concurrent requests step down only once."""
         if self.structured != "auto":
             return False
         low = message.lower()
         if not any(w in low for w in ("response_format", "json_schema", "json_object", "structured", "guided")):
             return False
+        sent = self._sent_mode(body)
         with self._lock:
-            if self._mode == "none":
+            if sent == "none":
                 return False
-            self._mode = {"json_schema": "json_object", "json_object": "none"}[self._mode]
+            if self._mode != sent:  # another request already stepped down: just send again
+                return True
+            self._mode = {"json_schema": "json_object", "json_object": "none"}[sent]
             self.stats["downgrades"] += 1
         return True
 
@@ -416,7 +425,8 @@ class TeacherClient:
         downgrades = 0
         last: TeacherFailure = TeacherFailure("not_asked", "")
         while asks < self.max_attempts:
-            res = self._post(self.payload(messages))
+            body = self.payload(messages)
+            res = self._post(body)
             if isinstance(res, TeacherFailure):
                 if res.reason == "malformed_response":
                     asks += 1
@@ -425,7 +435,7 @@ class TeacherClient:
                 return res, asks + 1
             if isinstance(res, tuple):
                 status, message = res
-                if status == 400 and downgrades < 2 and self._downgrade(message):
+                if status == 400 and downgrades < 2 and self._downgrade(body, message):
                     downgrades += 1
                     continue
                 reason = "http_401" if status in (401, 403) else f"http_{status}"
@@ -517,33 +527,34 @@ def _seeded_key(values: Sequence[str], seed: int) -> list[str]:
 
 
 def allocate(counts: dict[str, int], size: int, seed: int = 0) -> dict[str, int]:
-    """Per-stratum quotas summing to min(size, total): one each where possible, the rest proportional to
-    what each stratum has left (largest remainders, ties by a seeded hash of the stratum name)."""
+    """Per-stratum quotas summing to min(size, total): proportional to stratum size (largest remainders),
+    at least one per stratum where the size allows; ties broken by a seeded hash of the stratum name."""
     total = sum(counts.values())
     size = max(0, min(int(size), total))
     strata = sorted(counts)
     tie = dict(zip(strata, _seeded_key(strata, seed)))
-    if size >= len(strata):
-        quota = {s: min(1, counts[s]) for s in strata}
-    else:  # not enough for one each: the largest strata get one
+    if size == 0:
+        return {s: 0 for s in strata}
+    if size < len(strata):  # not enough for one each: the largest strata get one
         ranked = sorted(strata, key=lambda s: (-counts[s], tie[s]))
-        quota = {s: (1 if s in ranked[:size] else 0) for s in strata}
-    rest = size - sum(quota.values())
-    cap = {s: counts[s] - quota[s] for s in strata}
-    room = sum(cap.values())
-    if rest > 0 and room > 0:
-        exact = {s: rest * cap[s] / room for s in strata}
-        floor = {s: int(exact[s]) for s in strata}
-        left = rest - sum(floor.values())
-        order = sorted(strata, key=lambda s: (-(exact[s] - floor[s]), -cap[s], tie[s]))
-        for s in strata:
-            quota[s] += floor[s]
-        for s in order:
-            if left <= 0:
-                break
-            if quota[s] < counts[s]:
-                quota[s] += 1
-                left -= 1
+        return {s: (1 if s in ranked[:size] else 0) for s in strata}
+    exact = {s: size * counts[s] / total for s in strata}
+    quota = {s: min(counts[s], max(1, int(exact[s]))) for s in strata}
+    diff = size - sum(quota.values())
+    if diff > 0:  # hand out the rest by largest remainder
+        order = sorted(strata, key=lambda s: (-(exact[s] - quota[s]), tie[s]))
+        while diff > 0:
+            for s in order:
+                if diff > 0 and quota[s] < counts[s]:
+                    quota[s] += 1
+                    diff -= 1
+    elif diff < 0:  # the forced ones overshot: take back where the quota exceeds its share most
+        order = sorted(strata, key=lambda s: (-(quota[s] - exact[s]), tie[s]))
+        while diff < 0:
+            for s in order:
+                if diff < 0 and quota[s] > 1:
+                    quota[s] -= 1
+                    diff += 1
     return quota
 
 
