@@ -107,7 +107,10 @@ class ReplicaPool:
         self.cond = threading.Condition()
         self._rr = 0
 
-    def acquire(self, avoid: Replica | None = None) -> Replica:
+    def acquire(self, avoid: Replica | None = None, wait: float = 60.0) -> Replica:
+        """A replica with a free slot. While every replica is out of rotation (or being probed), wait up to
+        `wait` seconds for one to come back (its cooldown ending) before giving up with _NoReplica."""
+        deadline = time.monotonic() + wait
         with self.cond:
             while True:
                 now = time.monotonic()
@@ -120,7 +123,11 @@ class ReplicaPool:
                         continue
                     usable.append((r, half_open))
                 if not usable:
-                    raise _NoReplica("no replica available: every replica is out of rotation after failures")
+                    if now >= deadline:
+                        raise _NoReplica("no replica available: every replica is out of rotation after failures")
+                    reopen = min((r.open_until for r in self.replicas if r.open_until > now), default=now + 0.05)
+                    self.cond.wait(max(0.001, min(deadline, reopen) - now))
+                    continue
                 free = [(r, h) for r, h in usable if r.in_flight < r.limit]
                 if free:
                     if avoid is not None and len(free) > 1:
@@ -330,7 +337,8 @@ class OpenAIBackend:
             self._drop_connection(r)
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
 
-    def _request(self, method: str, path: str, body: dict | None, *, root: bool = False) -> Any:
+    def _request(self, method: str, path: str, body: dict | None, *, root: bool = False,
+                 max_retries: int | None = None) -> Any:
         """One logical request with retries/backoff over the replicas. Returns the parsed JSON (dict),
         a `_BadStatus` for a non-retryable HTTP error, `_Malformed` for a 200 that is not JSON, or a Failure."""
         payload = json.dumps(body).encode() if body is not None else None
@@ -340,7 +348,7 @@ class OpenAIBackend:
             self.counters.add("attempts")
             retry_after = None
             try:
-                r = self.pool.acquire(avoid=last)
+                r = self.pool.acquire(avoid=last, wait=self.timeout)
             except _NoReplica as exc:
                 err = _Retryable("connection_error", str(exc))
             else:
@@ -371,7 +379,7 @@ class OpenAIBackend:
                 finally:
                     self.pool.release(r, outcome)
             attempt += 1
-            if attempt > self.max_retries:
+            if attempt > (self.max_retries if max_retries is None else max_retries):
                 return Failure(err.reason, f"{err.message} (gave up after {attempt} attempts)")
             self.counters.add("retries")
             delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
@@ -389,7 +397,8 @@ class OpenAIBackend:
         ids: list[int] | None = []
         model = self._resolve_model()
         for d in DIGITS:
-            res = self._request("POST", "/tokenize", {"model": model, "prompt": d, "add_special_tokens": False}, root=True)
+            res = self._request("POST", "/tokenize", {"model": model, "prompt": d, "add_special_tokens": False},
+                                root=True, max_retries=1)
             tokens = res.get("tokens") if isinstance(res, dict) else None
             if not isinstance(tokens, list) or len(tokens) != 1:
                 ids = None  # no /tokenize, or a digit is not one token: rely on top_logprobs

@@ -40,7 +40,7 @@ FAULTS = (
     "bad_style",  # 200 with a style answer holding no known label
 )
 DIGIT_TOKEN_ID0 = 15  # like Qwen2: "0" is token 15, "1" is 16, ...
-FILLERS = ("6", "7", "8", "9", " ", "The", "\n", "I", "A", "**", "Score", " 3", "N", "-", "The score")
+FILLERS = ("6", "7", "8", "9", " ", "The", "\n", "I", "A", "**", "Score", "N", "-", "The score", "#")
 
 
 def request_text(messages: list[dict]) -> str:
@@ -155,6 +155,14 @@ class _Handler(BaseHTTPRequestHandler):
         if not path.endswith("/v1/chat/completions"):
             return self._error(404, f"no route {self.path}")
         owner._record(body, dict(self.headers))
+        owner._enter()
+        try:
+            self._chat(body)
+        finally:
+            owner._leave()
+
+    def _chat(self, body: dict) -> None:
+        owner = self.server.owner
         if owner.api_key is not None and self.headers.get("Authorization") != f"Bearer {owner.api_key}":
             return self._error(401, "invalid API key")
         kind = "style" if _style_labels(request_text(body.get("messages") or [])) else "score"
@@ -324,6 +332,8 @@ class TestServer:
         self._conns: set = set()
         self.stopped = True
         self.requests = 0  # chat completion requests received
+        self.in_flight = 0
+        self.max_in_flight = 0  # most chat requests handled at once
         self.served = collections.Counter()  # kind (score|style) -> successful answers
         self.faults_served = collections.Counter()
         self.recent: collections.deque = collections.deque(maxlen=keep_requests)  # (body, headers)
@@ -413,6 +423,15 @@ class TestServer:
             self.requests += 1
             self.recent.append((body, headers))
 
+    def _enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
     def _served(self, kind: str) -> None:
         with self._lock:
             self.served[kind] += 1
@@ -443,6 +462,7 @@ class TestServer:
     def reset_counters(self) -> None:
         with self._lock:
             self.requests = 0
+            self.max_in_flight = 0
             self.served.clear()
             self.faults_served.clear()
             self.recent.clear()
