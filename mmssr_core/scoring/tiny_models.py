@@ -13,7 +13,8 @@ from pathlib import Path
 from mmssr_core.prompts import DIGITS, IMAGE_SIZE, SYSTEM_PROMPT, scorer_query, styler_query
 from mmssr_core.taxonomy import DEFAULT_CAPABILITIES, DEFAULT_STYLES
 
-SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+IMAGE_TOKENS = ("<image>", "<video>")  # appended after the base vocabulary, as LLaVA-OneVision does
 
 # Qwen2's chat template (ChatML with the default system prompt), as the released models use it.
 CHAT_TEMPLATE = (
@@ -44,8 +45,13 @@ def _corpus() -> list[str]:
     return texts * 4
 
 
-def build_tokenizer(vocab_size: int = 600):
-    """A chat-ready fast tokenizer: byte-level BPE, digits split one per token, ChatML specials."""
+def build_tokenizer(vocab_size: int = 600, *, image_tokens: bool = True):
+    """A chat-ready fast tokenizer: byte-level BPE, digits split one per token, ChatML specials.
+
+    Like Qwen2 + LLaVA-OneVision, `<image>`/`<video>` are added after the trained vocabulary; with
+    `image_tokens=False` they are left out, as in the original LLaVA-NeXT checkpoints (deterministic
+    training makes both variants share every other id).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -68,15 +74,26 @@ def build_tokenizer(vocab_size: int = 600):
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        additional_special_tokens=["<|im_start|>", "<|im_end|>", "<image>", "<video>"],
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
         chat_template=CHAT_TEMPLATE,
         padding_side="left",
         model_max_length=32768,
     )
+    if image_tokens:
+        add_image_tokens(fast)
     for d in DIGITS:
         ids = fast.encode(d, add_special_tokens=False)
         assert len(ids) == 1, f"digit {d} is not a single token: {ids}"
     return fast
+
+
+def add_image_tokens(tokenizer) -> None:
+    """Add `<image>` and `<video>` as special tokens if missing (what the HF conversion does)."""
+    from tokenizers import AddedToken
+
+    missing = [t for t in IMAGE_TOKENS if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
 
 
 def tiny_llava_onevision_config(
@@ -207,3 +224,89 @@ def build_tiny_llava_onevision(
     processor = build_processor(tokenizer, config)
     processor.save_pretrained(directory)
     return directory
+
+
+def _to_llava_qwen_key(key: str) -> str:
+    """In-memory HF LLaVA-OneVision parameter name -> the original LLaVA-NeXT llava_qwen name."""
+    rules = (
+        (r"^model\.language_model\.", "model."),
+        (r"^model\.vision_tower\.(vision_model\.)?", "model.vision_tower.vision_tower.vision_model."),
+        (r"^model\.multi_modal_projector\.linear_1\.", "model.mm_projector.0."),
+        (r"^model\.multi_modal_projector\.linear_2\.", "model.mm_projector.2."),
+        (r"^model\.image_newline$", "model.image_newline"),
+        (r"^lm_head\.", "lm_head."),
+    )
+    import re
+
+    for pattern, repl in rules:
+        if re.match(pattern, key):
+            return re.sub(pattern, repl, key, count=1)
+    raise ValueError(f"no llava_qwen name for {key!r}")
+
+
+def write_llava_qwen_checkpoint(hf_dir: str | Path, out_dir: str | Path, *, shards: int = 2) -> Path:
+    """Fabricate a checkpoint in the released mmSSR (LLaVA-NeXT "llava_qwen") layout from an HF one.
+
+    Same weights under the original names, split over `shards` safetensors files with an index, a
+    `LlavaQwenForCausalLM` config with the `mm_*` fields, and the base tokenizer without `<image>`
+    (LLaVA-NeXT inserts an image index in code). Used to test `mmssr convert-checkpoint` end to end.
+    """
+    import json
+
+    from safetensors.torch import save_file
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(hf_dir, local_files_only=True)
+    state = {_to_llava_qwen_key(k): v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    keys = sorted(state)
+    per = -(-len(keys) // shards)
+    weight_map = {}
+    for n in range(shards):
+        part = keys[n * per : (n + 1) * per]
+        name = f"model-{n + 1:05d}-of-{shards:05d}.safetensors"
+        save_file({k: state[k] for k in part}, str(out / name), metadata={"format": "pt"})
+        weight_map.update({k: name for k in part})
+    (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2))
+
+    cfg = model.config
+    text = cfg.text_config
+    vision = cfg.vision_config
+    config = {
+        "architectures": ["LlavaQwenForCausalLM"],
+        "model_type": "qwen2",
+        "vocab_size": text.vocab_size,
+        "hidden_size": text.hidden_size,
+        "intermediate_size": text.intermediate_size,
+        "num_hidden_layers": text.num_hidden_layers,
+        "num_attention_heads": text.num_attention_heads,
+        "num_key_value_heads": text.num_key_value_heads,
+        "hidden_act": text.hidden_act,
+        "max_position_embeddings": text.max_position_embeddings,
+        "rms_norm_eps": text.rms_norm_eps,
+        "rope_theta": getattr(text, "rope_theta", None) or (text.rope_parameters or {}).get("rope_theta", 10000.0),
+        "tie_word_embeddings": False,
+        "use_sliding_window": False,
+        "bos_token_id": text.bos_token_id,
+        "eos_token_id": text.eos_token_id,
+        "torch_dtype": "float32",
+        "mm_vision_tower": "tiny-random-siglip",  # not a known tower: heads come from vision_config
+        "vision_config": {"num_attention_heads": vision.num_attention_heads, "layer_norm_eps": vision.layer_norm_eps},
+        "mm_hidden_size": vision.hidden_size,
+        "mm_projector_type": "mlp2x_gelu",
+        "mm_vision_select_layer": -2,
+        "mm_vision_select_feature": "patch",
+        "mm_patch_merge_type": "spatial_unpad",
+        "mm_newline_position": "grid",
+        "image_aspect_ratio": cfg.vision_aspect_ratio,
+        "image_grid_pinpoints": cfg.image_grid_pinpoints,
+        "mm_use_im_start_end": False,
+        "mm_use_im_patch_token": False,
+        "use_mm_proj": True,
+        "tokenizer_model_max_length": 32768,
+        "tokenizer_padding_side": "right",
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    build_tokenizer(image_tokens=False).save_pretrained(out)
+    return out
