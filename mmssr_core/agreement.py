@@ -349,3 +349,37 @@ def read_teacher_labels(store, sources: Sequence[str] | None = None) -> pl.DataF
         raise StoreError(f"no teacher labels under {store.root} (run `mmssr label` first)")
     frames = [store.read(TEACHER_TABLE, p) for p in parts]
     return pl.concat(frames, how="diagonal_relaxed")
+
+
+# -- the store's copy (what the `scorer_agreement` asset writes and the eval report can read) ----
+AGREEMENT_TABLE = "agreement"
+AGREEMENT_PARTITION = "pool"
+
+
+def agreement_frame(result: AgreementResult) -> pl.DataFrame:
+    """One row per capability: key, n, spearman, mae, accuracy, teacher_mean, scorer_mean."""
+    cols = ("key", "n", "spearman", "mae", "accuracy", "teacher_mean", "scorer_mean")
+    schema = {"key": pl.Utf8, "n": pl.Int64, "spearman": pl.Float64, "mae": pl.Float64, "accuracy": pl.Float64,
+              "teacher_mean": pl.Float64, "scorer_mean": pl.Float64}
+    return pl.DataFrame([{c: cap[c] for c in cols} for cap in result.capabilities], schema=schema)
+
+
+def save_agreement(store, result: AgreementResult, *, plots: bool = True) -> dict[str, Path]:
+    """`agreement/pool.parquet` (per capability), `agreement/pool.json` (the summary), plots in
+    `agreement/pool_plots/`."""
+    path = store.write(AGREEMENT_TABLE, AGREEMENT_PARTITION, agreement_frame(result))
+    plot_dir = store.table_dir(AGREEMENT_TABLE) / f"{AGREEMENT_PARTITION}_plots"
+    paths = write_agreement(result, plot_dir, plots=plots)
+    summary = json.loads(paths["summary"].read_text())
+    summary["plots"] = {k: str(plot_dir / v) for k, v in summary.get("plots", {}).items()}
+    paths["json"] = store.write_json(AGREEMENT_TABLE, AGREEMENT_PARTITION, summary)
+    paths["table"] = path
+    return paths
+
+
+def load_agreement(store) -> dict | None:
+    """The latest saved agreement summary (None when never computed): for reports."""
+    try:
+        return store.read_json(AGREEMENT_TABLE, AGREEMENT_PARTITION)
+    except Exception:  # noqa: BLE001 - missing or unreadable: no agreement section
+        return None
