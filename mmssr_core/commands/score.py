@@ -169,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
                 )
             except StoreError as exc:
                 raise CommandError(str(exc)) from None
+            except RuntimeError as exc:  # a backend that cannot start (server unreachable, no model)
+                raise CommandError(f"{source}: {exc}") from None
             results.append(res)
             if not args.json:
                 print(
