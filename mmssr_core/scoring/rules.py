@@ -122,7 +122,7 @@ _FORMAT = re.compile(
     r"(?:answer with (?:the |a |an )?(?:option|single|one|letter|number)|in (?:one|a single) (?:word|sentence)|"
     r"single word|short phrase|using a single|answer directly|answer briefly|be brief|briefly|in \d+ words|"
     r"respond with|reply with|(?:your|the) (?:final )?answer (?:should|must)|in the format|format:|"
-    r"step[- ]by[- ]step|in detail|one sentence|hint:)", re.I
+    r"step[- ]by[- ]step|one sentence|hint:)", re.I
 )
 _WORD = re.compile(r"\w+")
 _PHRASE = re.compile(r"Model for (.*)\?\s*$")
