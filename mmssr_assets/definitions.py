@@ -17,7 +17,7 @@ from mmssr_assets.assets.reports import build_eval_report
 from mmssr_assets.assets.scoring import score_source_step
 from mmssr_assets.assets.selection import build_selected_subset, scores_table
 from mmssr_assets.checks import SOURCE_CHECKS, build_recipe_checks
-from mmssr_assets.jobs import build_select_and_report_job, ingest_and_score_job
+from mmssr_assets.jobs import ingest_and_score_job, select_and_report_job
 from mmssr_assets.resources import ScorerResource, SourcesResource, StoreResource, default_scorer
 from mmssr_assets.schedules import build_refresh_schedule, rescore_changed_sources
 from mmssr_assets.sensors import new_sources_sensor
@@ -52,13 +52,12 @@ def build_definitions(
         recipes = load_recipes(store_root=store_root or default_store_root())
     selected_subset = build_selected_subset(recipes)
     eval_report = build_eval_report(recipes, selected_subset)
-    select_job = build_select_and_report_job(recipes)
     return dg.Definitions(
         assets=[raw_pool, score_source_step, scores_table, selected_subset, eval_report],
         asset_checks=[*SOURCE_CHECKS, *build_recipe_checks(recipes)],
-        jobs=[ingest_and_score_job, select_job],
+        jobs=[ingest_and_score_job, select_and_report_job],
         sensors=[new_sources_sensor],
-        schedules=[rescore_changed_sources, build_refresh_schedule(recipes, select_job)],
+        schedules=[rescore_changed_sources, build_refresh_schedule(recipes, select_and_report_job)],
         executor=default_executor(),
         resources={
             "store": StoreResource(root=str(store_root) if store_root else None),

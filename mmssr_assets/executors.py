@@ -76,9 +76,9 @@ def celery_executor_config(env: dict | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {}
     path = celery_config_path(env)
     if path is not None:
-        from dagster._utils.yaml_utils import load_yaml_from_path
+        import yaml
 
-        parsed = load_yaml_from_path(str(path)) or {}
+        parsed = yaml.safe_load(path.read_text()) or {}
         execution = parsed.get("execution") or {}
         config = dict(execution.get("config") or execution.get("celery") or {})
     if env.get(ENV_CELERY_BROKER):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mmssr_core.recipes import Recipe
 
 INGEST_AND_SCORE = "ingest_and_score"
 SELECT_AND_REPORT = "select_and_report"
@@ -21,9 +20,8 @@ ingest_and_score_job = dg.define_asset_job(
 )
 
 
-def build_select_and_report_job(recipes: list[Recipe] | None = None) -> dg.UnresolvedAssetJobDefinition:
-    return dg.define_asset_job(
-        SELECT_AND_REPORT,
-        selection=RECIPE_ASSETS,
-        description="Rebuild the pool-wide scores table, then select and report one recipe.",
-    )
+select_and_report_job = dg.define_asset_job(
+    SELECT_AND_REPORT,
+    selection=RECIPE_ASSETS,
+    description="Rebuild the pool-wide scores table, then select and report one recipe.",
+)
