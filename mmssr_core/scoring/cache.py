@@ -19,7 +19,7 @@ import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import polars as pl
 
@@ -103,6 +103,42 @@ class ScoreCache:
             keys = pl.DataFrame({"content_hash": pl.Series(list(content_hashes), dtype=pl.Utf8)}).unique()
             lf = lf.join(keys.lazy(), on="content_hash", how="semi")
         return lf.collect()
+
+    def _for(self, keys: pl.DataFrame, targets: Sequence[str] | None) -> pl.LazyFrame:
+        lf = self.scan().join(keys.select("content_hash").unique().lazy(), on="content_hash", how="semi")
+        if targets is not None:
+            lf = lf.filter(pl.col("target").is_in(list(targets)))
+        return lf
+
+    def done(self, keys: pl.DataFrame, targets: Sequence[str] | None = None) -> pl.DataFrame:
+        """The (content_hash, target) pairs of `keys` that hold a success: what a run need not redo.
+        Reads only the two key columns, so it stays light on a large cache."""
+        return (
+            self._for(keys, targets)
+            .filter(_ok_expr())
+            .select("content_hash", "target")
+            .unique()
+            .collect()
+        )
+
+    def results(self, keys: pl.DataFrame, targets: Sequence[str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(successes, failures) of `keys`: the latest success per (content_hash, target) with `dist` or
+        `labels`, and for pairs without any success the latest failure with `reason` and `message`."""
+        lf = self._for(keys, targets)
+        ok = (
+            lf.filter(_ok_expr())
+            .group_by("content_hash", "target")
+            .agg(pl.col("dist", "labels").sort_by("written_at").last())
+            .collect()
+        )
+        bad = (
+            lf.filter(~_ok_expr())
+            .join(ok.lazy().select("content_hash", "target"), on=["content_hash", "target"], how="anti")
+            .group_by("content_hash", "target")
+            .agg(pl.col("reason", "message").sort_by("written_at").last())
+            .collect()
+        )
+        return ok, bad
 
     def compact(self) -> Path | None:
         """Merge all chunks into one resolved chunk, then remove the old ones.

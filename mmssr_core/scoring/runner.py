@@ -24,7 +24,7 @@ import polars as pl
 from mmssr_core.prompts import DIGITS, PromptSet
 from mmssr_core.schema import SCORER_COLUMN, argmax_column, scores_schema
 from mmssr_core.scoring.base import Failure, ScoreRequest, ScorerIdentity, ScoringBackend
-from mmssr_core.scoring.cache import CACHE_SCHEMA, STYLES_TARGET, ScoreCache, failures, resolve, successes
+from mmssr_core.scoring.cache import STYLES_TARGET, ScoreCache
 from mmssr_core.store import Store, StoreError
 from mmssr_core.taxonomy import Taxonomy, load_taxonomy
 
@@ -244,125 +244,90 @@ def score_source(
     progress: Callable[[ScoreProgress], None] | None = None,
     reference_quirk: bool = False,
 ) -> ScoreRunResult:
-    """Score every accepted sample of `source` not yet in the cache; write the per-source tables."""
+    """Score every accepted sample of `source` not yet in the cache; write the per-source tables.
+
+    `targets`: "capabilities", "styles" or both (styles and scores may come from different backends).
+    `batch_size`: samples per backend call (None: the backend's `default_batch_size`, else 8).
+    `chunk_size`: samples per cache flush, i.e. the most work a kill can lose.
+    """
     t0 = time.monotonic()
     taxonomy = taxonomy or load_taxonomy()
     prompts = PromptSet.from_taxonomy(taxonomy, reference_quirk=reference_quirk)
-    identity = backend.identity(prompts)
-    label = identity.label()
     wanted = _target_list(prompts.capability_keys, targets)
     targets = tuple(t for t in TARGET_GROUPS if t in targets)
     batch_size = int(batch_size or getattr(backend, "default_batch_size", 8) or 8)
     chunk_size = max(int(chunk_size), 1)
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
+    identity = backend.identity(prompts)
+    label = identity.label()
 
     pool = _read_pool(store, source)
     cache = ScoreCache(store, identity)
     uniq = pool.unique("content_hash", keep="first", maintain_order=True)
-    hashes = uniq["content_hash"].to_list()
-    before = resolve(cache.lookup(hashes)) if hashes else pl.DataFrame(schema={"content_hash": pl.Utf8})
-    done = set()
-    if not before.is_empty():
-        ok = successes(before).filter(pl.col("target").is_in(wanted))
-        done = set(zip(ok["content_hash"].to_list(), ok["target"].to_list()))
+    keys = uniq.select("content_hash")
 
+    # what the cache already holds: complete hashes are skipped, partial ones redo their missing targets
+    done = cache.done(keys, wanted)
+    per_hash = done.group_by("content_hash").agg(pl.col("target"))
+    complete = per_hash.filter(pl.col("target").list.len() == len(wanted)).select("content_hash")
+    todo = uniq.join(complete, on="content_hash", how="anti", maintain_order="left")
+    partial = {
+        h: set(t)
+        for h, t in per_hash.join(todo.select("content_hash"), on="content_hash", how="semi").iter_rows()
+    }
+    cached_hashes = uniq.height - todo.height
     query_of = dict(zip(prompts.capability_keys, prompts.capability_queries))
-    # group the work by the exact set of missing targets (normally all of them, or the retried failures)
-    todo: list[tuple[dict, tuple[str, ...]]] = []
-    for row in uniq.iter_rows(named=True):
-        missing = tuple(t for t in wanted if (row["content_hash"], t) not in done)
-        if missing:
-            todo.append((row, missing))
-    cached_hashes = len(hashes) - len(todo)
 
     def report(handled: int) -> None:
         if progress is not None:
-            progress(ScoreProgress(source, cached_hashes + handled, len(hashes), cached_hashes, time.monotonic() - t0))
+            progress(ScoreProgress(source, cached_hashes + handled, uniq.height, cached_hashes, time.monotonic() - t0))
 
     report(0)
-    new_rows: list[dict] = []
     pending: list[dict] = []
     handled = 0
-
-    def flush() -> None:
-        if pending:
-            cache.append(pending)
-            new_rows.extend(pending)
-            pending.clear()
-
     try:
-        for c0 in range(0, len(todo), chunk_size):
-            chunk = todo[c0 : c0 + chunk_size]
+        for chunk in todo.iter_slices(chunk_size):
+            # group the chunk by its exact set of missing targets (normally all; retried failures fewer)
             groups: dict[tuple[str, ...], list[dict]] = {}
-            for row, missing in chunk:
-                groups.setdefault(missing, []).append(row)
+            for row in chunk.iter_rows(named=True):
+                have = partial.get(row["content_hash"], ())
+                groups.setdefault(tuple(t for t in wanted if t not in have), []).append(row)
             for missing, rows in groups.items():
-                keys = [t for t in missing if t != STYLES_TARGET]
-                queries = [query_of[k] for k in keys]
-                want_styles = STYLES_TARGET in missing
                 for b0 in range(0, len(rows), batch_size):
                     batch_rows = rows[b0 : b0 + batch_size]
-                    reqs = []
-                    for r in batch_rows:
-                        try:
-                            reqs.append(_request(r, prompts))
-                        except Exception as exc:  # noqa: BLE001 - a sample whose prompt cannot be built
-                            f = Failure("bad_sample", f"sample {r['id']!r}: {type(exc).__name__}: {exc}"[:500])
-                            pending.extend({"content_hash": r["content_hash"], "target": t, "reason": f.reason, "message": f.message} for t in missing)
-                    dists, styles = _call_backend(backend, reqs, queries, want_styles, prompts) if reqs else ([], [])
-                    for req, dist_row, style in zip(reqs, dists, styles):
-                        for key, d in zip(keys, dist_row):
-                            d = _check_dist(d)
-                            if isinstance(d, Failure):
-                                pending.append({"content_hash": req.key, "target": key, "reason": d.reason, "message": d.message})
-                            else:
-                                pending.append({"content_hash": req.key, "target": key, "dist": d.tolist()})
-                        if want_styles:
-                            s = _check_styles(style, prompts.styles)
-                            if isinstance(s, Failure):
-                                pending.append({"content_hash": req.key, "target": STYLES_TARGET, "reason": s.reason, "message": s.message})
-                            else:
-                                pending.append({"content_hash": req.key, "target": STYLES_TARGET, "labels": s})
+                    pending.extend(_score_batch(backend, batch_rows, missing, prompts, query_of))
                     handled += len(batch_rows)
                     report(handled)
-            flush()
+            cache.append(pending)
+            pending.clear()
     finally:
         # an interrupt (Ctrl-C) keeps the finished batches of the current chunk
-        flush()
+        if pending:
+            cache.append(pending)
 
-    # -- derive the output tables from cache state -----------------------------------------
-    frames = [before.select(list(CACHE_SCHEMA))] if not before.is_empty() else []
-    if new_rows:
-        frames.append(_rows_frame(new_rows))
-    allrows = resolve(pl.concat(frames, how="vertical")) if frames else _rows_frame([])
-    allrows = allrows.filter(pl.col("target").is_in(wanted))
-    ok = successes(allrows)
-    bad = failures(allrows)
-
-    computed_hashes = {row["content_hash"] for row, _ in todo}
-    complete = (
-        ok.group_by("content_hash").agg(pl.len().alias("n")).filter(pl.col("n") == len(wanted))["content_hash"]
-        if not ok.is_empty()
-        else pl.Series("content_hash", [], dtype=pl.Utf8)
+    # -- derive the output tables from the cache ------------------------------------------------
+    ok, bad = cache.results(keys, wanted)
+    ok_count = ok.group_by("content_hash").len()
+    complete_now = ok_count.filter(pl.col("len") == len(wanted)).select("content_hash")
+    status = (
+        pool.select("content_hash")
+        .join(complete_now.with_columns(_c=pl.lit(True)), on="content_hash", how="left", maintain_order="left")
+        .join(todo.select("content_hash").with_columns(_t=pl.lit(True)), on="content_hash", how="left", maintain_order="left")
+        .select(
+            pl.when(pl.col("_c").is_null()).then(pl.lit("failed"))
+            .when(pl.col("_t").is_not_null()).then(pl.lit("scored"))
+            .otherwise(pl.lit("cached"))
+            .alias("status")
+        )["status"]
     )
-    complete_set = set(complete.to_list())
-    status = pool.select(
-        pl.when(~pl.col("content_hash").is_in(list(complete_set)))
-        .then(pl.lit("failed"))
-        .when(pl.col("content_hash").is_in(list(computed_hashes)))
-        .then(pl.lit("scored"))
-        .otherwise(pl.lit("cached"))
-        .alias("status")
-    )["status"]
-    counts = status.value_counts()
-    count = {r["status"]: r["count"] for r in counts.iter_rows(named=True)}
+    count = dict(status.value_counts().iter_rows())
 
     if "capabilities" in targets:
         store.write(CAPABILITY_TABLE, source, _capability_table(pool, ok, prompts.capability_keys, label))
     if "styles" in targets:
         store.write(STYLE_TABLE, source, _style_table(pool, ok, label))
-    fail_df = _failure_table(pool, bad, allrows, wanted, complete_set, label)
+    fail_df = _failure_table(pool, ok, bad, wanted, complete_now, label)
     with _locked(store, FAILURE_TABLE, source):
         if store.exists(FAILURE_TABLE, source):
             old = store.read(FAILURE_TABLE, source)
@@ -371,47 +336,65 @@ def score_source(
             keep = old.filter(~pl.col("target").is_in(wanted)).select(list(SCORE_FAILURES_SCHEMA))
             fail_df = pl.concat([keep.cast(SCORE_FAILURES_SCHEMA), fail_df], how="vertical")
         store.write(FAILURE_TABLE, source, fail_df)
-    reasons = fail_df.filter(pl.col("target").is_in(wanted))["reason"].value_counts() if fail_df.height else None
-    seconds = time.monotonic() - t0
+    mine = fail_df.filter(pl.col("target").is_in(wanted))
     result = ScoreRunResult(
         source=source,
         scored=int(count.get("scored", 0)),
         cached=int(count.get("cached", 0)),
         failed=int(count.get("failed", 0)),
-        seconds=round(seconds, 3),
+        seconds=round(time.monotonic() - t0, 3),
         identity=label,
         total=pool.height,
-        computed=len(computed_hashes),
+        computed=todo.height,
         digest=identity.digest,
-        targets=tuple(targets),
-        failures_by_reason={r["reason"]: int(r["count"]) for r in reasons.iter_rows(named=True)} if reasons is not None else {},
+        targets=targets,
+        failures_by_reason={r: int(n) for r, n in mine["reason"].value_counts().iter_rows()} if mine.height else {},
     )
     meta = {"identity": asdict(identity), "label": label, "digest": identity.digest,
             "pool_fingerprint": _fingerprint(pool), "result": result.to_dict()}
     for group, table in (("capabilities", CAPABILITY_TABLE), ("styles", STYLE_TABLE)):
         if group in targets:
             store.write_json(table, source, meta)
-    report(len(todo))
+    report(todo.height)
     return result
 
 
-def _rows_frame(rows: list[dict]) -> pl.DataFrame:
-    now = time.time()
-    return pl.DataFrame(
-        [
-            {
-                "content_hash": r["content_hash"],
-                "target": r["target"],
-                "dist": r.get("dist"),
-                "labels": r.get("labels"),
-                "reason": r.get("reason"),
-                "message": r.get("message"),
-                "written_at": r.get("written_at", now),
-            }
-            for r in rows
-        ],
-        schema=CACHE_SCHEMA,
-    )
+def _score_batch(
+    backend: ScoringBackend,
+    rows: list[dict],
+    missing: tuple[str, ...],
+    prompts: PromptSet,
+    query_of: dict[str, str],
+) -> list[dict]:
+    """Cache rows (successes and failures) for one batch of samples and their missing targets."""
+    out: list[dict] = []
+    keys = [t for t in missing if t != STYLES_TARGET]
+    queries = [query_of[k] for k in keys]
+    want_styles = STYLES_TARGET in missing
+    reqs = []
+    for r in rows:
+        try:
+            reqs.append(_request(r, prompts))
+        except Exception as exc:  # noqa: BLE001 - a sample whose prompt cannot be built
+            msg = f"sample {r['id']!r}: {type(exc).__name__}: {exc}"[:500]
+            out.extend({"content_hash": r["content_hash"], "target": t, "reason": "bad_sample", "message": msg} for t in missing)
+    if not reqs:
+        return out
+    dists, styles = _call_backend(backend, reqs, queries, want_styles, prompts)
+    for req, dist_row, style in zip(reqs, dists, styles):
+        for key, d in zip(keys, dist_row):
+            d = _check_dist(d)
+            if isinstance(d, Failure):
+                out.append({"content_hash": req.key, "target": key, "reason": d.reason, "message": d.message})
+            else:
+                out.append({"content_hash": req.key, "target": key, "dist": d.tolist()})
+        if want_styles:
+            s = _check_styles(style, prompts.styles)
+            if isinstance(s, Failure):
+                out.append({"content_hash": req.key, "target": STYLES_TARGET, "reason": s.reason, "message": s.message})
+            else:
+                out.append({"content_hash": req.key, "target": STYLES_TARGET, "labels": s})
+    return out
 
 
 def _fingerprint(pool: pl.DataFrame) -> str:
@@ -424,61 +407,48 @@ def _fingerprint(pool: pl.DataFrame) -> str:
 def _capability_table(pool: pl.DataFrame, ok: pl.DataFrame, keys: Sequence[str], label: str) -> pl.DataFrame:
     base = pool.select("id", "source", "content_hash")
     schema = capability_scores_schema(keys)
-    caps = ok.filter(pl.col("target") != STYLES_TARGET).select("content_hash", "target", "dist")
-    if caps.is_empty():
-        out = base.with_columns(
-            [pl.lit(None, dtype=pl.Float64).alias(k) for k in keys]
-            + [pl.lit(None, dtype=pl.Int8).alias(argmax_column(k)) for k in keys]
-        )
-    else:
-        caps = caps.with_columns(
-            expected=pl.col("dist").list.eval((pl.element() * pl.int_range(pl.len()).cast(pl.Float64))).list.sum(),
-            argmax=pl.col("dist").list.arg_max().cast(pl.Int8),
-        )
+    caps = ok.filter(pl.col("target") != STYLES_TARGET).select(
+        "content_hash",
+        "target",
+        expected=pl.col("dist").list.eval(pl.element() * pl.int_range(pl.len()).cast(pl.Float64)).list.sum(),
+        argmax=pl.col("dist").list.arg_max().cast(pl.Int8),
+    )
+    out = base
+    if not caps.is_empty():
         wide_e = caps.pivot(on="target", index="content_hash", values="expected")
         wide_a = caps.pivot(on="target", index="content_hash", values="argmax")
         wide_a = wide_a.rename({c: argmax_column(c) for c in wide_a.columns if c != "content_hash"})
-        out = base.join(wide_e, on="content_hash", how="left").join(wide_a, on="content_hash", how="left")
-        for k in keys:
-            if k not in out.columns:
-                out = out.with_columns(pl.lit(None, dtype=pl.Float64).alias(k))
-            if argmax_column(k) not in out.columns:
-                out = out.with_columns(pl.lit(None, dtype=pl.Int8).alias(argmax_column(k)))
-    out = out.with_columns(pl.lit(label).alias(SCORER_COLUMN))
+        out = out.join(wide_e, on="content_hash", how="left", maintain_order="left")
+        out = out.join(wide_a, on="content_hash", how="left", maintain_order="left")
+    out = out.with_columns(
+        [pl.lit(None, dtype=pl.Float64).alias(k) for k in keys if k not in out.columns]
+        + [pl.lit(None, dtype=pl.Int8).alias(argmax_column(k)) for k in keys if argmax_column(k) not in out.columns]
+    ).with_columns(pl.lit(label).alias(SCORER_COLUMN))
     return out.select(list(schema)).cast(schema)
 
 
 def _style_table(pool: pl.DataFrame, ok: pl.DataFrame, label: str) -> pl.DataFrame:
-    base = pool.select("id", "source", "content_hash")
     st = ok.filter(pl.col("target") == STYLES_TARGET).select("content_hash", pl.col("labels").alias("styles"))
-    out = base.join(st, on="content_hash", how="left") if not st.is_empty() else base.with_columns(
-        pl.lit(None, dtype=pl.List(pl.Utf8)).alias("styles")
-    )
+    out = pool.select("id", "source", "content_hash").join(st, on="content_hash", how="left", maintain_order="left")
     out = out.with_columns(pl.lit(label).alias(SCORER_COLUMN))
     return out.select(list(STYLE_LABELS_SCHEMA)).cast(STYLE_LABELS_SCHEMA)
 
 
 def _failure_table(
     pool: pl.DataFrame,
+    ok: pl.DataFrame,
     bad: pl.DataFrame,
-    allrows: pl.DataFrame,
     wanted: Sequence[str],
-    complete: set,
+    complete: pl.DataFrame,
     label: str,
 ) -> pl.DataFrame:
     """One row per (sample, target) still without a success, with the latest failure's reason."""
-    base = pool.select("id", "source", "content_hash").filter(~pl.col("content_hash").is_in(list(complete)))
+    base = pool.select("id", "source", "content_hash").join(complete, on="content_hash", how="anti", maintain_order="left")
     if base.is_empty():
         return pl.DataFrame(schema=SCORE_FAILURES_SCHEMA)
-    okkeys = successes(allrows).select("content_hash", "target") if not allrows.is_empty() else pl.DataFrame(
-        schema={"content_hash": pl.Utf8, "target": pl.Utf8}
-    )
     grid = base.join(pl.DataFrame({"target": list(wanted)}, schema={"target": pl.Utf8}), how="cross")
-    grid = grid.join(okkeys, on=["content_hash", "target"], how="anti")
-    why = bad.select("content_hash", "target", "reason", "message") if not bad.is_empty() else pl.DataFrame(
-        schema={"content_hash": pl.Utf8, "target": pl.Utf8, "reason": pl.Utf8, "message": pl.Utf8}
-    )
-    out = grid.join(why, on=["content_hash", "target"], how="left").with_columns(
+    grid = grid.join(ok.select("content_hash", "target"), on=["content_hash", "target"], how="anti", maintain_order="left")
+    out = grid.join(bad, on=["content_hash", "target"], how="left", maintain_order="left").with_columns(
         pl.col("reason").fill_null("not_scored"),
         pl.col("message").fill_null("no result in the cache (interrupted run?)"),
         pl.lit(label).alias(SCORER_COLUMN),
