@@ -24,6 +24,7 @@ from mmssr_core.teacher import (
     TeacherCache,
     TeacherClient,
     TeacherFailure,
+    TeacherRequest,
     allocate,
     answer_schema,
     label_sources,
@@ -376,3 +377,27 @@ def test_killed_run_resumes(pool_store, tmp_path):
         assert asked_before >= done_before
     table = pool_store.read(TEACHER_TABLE, "mathv")
     assert table.height == 40 and table["failure"].null_count() == 40
+
+
+def test_teacher_server_still_answers_scoring_requests_on_kept_alive_connections():
+    import numpy as np
+
+    from mmssr_core.prompts import PromptSet
+    from mmssr_core.scoring.base import ScoreRequest
+    from mmssr_core.scoring.openai_backend import OpenAIBackend
+
+    prompts = PromptSet.from_taxonomy(TAX)
+    convs = ({"from": "human", "value": "What is 2 + 2?"}, {"from": "gpt", "value": "4"})
+    req = ScoreRequest(key="k", sample_id="s", prefix=prompts.prefix(convs), image_file=None, conversations=convs)
+    with TeacherTestServer() as srv:
+        backend = OpenAIBackend(base_url=srv.url, model=srv.model, max_retries=0, concurrency=1)
+        client = TeacherClient(backend, TAX, max_attempts=1)
+        try:
+            for _ in range(3):  # score, teacher, score... over the same kept-alive connection
+                dists = backend.digit_distributions([req], list(prompts.capability_queries[:2]), prompts)
+                assert all(isinstance(d, np.ndarray) and abs(d.sum() - 1) < 1e-9 for d in dists[0])
+                out, asks = client.label(TeacherRequest("h", "s", "src", convs, None))
+                assert isinstance(out, TeacherAnswer) and asks == 1
+        finally:
+            backend.close()
+        assert srv.served["score"] == 6 and srv.served["teacher"] == 3
