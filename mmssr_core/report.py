@@ -330,7 +330,7 @@ def _draw(summary: dict, subsets: dict[str, pl.DataFrame], keys: list[str], taxo
 
     prof = summary["profiles"]
     dist_names = [n for n in ("selected", "random", "pool") if n in subsets]
-    series = {n: {k: subsets[n][k].drop_nulls().to_list() for k in keys} for n in dist_names}
+    series = {n: {k: subsets[n][k].drop_nulls().to_numpy() for k in keys} for n in dist_names}
     out = {"score_distributions": P.score_distributions(series, keys)}
 
     sel_ss = pl.DataFrame(prof["selected"]["style_source"], schema={"style": pl.Utf8, "source": pl.Utf8, "count": pl.Int64})
