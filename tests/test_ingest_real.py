@@ -100,3 +100,20 @@ def test_demo_sources_discovered_and_ingest(repo_root, store):
     # the non-commercial sets are never vendored
     names = {p.name for p in (repo_root / "examples" / "sources").iterdir()}
     assert not any("llava_bench" in n or "tabmwp" in n for n in names)
+
+
+def test_discover_sources_rules(tmp_path):
+    from ingest_support import sample, write_jsonl
+
+    write_jsonl(tmp_path / "good" / "pool.jsonl", [sample("a")])
+    write_jsonl(tmp_path / "bad name!" / "pool.jsonl", [sample("a")])
+    (tmp_path / "no_pool").mkdir()
+    (tmp_path / "no_pool" / "README.md").write_text("x")
+    write_jsonl(tmp_path / ".hidden" / "pool.jsonl", [sample("a")])
+    (tmp_path / "loose.jsonl").write_text("{}\n")
+    found = discover_sources(tmp_path)
+    assert found == {"good": (tmp_path / "good").resolve()}
+    from mmssr_core.ingest import IngestError
+
+    with pytest.raises(IngestError):
+        discover_sources(tmp_path, strict=True)
