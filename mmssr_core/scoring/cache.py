@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 import polars as pl
 
 from mmssr_core.scoring.base import ScorerIdentity
@@ -38,6 +39,77 @@ CACHE_SCHEMA: dict[str, pl.DataType] = {
     "message": pl.Utf8,
     "written_at": pl.Float64,  # unix time; the latest success wins
 }
+
+
+class ChunkBuffer:
+    """Results of one chunk, kept column-wise: building the frame from numpy is ~50x cheaper than from
+    one dict per (sample, target), which matters at millions of rows."""
+
+    def __init__(self) -> None:
+        self.dist_hash: list[str] = []
+        self.dist_target: list[str] = []
+        self.dists: list[np.ndarray] = []
+        self.label_hash: list[str] = []
+        self.labels: list[list[str]] = []
+        self.fail_hash: list[str] = []
+        self.fail_target: list[str] = []
+        self.fail_reason: list[str] = []
+        self.fail_message: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.dist_hash) + len(self.label_hash) + len(self.fail_hash)
+
+    def add_dist(self, content_hash: str, target: str, dist: np.ndarray) -> None:
+        self.dist_hash.append(content_hash)
+        self.dist_target.append(target)
+        self.dists.append(dist)
+
+    def add_labels(self, content_hash: str, labels: list[str]) -> None:
+        self.label_hash.append(content_hash)
+        self.labels.append(list(labels))
+
+    def add_failure(self, content_hash: str, target: str, reason: str, message: str = "") -> None:
+        self.fail_hash.append(content_hash)
+        self.fail_target.append(target)
+        self.fail_reason.append(reason)
+        self.fail_message.append(message)
+
+    def clear(self) -> None:
+        self.__init__()
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[dict]) -> "ChunkBuffer":
+        buf = cls()
+        for r in rows:
+            if r.get("dist") is not None:
+                buf.add_dist(r["content_hash"], r["target"], np.asarray(r["dist"], dtype=np.float64))
+            elif r.get("labels") is not None:
+                buf.add_labels(r["content_hash"], [str(x) for x in r["labels"]])
+            else:
+                buf.add_failure(r["content_hash"], r["target"], r.get("reason") or "unknown", r.get("message") or "")
+        return buf
+
+    def frame(self, written_at: float) -> pl.DataFrame:
+        parts = []
+        if self.dist_hash:
+            dist = pl.Series("dist", np.vstack(self.dists).astype(np.float64)).cast(pl.List(pl.Float64))
+            parts.append(pl.DataFrame({"content_hash": self.dist_hash, "target": self.dist_target}).with_columns(dist))
+        if self.label_hash:
+            parts.append(pl.DataFrame({
+                "content_hash": self.label_hash,
+                "target": [STYLES_TARGET] * len(self.label_hash),
+                "labels": pl.Series(self.labels, dtype=pl.List(pl.Utf8)),
+            }))
+        if self.fail_hash:
+            parts.append(pl.DataFrame({
+                "content_hash": self.fail_hash, "target": self.fail_target,
+                "reason": self.fail_reason, "message": self.fail_message,
+            }))
+        df = pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame(schema=CACHE_SCHEMA)
+        df = df.with_columns(
+            [pl.lit(None, dtype=t).alias(c) for c, t in CACHE_SCHEMA.items() if c not in df.columns]
+        ).with_columns(pl.lit(written_at, dtype=pl.Float64).alias("written_at"))
+        return df.select(list(CACHE_SCHEMA)).cast(CACHE_SCHEMA)
 
 
 def _ok_expr() -> pl.Expr:
@@ -66,27 +138,14 @@ class ScoreCache:
             body = dict(asdict(self.identity), digest=self.identity.digest, label=self.identity.label())
             atomic_write_bytes(meta, json.dumps(body, indent=2, sort_keys=True).encode())
 
-    def append(self, rows: Iterable[dict]) -> Path | None:
+    def append(self, rows: "Iterable[dict] | ChunkBuffer") -> Path | None:
         """Write one chunk atomically. Rows: content_hash, target, and dist | labels | reason(+message)."""
-        now = time.time()
-        records = []
-        for r in rows:
-            records.append(
-                {
-                    "content_hash": r["content_hash"],
-                    "target": r["target"],
-                    "dist": None if r.get("dist") is None else [float(x) for x in r["dist"]],
-                    "labels": None if r.get("labels") is None else [str(x) for x in r["labels"]],
-                    "reason": r.get("reason"),
-                    "message": r.get("message"),
-                    "written_at": now,
-                }
-            )
-        if not records:
+        buf = rows if isinstance(rows, ChunkBuffer) else ChunkBuffer.from_rows(rows)
+        if not len(buf):
             return None
         self._ensure_dir()
         path = self.dir / f"{uuid.uuid4().hex}.parquet"
-        atomic_write_parquet(pl.DataFrame(records, schema=CACHE_SCHEMA), path)
+        atomic_write_parquet(buf.frame(time.time()), path)
         return path
 
     # -- reading -----------------------------------------------------------------------------

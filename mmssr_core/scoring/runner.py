@@ -24,7 +24,7 @@ import polars as pl
 from mmssr_core.prompts import DIGITS, PromptSet
 from mmssr_core.schema import SCORER_COLUMN, argmax_column, scores_schema
 from mmssr_core.scoring.base import Failure, ScoreRequest, ScorerIdentity, ScoringBackend
-from mmssr_core.scoring.cache import STYLES_TARGET, ScoreCache
+from mmssr_core.scoring.cache import STYLES_TARGET, ChunkBuffer, ScoreCache
 from mmssr_core.store import Store, StoreError
 from mmssr_core.taxonomy import Taxonomy, load_taxonomy
 
@@ -150,14 +150,15 @@ def _check_dist(x: Any) -> np.ndarray | Failure:
     if isinstance(x, Failure):
         return x
     try:
-        arr = np.asarray(x, dtype=np.float64).reshape(-1)
+        arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         return Failure("invalid_distribution", f"not a numeric vector: {exc}")
-    if arr.shape != (len(DIGITS),) or not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        return Failure("invalid_distribution", f"expected {len(DIGITS)} finite probabilities, got {arr.tolist()}")
-    total = arr.sum()
-    if not abs(total - 1.0) < 1e-4:
-        return Failure("invalid_distribution", f"probabilities sum to {total:.6f}, not 1")
+    if arr.shape != (len(DIGITS),):
+        return Failure("invalid_distribution", f"expected {len(DIGITS)} probabilities, got shape {arr.shape}")
+    total = float(arr.sum())
+    # one sum + one min decide validity: NaN/inf make the sum non-finite, negatives show in the min
+    if not (abs(total - 1.0) < 1e-4) or arr.min() < 0:
+        return Failure("invalid_distribution", f"not a probability vector: {arr.tolist()}")
     return arr / total
 
 
@@ -284,7 +285,7 @@ def score_source(
             progress(ScoreProgress(source, cached_hashes + handled, uniq.height, cached_hashes, time.monotonic() - t0))
 
     report(0)
-    pending: list[dict] = []
+    pending = ChunkBuffer()
     handled = 0
     try:
         for chunk in todo.iter_slices(chunk_size):
@@ -296,14 +297,14 @@ def score_source(
             for missing, rows in groups.items():
                 for b0 in range(0, len(rows), batch_size):
                     batch_rows = rows[b0 : b0 + batch_size]
-                    pending.extend(_score_batch(backend, batch_rows, missing, prompts, query_of))
+                    _score_batch(backend, batch_rows, missing, prompts, query_of, pending)
                     handled += len(batch_rows)
                     report(handled)
             cache.append(pending)
             pending.clear()
     finally:
         # an interrupt (Ctrl-C) keeps the finished batches of the current chunk
-        if pending:
+        if len(pending):
             cache.append(pending)
 
     # -- derive the output tables from the cache ------------------------------------------------
@@ -365,9 +366,9 @@ def _score_batch(
     missing: tuple[str, ...],
     prompts: PromptSet,
     query_of: dict[str, str],
-) -> list[dict]:
-    """Cache rows (successes and failures) for one batch of samples and their missing targets."""
-    out: list[dict] = []
+    out: ChunkBuffer,
+) -> None:
+    """Score one batch of samples on their missing targets, adding successes and failures to `out`."""
     keys = [t for t in missing if t != STYLES_TARGET]
     queries = [query_of[k] for k in keys]
     want_styles = STYLES_TARGET in missing
@@ -377,24 +378,24 @@ def _score_batch(
             reqs.append(_request(r, prompts))
         except Exception as exc:  # noqa: BLE001 - a sample whose prompt cannot be built
             msg = f"sample {r['id']!r}: {type(exc).__name__}: {exc}"[:500]
-            out.extend({"content_hash": r["content_hash"], "target": t, "reason": "bad_sample", "message": msg} for t in missing)
+            for t in missing:
+                out.add_failure(r["content_hash"], t, "bad_sample", msg)
     if not reqs:
-        return out
+        return
     dists, styles = _call_backend(backend, reqs, queries, want_styles, prompts)
     for req, dist_row, style in zip(reqs, dists, styles):
         for key, d in zip(keys, dist_row):
             d = _check_dist(d)
             if isinstance(d, Failure):
-                out.append({"content_hash": req.key, "target": key, "reason": d.reason, "message": d.message})
+                out.add_failure(req.key, key, d.reason, d.message)
             else:
-                out.append({"content_hash": req.key, "target": key, "dist": d.tolist()})
+                out.add_dist(req.key, key, d)
         if want_styles:
             s = _check_styles(style, prompts.styles)
             if isinstance(s, Failure):
-                out.append({"content_hash": req.key, "target": STYLES_TARGET, "reason": s.reason, "message": s.message})
+                out.add_failure(req.key, STYLES_TARGET, s.reason, s.message)
             else:
-                out.append({"content_hash": req.key, "target": STYLES_TARGET, "labels": s})
-    return out
+                out.add_labels(req.key, s)
 
 
 def _fingerprint(pool: pl.DataFrame) -> str:
