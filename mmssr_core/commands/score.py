@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, help="openai: concurrent requests per replica (default 8)")
     p.add_argument("--timeout", type=float, help="openai: seconds per request (default 60)")
     p.add_argument("--device", help="transformers: torch device (cpu, cuda, cuda:1, ...)")
-    p.add_argument("--dtype", help="transformers: float32, bfloat16, float16")
+    p.add_argument("--dtype", help="transformers, vllm: auto, float32, bfloat16, float16")
     p.add_argument("--tensor-parallel-size", type=int, help="vllm: tensor parallel size")
     p.add_argument("--data-parallel-size", type=int, help="vllm: data parallel size")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -59,7 +59,7 @@ def backend_options(args: argparse.Namespace) -> dict:
     allowed = {
         "rules": set(),
         "transformers": {"--model", "--device", "--dtype", "--revision"},
-        "vllm": {"--model", "--tensor-parallel-size", "--data-parallel-size", "--revision"},
+        "vllm": {"--model", "--tensor-parallel-size", "--data-parallel-size", "--dtype", "--revision"},
         "openai": {"--model", "--base-url", "--concurrency", "--timeout", "--api-key-env", "--revision"},
     }[name]
     stray = [flag for flag, v in given.items() if v is not None and flag not in allowed]
@@ -75,6 +75,7 @@ def backend_options(args: argparse.Namespace) -> dict:
         put("model", args.model)
         put("tensor_parallel_size", args.tensor_parallel_size)
         put("data_parallel_size", args.data_parallel_size)
+        put("dtype", args.dtype)
     elif name == "openai":
         if not args.base_urls:
             raise CommandError("the openai backend needs --base-url URL (repeat it for several replicas)")

@@ -256,7 +256,9 @@ def score_source(
     prompts = PromptSet.from_taxonomy(taxonomy, reference_quirk=reference_quirk)
     wanted = _target_list(prompts.capability_keys, targets)
     targets = tuple(t for t in TARGET_GROUPS if t in targets)
-    batch_size = int(batch_size or getattr(backend, "default_batch_size", 8) or 8)
+    batch_size = int(
+        batch_size or getattr(backend, "default_batch_size", None) or getattr(backend, "batch_size", None) or 8
+    )
     chunk_size = max(int(chunk_size), 1)
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
