@@ -41,7 +41,7 @@ import numpy as np
 from mmssr_core.prompts import DIGITS, IMAGE_TOKEN, SYSTEM_PROMPT, PromptSet, load_scorer_image, parse_styles
 from mmssr_core.scoring.base import Failure, ScoreRequest, ScorerIdentity
 
-RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
 class _Retryable(Exception):
