@@ -1,0 +1,108 @@
+"""A slow, straightforward implementation of the mmSSR rule (DESIGN.md 1.5) for the tests.
+
+Written the way the rule reads: re-rank the remaining candidates of every capability in every round,
+rebuild the bins from that ranking, walk them. Plain Python lists and dicts; no shared state with the
+fast engine except the tie-key definition, re-implemented here one string at a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+MASK = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
+
+
+def mix64(z: int) -> int:
+    z &= MASK
+    z ^= z >> 30
+    z = (z * 0xBF58476D1CE4E5B9) & MASK
+    z ^= z >> 27
+    z = (z * 0x94D049BB133111EB) & MASK
+    return z ^ (z >> 31)
+
+
+def tie_key(id_: str, seed: int) -> int:
+    s1 = mix64(seed & MASK)
+    s2 = mix64((seed * 0x632BE59BD9B4E019 + 1) & MASK)
+    data = id_.encode("utf-8")
+    words = [data[i : i + 8] for i in range(0, len(data), 8)] or [b""]
+    acc = 0
+    for j, w in enumerate(words):
+        word = int.from_bytes(w.ljust(8, b"\0"), "little")
+        acc = (acc + mix64(word ^ ((s1 + (j + 1) * GOLDEN) & MASK))) & MASK
+    return mix64(acc ^ mix64((len(data) + s2) & MASK))
+
+
+def bin_labels(styles, source) -> list[str]:
+    labels: list[str] = []
+    for s in styles or []:
+        if s is None or not s.strip():
+            continue
+        lab = f"{s.strip()}+{source}"
+        if lab not in labels:
+            labels.append(lab)
+    return labels or [f"unstyled+{source}"]
+
+
+def balanced_take(ranking: list[str], labels: dict[str, list[str]], k: int) -> list[tuple[str, str]]:
+    """Take up to k from `ranking` (ids); returns (id, bin) in the order taken."""
+    bins: dict[str, list[str]] = {}
+    depth = max(len(labels[i]) for i in ranking)
+    for p in range(depth):
+        for i in ranking:
+            if p < len(labels[i]):
+                bins.setdefault(labels[i][p], []).append(i)
+    order = sorted(bins, key=lambda L: (len(bins[L]), L))
+    quota = max(k // len(order), 1)
+    carry = 0
+    taken: list[tuple[str, str]] = []
+    taken_set: set[str] = set()
+    for L in order:
+        if len(taken) >= k:
+            break
+        available = [i for i in bins[L] if i not in taken_set]
+        m = min(quota + carry, len(available), k - len(taken))
+        carry = max(quota + carry - len(available), 0)
+        for i in available[:m]:
+            taken.append((i, L))
+            taken_set.add(i)
+    return taken
+
+
+def reference_select(rows: list[dict], caps: list[str], N: int, threshold: float = 0.0, seed: int = 0,
+                     single_bin: bool = False):
+    """rows: dicts with id, source, styles and the capability scores (None/NaN = missing).
+
+    Returns (list of (id, picked_by, bin) in selection order, short).
+    """
+    key = {r["id"]: (tie_key(r["id"], seed), r["source"]) for r in rows}
+    labels = {r["id"]: (["all"] if single_bin else bin_labels(r["styles"], r["source"])) for r in rows}
+    score = {c: {} for c in caps}
+    for r in rows:
+        for c in caps:
+            v = r.get(c)
+            if v is not None and not (isinstance(v, float) and not math.isfinite(v)):
+                score[c][r["id"]] = float(v)
+    remaining = {r["id"] for r in rows}
+    chosen: list[tuple[str, str, str]] = []
+    active = list(caps)
+    while len(chosen) < N and active:
+        share = max((N - len(chosen)) // len(active), 1)
+        drop = []
+        for c in active:
+            share = min(share, N - len(chosen))
+            ranking = sorted(
+                (i for i in remaining if i in score[c] and score[c][i] > threshold),
+                key=lambda i: (-score[c][i], key[i]),
+            )
+            got = balanced_take(ranking, labels, share) if ranking else []
+            if not got:
+                drop.append(c)
+            for i, L in got:
+                chosen.append((i, c, L))
+                remaining.discard(i)
+            if len(chosen) >= N:
+                break
+        active = [c for c in active if c not in drop]
+    return chosen, len(chosen) < N
