@@ -5,6 +5,10 @@ daemon, run workers, Celery workers):
 
 - `in_process` (default): every step in the run's process.
 - `multiprocess`: one subprocess per step (`execution: {config: {multiprocess: {max_concurrent: N}}}`).
+- `k8s`: every step is a Kubernetes Job (dagster-k8s `k8s_job_executor`, settings inherited from the
+  instance's `K8sRunLauncher`: image, env, volumes); the scoring step's pod asks for
+  `$MMSSR_K8S_STEP_GPUS` (default 1) `nvidia.com/gpu` through the `dagster-k8s/config` op tag, set 0 when
+  it only talks to vLLM servers (openai backend). See deploy/k8s/values.yaml.
 - `celery`: every step is a Celery task (dagster-celery) on a broker (Redis). Steps tagged with
   `GPU_OP_TAGS` (the scoring step) go to the `gpu` queue, served only by workers started with `-q gpu` on
   GPU hosts; every other step goes to the default queue (`dagster`). The executor reads the same YAML the
@@ -30,22 +34,46 @@ ENV_CELERY_CONFIG = "MMSSR_CELERY_CONFIG"
 ENV_CELERY_BROKER = "MMSSR_CELERY_BROKER"
 ENV_CELERY_BACKEND = "MMSSR_CELERY_BACKEND"
 ENV_GPU_QUEUE = "MMSSR_GPU_QUEUE"
+ENV_K8S_STEP_GPUS = "MMSSR_K8S_STEP_GPUS"
 
-EXECUTORS = ("in_process", "multiprocess", "celery")
+EXECUTORS = ("in_process", "multiprocess", "celery", "k8s")
 CELERY_QUEUE_TAG = "dagster-celery/queue"  # dagster_celery.tags.DAGSTER_CELERY_QUEUE_TAG (no import needed)
+K8S_CONFIG_TAG = "dagster-k8s/config"
 DEFAULT_QUEUE = "dagster"  # dagster-celery's default queue
-GPU_QUEUE = os.environ.get(ENV_GPU_QUEUE) or "gpu"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CELERY_CONFIG = REPO_ROOT / "deploy" / "celery" / "celery_config.yaml"
 
-# Op tags of the steps that need a GPU (or a vLLM endpoint): the Celery queue they are routed to. They are
-# inert under the other executors.
-GPU_OP_TAGS: dict[str, str] = {CELERY_QUEUE_TAG: GPU_QUEUE}
 
 
 class ExecutorConfigError(ValueError):
     pass
+
+
+def gpu_op_tags(env: dict | None = None) -> dict:
+    """Op tags of the steps that need a GPU (or a vLLM endpoint).
+
+    Always the Celery queue (inert under other executors); under `k8s` also the pod's GPU request.
+    """
+    env = os.environ if env is None else env
+    tags: dict = {CELERY_QUEUE_TAG: env.get(ENV_GPU_QUEUE) or "gpu"}
+    if (env.get(ENV_EXECUTOR) or "").strip().lower() == "k8s":
+        try:
+            gpus = int(env.get(ENV_K8S_STEP_GPUS) or 1)
+        except ValueError:
+            raise ExecutorConfigError(f"${ENV_K8S_STEP_GPUS} must be an integer") from None
+        if gpus > 0:
+            tags[K8S_CONFIG_TAG] = {
+                "container_config": {"resources": {"limits": {"nvidia.com/gpu": gpus},
+                                                   "requests": {"nvidia.com/gpu": gpus}}},
+                "pod_spec_config": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                                     "effect": "NoSchedule"}]},
+            }
+    return tags
+
+
+# What the scoring asset passes as `op_tags` (computed once, when the code location loads).
+GPU_OP_TAGS: dict = gpu_op_tags()
 
 
 def executor_name(env: dict | None = None) -> str:
@@ -99,6 +127,12 @@ def build_executor(env: dict | None = None) -> dg.ExecutorDefinition:
         return dg.in_process_executor
     if name == "multiprocess":
         return dg.multi_or_in_process_executor
+    if name == "k8s":
+        try:
+            from dagster_k8s import k8s_job_executor
+        except ImportError:  # pragma: no cover - not installed here
+            raise ExecutorConfigError(f"${ENV_EXECUTOR}=k8s needs dagster-k8s==0.29.27") from None
+        return k8s_job_executor
     try:
         from dagster_celery import celery_executor
     except ImportError:  # pragma: no cover - depends on the install
