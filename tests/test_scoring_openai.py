@@ -262,7 +262,7 @@ def test_concurrency_is_bounded_per_replica(shared_data):
     with TestServer(latency=0.05) as srv:
         b = backend_for(srv, concurrency=3)
         b.digit_distributions(reqs, PROMPTS.capability_queries, PROMPTS)
-        assert srv.max_in_flight == 3
+        assert 2 <= srv.max_in_flight <= 3  # concurrent, and never above the per-replica bound
         b.close()
 
 
