@@ -27,7 +27,7 @@ def _color(name: str, i: int) -> str:
     return COLORS.get(name, _EXTRA_COLORS[i % len(_EXTRA_COLORS)])
 
 
-def _png(fig, dpi: int = 72) -> bytes:
+def _png(fig, dpi: int = 90) -> bytes:
     """Render a figure to PNG, dropping resolution until it fits MAX_PNG_BYTES."""
     plt = _plt()
     try:
