@@ -861,8 +861,9 @@ def select(
 
     engine, cap_out, bin_out = baselines.engine_for(method, clean, caps, t, aux)
     results: dict[str, Selection] = {}
+    runs: dict[int, RunResult] = {}
     for key, N in sorted(keyed.items(), key=lambda kv: -kv[1]):  # largest first: it grows the rankings
-        res = engine.run(N)
+        res = runs[N] = runs[N] if N in runs else engine.run(N)
         frame = result_frame(clean, res, cap_out, bin_out)
         per_cap: dict[str, int] = {}
         if cap_out is not None:
