@@ -48,7 +48,7 @@ PLACEHOLDERS = {
     "dataset_dir": "folder holding the training file and dataset_info.json (LLaMA-Factory dataset_dir)",
     "dataset_name": "the dataset's name in dataset_info.json (= the recipe name)",
     "dataset_info": "path of the LLaMA-Factory dataset_info.json",
-    "image_root": "folder the exported image paths are relative to ('' when absolute)",
+    "image_root": "folder the exported image paths are relative to (= dataset_dir)",
     "recipe": "the recipe name",
     "out": "a fresh, empty folder for this run (checkpoints, logs)",
     "results": "where the command must write the results JSON ({out}/results.json)",
@@ -146,36 +146,35 @@ def export_for_training(
     store: Store,
     recipe: str,
     selection: pl.DataFrame,
-    pool: pl.DataFrame,
     out_dir: str | os.PathLike,
     *,
     fmt: str = "llava",
-    **export_kwargs,
 ) -> dict[str, str]:
-    """Write the subset's training file and a LLaMA-Factory dataset_info.json beside it.
+    """Write the subset's training file (from the store's raw_pool) and a LLaMA-Factory
+    dataset_info.json beside it; image paths in the file are relative to `out_dir`.
 
     Returns the placeholder values {dataset, dataset_dir, dataset_name, dataset_info, image_root}.
     """
     from mmssr_core import export as ex
+    from mmssr_core.store import atomic_write_bytes
 
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
-    res = ex.export_selection(selection, pool, out / f"{recipe}.json", fmt=fmt, **export_kwargs)
-    dataset = Path(getattr(res, "path", None) or (res.get("path") if isinstance(res, dict) else None) or out / f"{recipe}.json")
-    image_root = getattr(res, "image_root", None) or (res.get("image_root") if isinstance(res, dict) else None) or ""
-    info = ex.llamafactory_dataset_info(recipe, dataset.name, fmt)
+    try:
+        res = ex.export_selection(selection, store, fmt, out / f"{recipe}.json")
+        info = ex.llamafactory_dataset_info(recipe, f"{recipe}.json", fmt)
+    except ex.ExportError as exc:
+        raise DownstreamError(f"cannot export recipe {recipe!r} for training: {exc}") from None
     info_path = out / "dataset_info.json"
     merged = json.loads(info_path.read_text()) if info_path.exists() else {}
     merged.update(info)
-    from mmssr_core.store import atomic_write_bytes
-
     atomic_write_bytes(info_path, json.dumps(merged, indent=2).encode())
     return {
-        "dataset": str(dataset),
+        "dataset": str(res["path"]),
         "dataset_dir": str(out),
         "dataset_name": recipe,
         "dataset_info": str(info_path),
-        "image_root": str(image_root),
+        "image_root": str(out),
     }
 
 

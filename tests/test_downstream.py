@@ -173,3 +173,56 @@ def test_cli_import_and_table(store, tmp_path, capsys):
     assert rows["mmssr_5pct"]["method"] == "mmssr" and rows["mmssr_5pct"]["budget"] == "0.05"  # from the default recipe
     assert rows["full"]["method"] == "full"
     assert any("45.00 (90.0%)" in line for line in lines)
+
+
+CHECKER = r'''
+import json, os, sys
+dataset_dir, name, dataset, results = sys.argv[1:5]
+info = json.load(open(os.path.join(dataset_dir, "dataset_info.json")))[name]
+rows = json.load(open(os.path.join(dataset_dir, info["file_name"])))
+assert os.path.samefile(os.path.join(dataset_dir, info["file_name"]), dataset)
+missing = [r["image"] for r in rows if "image" in r and not os.path.exists(os.path.join(dataset_dir, r["image"]))]
+assert not missing, missing
+assert all(r["conversations"][0]["from"] == "human" for r in rows)
+json.dump({"benchmarks": {"n": float(len(rows)), "images": float(sum("image" in r for r in rows))}}, open(results, "w"))
+'''
+
+
+def test_end_to_end_export_and_run(store, tmp_path, capsys):
+    """Real export (LLaVA JSON + dataset_info.json) from a store, the command reads it back."""
+    import argparse
+
+    from test_report import make_pool, selection_of
+
+    from mmssr_core.commands import downstream as cmd
+
+    scores, raw = make_pool(tmp_path)
+    for src in ("a", "b"):
+        store.write("raw_pool", src, raw.filter(pl.col("source") == src))
+    store.write("selections", "mmssr_5pct", selection_of(scores, [f"s{i:02d}" for i in range(12)]))
+    script = tmp_path / "check.py"
+    script.write_text(CHECKER)
+    template = f"{sys.executable} {script} {{dataset_dir}} {{dataset_name}} {{dataset}} {{results}}"
+
+    def run(*argv):
+        p = argparse.ArgumentParser()
+        cmd.add_arguments(p)
+        return cmd.run(p.parse_args(list(argv)))
+
+    assert run("run", "--store", str(store.root), "--recipe", "mmssr_5pct", "--command", template) == 0
+    assert run("run", "--store", str(store.root), "--recipe", "full", "--full", "--command", template, "--json") == 0
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rec["benchmarks"] == {"n": 40.0, "images": 36.0} and rec["method"] == "full"
+    res = load_results(store)
+    assert res["mmssr_5pct"]["benchmarks"] == {"n": 12.0, "images": 11.0}
+    assert res["mmssr_5pct"]["method"] == "mmssr" and res["mmssr_5pct"]["budget"] == "0.05"
+    df = paper_table(res)
+    row = df.filter(pl.col("recipe") == "mmssr_5pct").row(0, named=True)
+    assert row["n %full"] == pytest.approx(30.0)
+    # a selection naming a sample the pool lacks: a clear error, nothing recorded
+    store.write("selections", "bad", pl.DataFrame({"id": ["nope"], "source": ["a"]}))
+    from mmssr_core.cli import CommandError
+
+    with pytest.raises(CommandError, match="cannot export recipe 'bad'.*nope"):
+        run("run", "--store", str(store.root), "--recipe", "bad", "--command", template)
+    assert "bad" not in load_results(store)

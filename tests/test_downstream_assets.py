@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 dg = pytest.importorskip("dagster")
+pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
 
 from mmssr_assets.assets.downstream import DownstreamResource, build_downstream_assets  # noqa: E402
 from mmssr_assets.assets.selection import build_selected_subset  # noqa: E402
@@ -34,7 +35,7 @@ def setup(tmp_path, monkeypatch):
     st.write("selections", "r5", pool.head(5))
     st.write("selections", "rand5", pool.tail(5))
 
-    def fake_export(store, recipe, selection, pool, out_dir, *, fmt="llava", **kw):
+    def fake_export(store, recipe, selection, out_dir, *, fmt="llava"):
         out_dir.mkdir(parents=True, exist_ok=True)
         p = out_dir / f"{recipe}.json"
         p.write_text(json.dumps(selection.select("id").to_dicts()))

@@ -47,14 +47,12 @@ def _run(context, st, name: str, selection, downstream: DownstreamResource, meth
     try:
         command = downstream.train_eval()
         command.words()
-        sources = st.partitions("raw_pool")
-        if not sources:
+        if not st.partitions("raw_pool"):
             raise dg.Failure("no raw_pool in the store: materialize raw_pool first")
-        pool = st.scan("raw_pool", sources).collect()
         if selection is None:
-            selection = pool.select("id", "source")
+            selection = st.scan("raw_pool").select("id", "source").collect()
         values = D.export_for_training(
-            st, name, selection, pool, st.table_dir(D.RESULTS_TABLE) / "data" / name, fmt=downstream.export_format
+            st, name, selection, st.table_dir(D.RESULTS_TABLE) / "data" / name, fmt=downstream.export_format
         )
         rec = D.run_train_eval(st, name, command, values, method=method, budget=budget, log=context.log.info)
     except D.DownstreamError as exc:

@@ -77,17 +77,15 @@ def run(args: argparse.Namespace) -> int:
         else:
             command = D.TrainEvalCommand(args.command, timeout_s=args.timeout) if args.command else D.TrainEvalCommand.from_env(timeout_s=args.timeout)
             command.words()  # fail on a bad template before exporting anything
-            sources = store.partitions("raw_pool")
-            if not sources:
+            if not store.partitions("raw_pool"):
                 raise CommandError(f"no raw_pool under {store.root}: ingest first")
-            pool = store.scan("raw_pool", sources).collect()
             if args.full:
-                selection = pool.select("id", "source")
+                selection = store.scan("raw_pool").select("id", "source").collect()
                 method, budget = args.method or "full", args.budget
             else:
                 selection = pl.read_parquet(args.selection) if args.selection else store.read("selections", args.recipe)
                 method, budget = _recipe_info(store, args.recipe, args.method, args.budget)
-            values = D.export_for_training(store, args.recipe, selection, pool, store.table_dir(D.RESULTS_TABLE) / "data" / args.recipe, fmt=args.format)
+            values = D.export_for_training(store, args.recipe, selection, store.table_dir(D.RESULTS_TABLE) / "data" / args.recipe, fmt=args.format)
             rec = D.run_train_eval(store, args.recipe, command, values, method=method, budget=budget, log=lambda m: print(m, file=sys.stderr))
     except (D.DownstreamError, StoreError) as exc:
         raise CommandError(str(exc)) from None
