@@ -17,6 +17,7 @@ from mmssr_assets.assets.reports import build_eval_report
 from mmssr_assets.assets.scoring import score_source_step
 from mmssr_assets.assets.selection import build_selected_subset, scores_table
 from mmssr_assets.checks import SOURCE_CHECKS, build_recipe_checks
+from mmssr_assets.executors import build_executor
 from mmssr_assets.jobs import ingest_and_score_job, select_and_report_job
 from mmssr_assets.resources import ScorerResource, SourcesResource, StoreResource, default_scorer
 from mmssr_assets.schedules import build_refresh_schedule, rescore_changed_sources
@@ -58,7 +59,7 @@ def build_definitions(
         jobs=[ingest_and_score_job, select_and_report_job],
         sensors=[new_sources_sensor],
         schedules=[rescore_changed_sources, build_refresh_schedule(recipes, select_and_report_job)],
-        executor=default_executor(),
+        executor=build_executor(),  # $MMSSR_EXECUTOR: in_process | multiprocess | celery | k8s
         resources={
             "store": StoreResource(root=str(store_root) if store_root else None),
             "sources": SourcesResource(root=str(Path(sources_root).resolve()) if sources_root else None),

@@ -22,6 +22,7 @@ ENV_BACKEND = "MMSSR_BACKEND"
 ENV_MODEL = "MMSSR_MODEL"
 ENV_BASE_URL = "MMSSR_BASE_URL"
 ENV_API_KEY = "MMSSR_API_KEY"
+ENV_STYLES_BACKEND = "MMSSR_STYLES_BACKEND"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -89,6 +90,11 @@ class ScorerResource(dg.ConfigurableResource):
     api_key: Optional[str] = Field(default=None, description="API key; pass dg.EnvVar('MMSSR_API_KEY')")
     options: dict[str, Any] = Field(default_factory=dict, description="extra backend keyword arguments")
     taxonomy_path: Optional[str] = Field(default=None, description="taxonomy config (default $MMSSR_TAXONOMY)")
+    styles_backend: Optional[str] = Field(
+        default=None,
+        description="backend of the styles when it differs (e.g. rules): `backend` then scores only the capabilities",
+    )
+    styles_options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of styles_backend")
 
     def backend_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = dict(self.options)
@@ -96,12 +102,22 @@ class ScorerResource(dg.ConfigurableResource):
             value = getattr(self, key)
             if value:
                 opts[key] = value
+        if "," in str(opts.get("base_url") or ""):  # several replicas: "http://a:8000/v1,http://b:8000/v1"
+            opts["base_urls"] = [u.strip() for u in opts.pop("base_url").split(",") if u.strip()]
         return opts
 
     def get_backend(self):
         from mmssr_core.scoring import get_backend
 
         return get_backend(self.backend, **self.backend_options())
+
+    def get_styles_backend(self):
+        """The styles' own backend, or None when `backend` does both."""
+        if not self.styles_backend or self.styles_backend == self.backend and not self.styles_options:
+            return None
+        from mmssr_core.scoring import get_backend
+
+        return get_backend(self.styles_backend, **self.styles_options)
 
     def taxonomy(self):
         from mmssr_core.taxonomy import load_taxonomy
@@ -125,16 +141,21 @@ class ScorerResource(dg.ConfigurableResource):
             "taxonomy": taxonomy.to_dict(),
             "prompt_version": PromptSet.from_taxonomy(taxonomy).version,
         }
+        if self.styles_backend:  # only when set, so existing fingerprints do not change
+            blob["styles"] = {"backend": self.styles_backend, "options": self.styles_options}
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def default_scorer() -> ScorerResource:
-    """The scorer from the environment: $MMSSR_BACKEND (rules), $MMSSR_MODEL, $MMSSR_BASE_URL, $MMSSR_API_KEY."""
+    """The scorer from the environment: $MMSSR_BACKEND (rules), $MMSSR_MODEL, $MMSSR_BASE_URL (comma-separated
+    for several replicas), $MMSSR_API_KEY, $MMSSR_STYLES_BACKEND (e.g. rules, for the styles only)."""
     kwargs: dict[str, Any] = {"backend": os.environ.get(ENV_BACKEND, "rules")}
     if os.environ.get(ENV_MODEL):
         kwargs["model"] = os.environ[ENV_MODEL]
     if os.environ.get(ENV_BASE_URL):
         kwargs["base_url"] = os.environ[ENV_BASE_URL]
+    if os.environ.get(ENV_STYLES_BACKEND):
+        kwargs["styles_backend"] = os.environ[ENV_STYLES_BACKEND]
     if os.environ.get(ENV_API_KEY):
         kwargs["api_key"] = dg.EnvVar(ENV_API_KEY)
     return ScorerResource(**kwargs)

@@ -12,6 +12,7 @@ import dagster as dg
 import polars as pl
 
 from mmssr_assets.assets.ingest import FINGERPRINT_TABLE, raw_pool
+from mmssr_assets.executors import GPU_OP_TAGS
 from mmssr_assets.metadata import md_table, path_md
 from mmssr_assets.partitions import GPU_POOL, OWNERS, SOURCE_BACKFILL_POLICY, sources_partitions
 from mmssr_assets.resources import ScorerResource, SourcesResource, StoreResource
@@ -59,6 +60,7 @@ _COMMON = dict(
     partitions_def=sources_partitions,
     backfill_policy=SOURCE_BACKFILL_POLICY,
     pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,  # Celery: the `gpu` queue; k8s: the pod's GPU request (mmssr_assets/executors.py)
     name="score_source",
     can_subset=False,
 )
@@ -83,15 +85,23 @@ def score_source_step(
             last_log[0] = now
             context.log.info(f"score {source}: {p.done}/{p.total} samples ({p.cached} cached) in {p.seconds:.1f}s")
 
+    styles_backend = scorer.get_styles_backend()
+    kw = dict(taxonomy=taxonomy, batch_size=config.batch_size, chunk_size=config.chunk_size, progress=progress)
     try:
-        result = score_source(
-            st, source, backend, taxonomy=taxonomy, batch_size=config.batch_size,
-            chunk_size=config.chunk_size, progress=progress,
-        )
+        if styles_backend is None:
+            result = score_source(st, source, backend, **kw)
+        else:  # split scorer: capabilities from `backend`, styles from `styles_backend` (two caches)
+            result = score_source(st, source, backend, targets=("capabilities",), **kw)
+            styled = score_source(st, source, styles_backend, targets=("styles",), **kw)
+            result.failed = max(result.failed, styled.failed)
+            result.identity = f"{result.identity} + styles:{styled.identity}"
+            for reason, n in styled.failures_by_reason.items():
+                result.failures_by_reason[reason] = result.failures_by_reason.get(reason, 0) + n
     finally:
-        close = getattr(backend, "close", None)
-        if close:
-            close()
+        for b in (backend, styles_backend):
+            close = getattr(b, "close", None)
+            if close:
+                close()
     fp = _record_scorer(st, source, scorer.fingerprint())
     run = result.to_dict()
     common = {
