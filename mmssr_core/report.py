@@ -133,7 +133,7 @@ def _capability_markdown(summary: dict) -> str:
 def _metrics(summary: dict) -> dict[str, float]:
     prof = summary["profiles"]
     sel, rnd, pool = prof["selected"], prof["random"], prof["pool"]
-    f = lambda v: float(v) if v is not None else float("nan")  # noqa: E731
+    f = lambda v: float(v) if v is not None else float("nan")  # noqa: E731  (NaN entries are dropped below)
     m = {
         "size": f(sel["size"]),
         "pool_size": f(summary["pool_size"]),
@@ -160,7 +160,8 @@ def _metrics(summary: dict) -> dict[str, float]:
         m["budgets_nested"] = 1.0 if summary["overlap"]["nested"] else 0.0
     for k in summary["capabilities"]:
         m[f"mean_score/{k}"] = f(sel["capabilities"][k]["mean"])
-    return m
+    # undefined numbers (an empty subset has no mean) are left out: JSON has no NaN, Dagster plots gaps
+    return {k: v for k, v in m.items() if v == v}
 
 
 def _examples(sel_rows: pl.DataFrame, pool: pl.DataFrame | None, keys: list[str], styles_order: list[str], k: int) -> dict[str, list[dict]]:

@@ -371,3 +371,17 @@ def test_related_selections(store, pool):
     assert set(baselines) == {"rand5", "ocr5"} and set(budgets) == {"m5", "m10"}
     r = build_report(store, "m5", budgets["m5"], scores, taxonomy=TAX, baselines=baselines, budget_selections=budgets, make_html=False, make_plots=False)
     assert r.summary["overlap"]["nested"] is True and "rand5" in r.summary["profiles"]
+
+
+def test_empty_selection(store, pool):
+    """A short selection can be empty (nothing eligible): the report still builds, with zeros."""
+    scores, raw = pool
+    sel = selection_of(scores, [])
+    r = build_report(store, "empty", sel, scores, pool=raw, taxonomy=TAX)
+    s = r.summary
+    assert s["size"] == 0 and s["profiles"]["random"]["size"] == 0
+    assert s["profiles"]["selected"]["capabilities"]["ocr"]["mean"] is None
+    assert s["profiles"]["selected"]["style_entropy"] == 0.0
+    assert r.html_path.is_file() and len(r.plots) == 4
+    assert "mean_score" not in r.metrics and r.metrics["size"] == 0.0
+    assert "NaN" not in r.json_path.read_text()
