@@ -45,9 +45,9 @@ def bin_labels(styles, source) -> list[str]:
     return labels or [f"unstyled+{source}"]
 
 
-def balanced_take(ranking: list[str], labels: dict[str, list[str]], k: int) -> list[tuple[str, str]]:
-    """Take up to k from `ranking` (ids); returns (id, bin) in the order taken."""
-    bins: dict[str, list[str]] = {}
+def balanced_take(ranking: list, labels: dict, k: int) -> list[tuple]:
+    """Take up to k from `ranking` (sample keys); returns (key, bin) in the order taken."""
+    bins: dict[str, list] = {}
     depth = max(len(labels[i]) for i in ranking)
     for p in range(depth):
         for i in ranking:
@@ -56,8 +56,8 @@ def balanced_take(ranking: list[str], labels: dict[str, list[str]], k: int) -> l
     order = sorted(bins, key=lambda L: (len(bins[L]), L))
     quota = max(k // len(order), 1)
     carry = 0
-    taken: list[tuple[str, str]] = []
-    taken_set: set[str] = set()
+    taken: list[tuple] = []
+    taken_set: set = set()
     for L in order:
         if len(taken) >= k:
             break
@@ -74,17 +74,20 @@ def reference_select(rows: list[dict], caps: list[str], N: int, threshold: float
                      single_bin: bool = False):
     """rows: dicts with id, source, styles and the capability scores (None/NaN = missing).
 
+    Samples are identified by (source, id): ids are unique per source only. Ties in score are broken by
+    the seeded hash of the id, then by source.
     Returns (list of (id, picked_by, bin) in selection order, short).
     """
-    key = {r["id"]: (tie_key(r["id"], seed), r["source"]) for r in rows}
-    labels = {r["id"]: (["all"] if single_bin else bin_labels(r["styles"], r["source"])) for r in rows}
+    uid = [(r["source"], r["id"]) for r in rows]
+    key = {(r["source"], r["id"]): (tie_key(r["id"], seed), r["source"]) for r in rows}
+    labels = {u: (["all"] if single_bin else bin_labels(r["styles"], r["source"])) for u, r in zip(uid, rows)}
     score = {c: {} for c in caps}
-    for r in rows:
+    for u, r in zip(uid, rows):
         for c in caps:
             v = r.get(c)
             if v is not None and not (isinstance(v, float) and not math.isfinite(v)):
-                score[c][r["id"]] = float(v)
-    remaining = {r["id"] for r in rows}
+                score[c][u] = float(v)
+    remaining = set(uid)
     chosen: list[tuple[str, str, str]] = []
     active = list(caps)
     while len(chosen) < N and active:
@@ -93,15 +96,15 @@ def reference_select(rows: list[dict], caps: list[str], N: int, threshold: float
         for c in active:
             share = min(share, N - len(chosen))
             ranking = sorted(
-                (i for i in remaining if i in score[c] and score[c][i] > threshold),
-                key=lambda i: (-score[c][i], key[i]),
+                (u for u in remaining if u in score[c] and score[c][u] > threshold),
+                key=lambda u: (-score[c][u], key[u]),
             )
             got = balanced_take(ranking, labels, share) if ranking else []
             if not got:
                 drop.append(c)
-            for i, L in got:
-                chosen.append((i, c, L))
-                remaining.discard(i)
+            for u, L in got:
+                chosen.append((u[1], c, L))
+                remaining.discard(u)
             if len(chosen) >= N:
                 break
         active = [c for c in active if c not in drop]

@@ -1,0 +1,468 @@
+"""The mmSSR selection rule (DESIGN.md 1.5): hand-computed examples, properties, and exact agreement with
+a slow straightforward implementation (tests/selection_reference.py) on random tables."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mmssr_core.selection import (
+    Engine,
+    SelectionInputError,
+    parse_budget,
+    select,
+    tie_keys,
+    validate_scores,
+)
+from mmssr_core.taxonomy import taxonomy_from_dict
+from selection_reference import reference_select, tie_key
+
+CAPS = ["ocr", "math", "chart", "count"]
+TAX = taxonomy_from_dict({"extend": False, "capabilities": [{"key": k} for k in CAPS]})
+
+
+def frame(rows: list[dict], caps=CAPS) -> pl.DataFrame:
+    schema = {"id": pl.Utf8, "source": pl.Utf8, "styles": pl.List(pl.Utf8), **{c: pl.Float64 for c in caps}}
+    return pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema)
+
+
+def picks(sel) -> list[tuple[str, str, str]]:
+    f = sel.frame
+    return list(zip(f["id"].to_list(), f["picked_by"].to_list(), f["bin"].to_list()))
+
+
+def run(rows, N, caps=None, **kw):
+    caps = caps or [c for c in CAPS if any(c in r for r in rows)]
+    return select(frame(rows, caps), [N], capabilities=caps, taxonomy=TAX, **kw)[str(N)]
+
+
+# ---------------------------------------------------------------------------------------------
+# hand-computed examples
+# ---------------------------------------------------------------------------------------------
+def test_hand_computed_two_capabilities():
+    """Worked by hand (distinct scores, so the tie key plays no part):
+
+    Round 1 (share = 5 // 2 = 2).
+    ocr ranks (score > 0): s1 5.0, s7 4.8, s2 4.0, s3 3.0, s4 2.0, s5 1.0 (s6 scores 0: not eligible).
+      Bins: yes/no+x [s1, s2], unstyled+y [s7], multi-choice+x [s3, then s2 by its 2nd label],
+      yes/no+y [s4], comparison+y [s5]. Visit by size then label: comparison+y, unstyled+y, yes/no+y,
+      multi-choice+x, yes/no+x. quota = max(2 // 5, 1) = 1 -> s5, s7; k reached.
+    math ranks the rest: s2 4.5, s3 4.0, s4 3.0, s6 2.0, s1 1.0.
+      Bins: yes/no+y [s4] (1), yes/no+x [s2, s1] (2), multi-choice+x [s3, s6, s2] (3).
+      quota = max(2 // 3, 1) = 1 -> s4, s2.
+    Round 2 (share = max(1 // 2, 1) = 1). ocr ranks s1 5.0, s3 3.0: bins multi-choice+x [s3] and
+      yes/no+x [s1], both size 1, label order -> s3. Budget reached.
+    The best OCR sample s1 is never chosen: the balance across styles and sources wins.
+    """
+    rows = [
+        {"id": "s1", "source": "x", "styles": ["yes/no"], "ocr": 5.0, "math": 1.0},
+        {"id": "s2", "source": "x", "styles": ["yes/no", "multi-choice"], "ocr": 4.0, "math": 4.5},
+        {"id": "s3", "source": "x", "styles": ["multi-choice"], "ocr": 3.0, "math": 4.0},
+        {"id": "s4", "source": "y", "styles": ["yes/no"], "ocr": 2.0, "math": 3.0},
+        {"id": "s5", "source": "y", "styles": ["comparison"], "ocr": 1.0, "math": 5.0},
+        {"id": "s6", "source": "x", "styles": ["multi-choice"], "ocr": 0.0, "math": 2.0},
+        {"id": "s7", "source": "y", "styles": [], "ocr": 4.8, "math": None},
+    ]
+    sel = run(rows, 5, caps=["ocr", "math"])
+    assert picks(sel) == [
+        ("s5", "ocr", "comparison+y"),
+        ("s7", "ocr", "unstyled+y"),
+        ("s4", "math", "yes/no+y"),
+        ("s2", "math", "yes/no+x"),
+        ("s3", "ocr", "multi-choice+x"),
+    ]
+    assert sel.frame["rank"].to_list() == [1, 2, 3, 4, 5]
+    assert sel.frame["source"].to_list() == ["y", "y", "y", "x", "x"]
+    assert sel.per_capability == {"ocr": 3, "math": 2}
+    assert not sel.short and sel.requested == sel.selected == 5
+
+
+def test_hand_computed_carry_over():
+    """One capability, N = 6, two bins: comparison+x [a1] and yes/no+x [b1..b8].
+    quota = 6 // 2 = 3; comparison+x gives 1 and carries 2; yes/no+x then gives 3 + 2 = 5."""
+    rows = [{"id": "a1", "source": "x", "styles": ["comparison"], "ocr": 1.0}]
+    rows += [{"id": f"b{i}", "source": "x", "styles": ["yes/no"], "ocr": 10.0 - i} for i in range(1, 9)]
+    sel = run(rows, 6, caps=["ocr"])
+    assert [p[0] for p in picks(sel)] == ["a1", "b1", "b2", "b3", "b4", "b5"]
+    assert [p[2] for p in picks(sel)] == ["comparison+x"] + ["yes/no+x"] * 5
+
+
+def test_hand_computed_second_labels_and_availability():
+    """Bins: multi-choice+x [m1, m2] (2), comparison+x [c1, c2, c3] (3), yes/no+x [y1, y2, m1] (3; m1 by its
+    second label). Round 1, k = 4, quota = max(4 // 3, 1) = 1: m1; c1; yes/no+x has m1 taken already, so
+    its first available is y1. Round 2, k = 1: bins multi-choice+x [m2], yes/no+x [y2], comparison+x
+    [c2, c3] -> m2."""
+    rows = [
+        {"id": "m1", "source": "x", "styles": ["multi-choice", "yes/no"], "ocr": 9.0},
+        {"id": "m2", "source": "x", "styles": ["multi-choice"], "ocr": 8.0},
+        {"id": "y1", "source": "x", "styles": ["yes/no"], "ocr": 7.0},
+        {"id": "y2", "source": "x", "styles": ["yes/no"], "ocr": 6.0},
+        {"id": "c1", "source": "x", "styles": ["comparison"], "ocr": 5.0},
+        {"id": "c2", "source": "x", "styles": ["comparison"], "ocr": 4.0},
+        {"id": "c3", "source": "x", "styles": ["comparison"], "ocr": 3.0},
+    ]
+    sel = run(rows, 4, caps=["ocr"])
+    assert picks(sel) == [
+        ("m1", "ocr", "multi-choice+x"),
+        ("c1", "ocr", "comparison+x"),
+        ("y1", "ocr", "yes/no+x"),
+        ("m2", "ocr", "multi-choice+x"),
+    ]
+
+
+def test_take_never_exceeds_its_share():
+    """x carries three labels, so after taking it bins B and C are empty and carry 2 into D. The reference
+    code would then take 3 from D and overshoot k = 2; the rule takes *up to* the share."""
+    rows = [{"id": "x", "source": "s", "styles": ["comparison", "coordinate", "multi-choice"], "ocr": 9.0}]
+    rows += [{"id": f"y{i}", "source": "s", "styles": ["yes/no"], "ocr": 5.0 - i} for i in range(5)]
+    sel = run(rows, 2, caps=["ocr"])
+    assert [p[0] for p in picks(sel)] == ["x", "y0"]
+    assert sel.selected == 2
+
+
+def test_capability_without_eligible_sample_is_dropped():
+    """The reference asserts (crashes) here; the rule drops the capability and carries on."""
+    rows = [{"id": f"s{i}", "source": "x", "styles": ["yes/no"], "ocr": float(i + 1), "math": 0.0} for i in range(6)]
+    sel = run(rows, 4, caps=["math", "ocr"])
+    assert sel.selected == 4 and not sel.short
+    assert sel.per_capability == {"math": 0, "ocr": 4}
+    assert [p[0] for p in picks(sel)] == ["s5", "s4", "s3", "s2"]
+
+
+def test_all_capabilities_exhausted_gives_short_selection():
+    """The reference divides by zero here; the rule returns what it selected and says why."""
+    rows = [
+        {"id": "a", "source": "x", "styles": ["yes/no"], "ocr": 3.0, "math": None},
+        {"id": "b", "source": "x", "styles": ["yes/no"], "ocr": 0.0, "math": 2.0},
+        {"id": "c", "source": "y", "styles": ["comparison"], "ocr": None, "math": 0.5},
+        {"id": "d", "source": "y", "styles": ["comparison"], "ocr": 0.0, "math": 0.0},
+        {"id": "e", "source": "y", "styles": [], "ocr": None, "math": None},
+    ]
+    sel = run(rows, 5, caps=["ocr", "math"])
+    assert sel.short and sel.selected == 3 and sel.requested == 5
+    assert sorted(p[0] for p in picks(sel)) == ["a", "b", "c"]
+    assert "3 of 5" in sel.reason and "ocr" in sel.reason and "math" in sel.reason
+    assert any("3 of 5" in w for w in sel.warnings)
+    # nothing above the threshold at all: an empty, short selection, no crash
+    sel = run(rows, 2, caps=["ocr", "math"], threshold=10)
+    assert sel.short and sel.selected == 0 and sel.frame.height == 0
+    assert sel.frame.schema == {"id": pl.Utf8, "source": pl.Utf8, "rank": pl.Int64, "picked_by": pl.Utf8,
+                                "bin": pl.Utf8}
+
+
+def test_threshold_is_strict_and_missing_never_qualifies():
+    rows = [
+        {"id": "a", "source": "x", "styles": ["yes/no"], "ocr": 2.0},
+        {"id": "b", "source": "x", "styles": ["yes/no"], "ocr": 2.5},
+        {"id": "c", "source": "x", "styles": ["yes/no"], "ocr": float("nan")},
+        {"id": "d", "source": "x", "styles": ["yes/no"], "ocr": float("inf")},
+        {"id": "e", "source": "x", "styles": ["yes/no"], "ocr": None},
+    ]
+    sel = run(rows, 3, caps=["ocr"], threshold=2.0)
+    assert [p[0] for p in picks(sel)] == ["b"]
+    assert sel.short
+
+
+def test_ties_follow_the_seeded_hash_of_the_id():
+    rows = [{"id": f"s{i}", "source": "x", "styles": ["yes/no"], "ocr": 1.0} for i in range(50)]
+    for seed in (0, 1, 7):
+        sel = run(rows, 10, caps=["ocr"], seed=seed)
+        expected = sorted((r["id"] for r in rows), key=lambda i: tie_key(i, seed))[:10]
+        assert [p[0] for p in picks(sel)] == expected
+    assert [p[0] for p in picks(run(rows, 10, caps=["ocr"], seed=0))] != [
+        p[0] for p in picks(run(rows, 10, caps=["ocr"], seed=1))
+    ]
+
+
+def test_same_id_in_two_sources_is_allowed_and_ordered_by_source():
+    rows = [
+        {"id": "0", "source": "b", "styles": ["yes/no"], "ocr": 1.0},
+        {"id": "0", "source": "a", "styles": ["yes/no"], "ocr": 1.0},
+    ]
+    sel = run(rows, 2, caps=["ocr"])
+    assert sel.frame.select("source", "id").rows() in ([("a", "0"), ("b", "0")], [("b", "0"), ("a", "0")])
+    ref, _ = reference_select(rows, ["ocr"], 2)
+    assert picks(sel) == ref
+
+
+# ---------------------------------------------------------------------------------------------
+# the fast engine equals the straightforward reference, exactly
+# ---------------------------------------------------------------------------------------------
+STYLE_POOL = ["yes/no", "multi-choice", " comparison", "comparison", "", None, "odd style"]
+
+
+@st.composite
+def tables(draw, max_rows=40):
+    caps = draw(st.permutations(CAPS).map(lambda p: list(p)).flatmap(
+        lambda p: st.integers(1, len(p)).map(lambda k: p[:k])))
+    n = draw(st.integers(1, max_rows))
+    integer = draw(st.booleans())
+    score = st.integers(0, 3).map(float) if integer else st.floats(0, 5, allow_nan=False).map(lambda v: round(v, 2))
+    missing = st.sampled_from([None, float("nan")])
+    rows = []
+    for i in range(n):
+        row = {
+            "id": draw(st.sampled_from([f"s{i}", f"id-{i}", f"é{i}", f"{i:08d}-long-identifier"])),
+            "source": draw(st.sampled_from(["a", "b", "c"])),
+            "styles": draw(st.lists(st.sampled_from(STYLE_POOL), max_size=4)),
+        }
+        for c in caps:
+            row[c] = draw(st.one_of(score, score, score, missing))
+        rows.append(row)
+    N = draw(st.integers(1, n))
+    threshold = draw(st.sampled_from([0.0, 0.0, 1.0, 1.5, -1.0]))
+    seed = draw(st.integers(0, 5))
+    return rows, caps, N, threshold, seed
+
+
+def check_against_reference(rows, caps, N, threshold, seed, method="mmssr"):
+    df = frame(rows, caps)
+    sel = select(df, [N], capabilities=caps, threshold=threshold, seed=seed, taxonomy=TAX, method=method)[str(N)]
+    single = method == "capability-only"
+    expected, short = reference_select(rows, caps, N, threshold, seed, single_bin=single)
+    got = picks(sel)
+    if single:
+        expected = [(i, c, None) for i, c, _ in expected]
+    assert got == expected
+    assert sel.short == short
+    assert sel.selected == len(expected) and sel.requested == N
+    return sel
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tables())
+def test_engine_equals_reference(case):
+    check_against_reference(*case)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tables())
+def test_engine_equals_reference_with_tiny_chunks(case):
+    """Chunks of one force every partial-sort extension path (boundaries, ties across chunks)."""
+    old = Engine.min_chunk
+    Engine.min_chunk = 1
+    try:
+        check_against_reference(*case)
+    finally:
+        Engine.min_chunk = old
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tables())
+def test_capability_only_equals_reference_single_bin(case):
+    check_against_reference(*case, method="capability-only")
+
+
+@pytest.mark.slow
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 10_000), st.sampled_from([True, False]), st.integers(1, 3))
+def test_engine_equals_reference_on_larger_tables(seed, integer, n_caps):
+    """Bins of hundreds of samples: the partial sorts, their extensions and deep cursors are used."""
+    rng = random.Random(seed)
+    caps = CAPS[:n_caps]
+    rows = []
+    for i in range(1500):
+        row = {"id": f"r{i}", "source": rng.choice("ab"),
+               "styles": rng.sample(["yes/no", "multi-choice", "comparison"], rng.randint(1, 2))}
+        for c in caps:
+            v = rng.randint(0, 5) if integer else rng.random() * 5
+            row[c] = None if rng.random() < 0.05 else float(v)
+        rows.append(row)
+    N = rng.randint(300, 1400)
+    check_against_reference(rows, caps, N, rng.choice([0.0, 1.0]), seed % 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# properties
+# ---------------------------------------------------------------------------------------------
+@settings(max_examples=120, deadline=None)
+@given(tables())
+def test_properties(case):
+    rows, caps, N, threshold, seed = case
+    df = frame(rows, caps)
+    sel = select(df, [N], capabilities=caps, threshold=threshold, seed=seed, taxonomy=TAX)[str(N)]
+    f = sel.frame
+    # no duplicates; ranks 1..k
+    assert f.select(pl.struct("source", "id").n_unique()).item() == f.height
+    assert f["rank"].to_list() == list(range(1, f.height + 1))
+    # every pick is above the threshold for the capability that picked it, and its bin is one of its labels
+    by_key = {(r["source"], r["id"]): r for r in rows}
+    for r in f.iter_rows(named=True):
+        row = by_key[(r["source"], r["id"])]
+        v = row[r["picked_by"]]
+        assert v is not None and math.isfinite(v) and v > threshold
+        styles = [s.strip() for s in row["styles"] if s and s.strip()]
+        assert r["bin"] in ([f"{s}+{row['source']}" for s in styles] or [f"unstyled+{row['source']}"])
+    # exact size whenever enough samples qualify for some capability
+    eligible = sum(
+        1 for r in rows if any(r[c] is not None and math.isfinite(r[c]) and r[c] > threshold for c in caps)
+    )
+    assert sel.selected == min(N, eligible)
+    assert sel.short == (eligible < N)
+    # determinism, and independence of the input row order
+    again = select(df, [N], capabilities=caps, threshold=threshold, seed=seed, taxonomy=TAX)[str(N)]
+    assert again.frame.equals(f)
+    shuffled = df.sample(fraction=1.0, shuffle=True, seed=seed)
+    other = select(shuffled, [N], capabilities=caps, threshold=threshold, seed=seed, taxonomy=TAX)[str(N)]
+    assert other.frame.equals(f)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 200), st.integers(0, 1000))
+def test_first_round_shares_within_one(n_caps, N, seed):
+    """One bin and plenty of candidates: round 1 gives every capability N // C, in capability order;
+    the remainder goes one by one, so the per-capability counts differ by at most one."""
+    rng = random.Random(seed)
+    caps = rng.sample(CAPS, n_caps)
+    rows = [{"id": f"s{i}", "source": "x", "styles": ["yes/no"], **{c: rng.random() for c in caps}}
+            for i in range(N + 10 * n_caps)]
+    sel = run(rows, N, caps=caps, seed=seed)
+    counts = list(sel.per_capability.values())
+    assert sel.selected == N and max(counts) - min(counts) <= 1
+    share = N // n_caps
+    pb = sel.frame["picked_by"].to_list()
+    if share:
+        assert pb[: share * n_caps] == [c for c in caps for _ in range(share)]
+    assert pb[share * n_caps:] == caps[: N - share * n_caps]
+
+
+def test_several_budgets_share_one_call_and_match_separate_calls():
+    rng = random.Random(3)
+    rows = [{"id": f"s{i}", "source": rng.choice("abc"),
+             "styles": rng.sample(["yes/no", "multi-choice", "comparison", "coordinate"], rng.randint(1, 3)),
+             **{c: float(rng.randint(0, 5)) for c in CAPS}} for i in range(3000)]
+    df = frame(rows)
+    together = select(df, ["5%", 0.1, 600, "0.3"], taxonomy=TAX)
+    assert list(together) == ["5%", "0.1", "600", "0.3"]
+    assert [s.requested for s in together.values()] == [150, 300, 600, 900]
+    for key, sel in together.items():
+        alone = select(df, [key], taxonomy=TAX)[key]
+        assert alone.frame.equals(sel.frame)
+        assert sel.budget == key and sel.method == "mmssr"
+
+
+# ---------------------------------------------------------------------------------------------
+# tie key, budgets, validation
+# ---------------------------------------------------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=40), min_size=1, max_size=30), st.integers(0, 2**64 - 1))
+def test_tie_keys_match_the_definition(ids, seed):
+    got = tie_keys(pl.Series(ids, dtype=pl.Utf8), seed)
+    assert [int(v) for v in got] == [tie_key(i, seed) for i in ids]
+
+
+def test_tie_keys_on_a_sliced_series():
+    s = pl.Series([f"id{i}" * (i % 5) for i in range(100)])
+    assert [int(v) for v in tie_keys(s.slice(37, 20), 3)] == [tie_key(i, 3) for i in s.slice(37, 20).to_list()]
+
+
+@pytest.mark.parametrize(
+    "budget,pool,expected",
+    [(0.05, 2_600_000, 130_000), ("5%", 2_600_000, 130_000), ("0.29", 100, 29), (0.29, 100, 29), (1000, 5000, 1000),
+     ("1000", 5000, 1000), (1.0, 10, 1), ("12.5%", 8, 1), (0.999, 1000, 999), (10, 10, 10), ("1e2", 100, 100)],
+)
+def test_parse_budget(budget, pool, expected):
+    assert parse_budget(budget, pool) == expected
+
+
+@pytest.mark.parametrize(
+    "budget,pool,msg",
+    [(0, 10, "positive"), (-3, 10, "positive"), ("-0.1", 10, "positive"), (11, 10, "only 10"),
+     (0.01, 10, "selects 0"), ("abc", 10, "not a number"), (2.5, 10, "neither"), ("100%", 10, "below 100%"),
+     ("0%", 10, "above 0%"), (True, 10, "not a number"), ("nan", 10, "finite")],
+)
+def test_parse_budget_errors(budget, pool, msg):
+    with pytest.raises(SelectionInputError, match=msg):
+        parse_budget(budget, pool)
+
+
+def good_rows(n=4):
+    return [{"id": f"s{i}", "source": "x", "styles": ["yes/no"], "ocr": 1.0 + i, "math": 2.0} for i in range(n)]
+
+
+def test_validation_errors():
+    df = frame(good_rows(), ["ocr", "math"])
+    with pytest.raises(SelectionInputError, match="styles"):
+        validate_scores(df.drop("styles"), TAX)
+    with pytest.raises(SelectionInputError, match="id, source"):
+        validate_scores(df.drop("id", "source"), TAX)
+    with pytest.raises(SelectionInputError, match="unknown capabilities"):
+        validate_scores(df, TAX, ["ocr", "nope"])
+    with pytest.raises(SelectionInputError, match="no column for capability chart"):
+        validate_scores(df, TAX, ["ocr", "chart"])
+    with pytest.raises(SelectionInputError, match="not numeric"):
+        validate_scores(df.with_columns(pl.col("ocr").cast(pl.Utf8)), TAX)
+    with pytest.raises(SelectionInputError, match="null id"):
+        validate_scores(df.with_columns(pl.when(pl.col("id") == "s1").then(None).otherwise(pl.col("id")).alias("id")), TAX)
+    with pytest.raises(SelectionInputError, match="no capability column"):
+        validate_scores(df.drop("ocr", "math"), TAX)
+    with pytest.raises(SelectionInputError, match="expected list"):
+        validate_scores(df.with_columns(pl.lit(3).alias("styles")), TAX)
+    with pytest.raises(SelectionInputError, match="unknown method"):
+        select(df, [1], method="best", taxonomy=TAX)
+    with pytest.raises(SelectionInputError, match="only 4"):
+        select(df, [5], taxonomy=TAX)
+
+
+def test_duplicate_ids_are_named():
+    rows = good_rows(3) * 3 + good_rows(9)[3:]
+    rows += [dict(r, id=f"d{i}") for i, r in enumerate(good_rows(4))] * 2
+    with pytest.raises(SelectionInputError) as exc:
+        validate_scores(frame(rows, ["ocr", "math"]), TAX)
+    msg = str(exc.value)
+    assert "duplicate ids" in msg and "'s0' (source 'x')" in msg and "and 2 more" in msg
+
+
+def test_validation_report_and_warnings():
+    rows = good_rows(6)
+    rows[0]["ocr"] = float("nan")
+    rows[1]["ocr"] = float("-inf")
+    rows[2]["math"] = float("inf")
+    rows[3]["styles"] = ["yes/no", "free text style", " yes/no "]
+    rows[4]["styles"] = ["another one"]
+    rows[5]["styles"] = None
+    clean, report = validate_scores(frame(rows, ["ocr", "math"]), TAX)
+    assert report["nonfinite"] == {"ocr": 2, "math": 1}
+    assert report["missing_scores"] == {"ocr": 2, "math": 1, "chart": 0, "count": 0} or report["missing_scores"] == {
+        "ocr": 2, "math": 1}
+    assert clean["ocr"].null_count() == 2 and clean["math"].null_count() == 1
+    assert report["unknown_style_rows"] == 2
+    assert report["unknown_styles"] == ["another one", "free text style"]
+    assert report["unstyled_rows"] == 1
+    assert report["capabilities"] == ["ocr", "math"]
+    text = " ".join(report["warnings"])
+    assert "3 NaN/infinite" in text and "2 sample(s) carry styles outside" in text
+    assert "chart, count" in text  # taxonomy capabilities without a column
+
+
+def test_styles_as_comma_separated_text_and_integer_scores():
+    df = pl.DataFrame({
+        "id": [1, 2, 3], "source": ["x", "x", "y"], "styles": ["yes/no, multi-choice", "multi-choice", ""],
+        "ocr": [3, 2, 1],
+    })
+    sel = select(df, [3], capabilities=["ocr"], taxonomy=TAX)["3"]
+    assert sel.frame["id"].dtype == pl.Utf8
+    assert set(sel.frame["bin"].to_list()) == {"yes/no+x", "multi-choice+x", "unstyled+y"}
+
+
+def test_large_integer_score_table_matches_itself_across_row_orders():
+    """A bigger table with integer scores (massive ties): shuffled input gives the same selection."""
+    rng = np.random.default_rng(0)
+    n = 20_000
+    df = pl.DataFrame({
+        "id": [f"r{i}" for i in range(n)],
+        "source": rng.choice(["a", "b", "c", "d"], n),
+        "styles": [["yes/no", "comparison"][: 1 + i % 2] for i in range(n)],
+        **{c: rng.integers(0, 6, n).astype(float) for c in CAPS},
+    })
+    a = select(df, ["30%", "5%"], taxonomy=TAX)
+    b = select(df.sample(fraction=1.0, shuffle=True, seed=1), ["30%", "5%"], taxonomy=TAX)
+    for k in a:
+        assert a[k].frame.equals(b[k].frame)
+        assert a[k].selected == a[k].requested
