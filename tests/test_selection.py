@@ -235,13 +235,13 @@ def check_against_reference(rows, caps, N, threshold, seed, method="mmssr"):
     return sel
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tables())
 def test_engine_equals_reference(case):
     check_against_reference(*case)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tables())
 def test_engine_equals_reference_with_tiny_chunks(case):
     """Chunks of one force every partial-sort extension path (boundaries, ties across chunks)."""
@@ -253,7 +253,7 @@ def test_engine_equals_reference_with_tiny_chunks(case):
         Engine.min_chunk = old
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tables())
 def test_capability_only_equals_reference_single_bin(case):
     check_against_reference(*case, method="capability-only")
@@ -281,7 +281,7 @@ def test_engine_equals_reference_on_larger_tables(seed, integer, n_caps):
 # ---------------------------------------------------------------------------------------------
 # properties
 # ---------------------------------------------------------------------------------------------
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(tables())
 def test_properties(case):
     rows, caps, N, threshold, seed = case
