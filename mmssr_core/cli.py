@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "select": ("mmssr_core.commands.select", "select subsets from a scores table"),
     "export": ("mmssr_core.commands.export", "export a selection as LLaVA / ShareGPT training data"),
     "report": ("mmssr_core.commands.report", "build the eval report of a selection"),
+    "downstream": (
+        "mmssr_core.commands.downstream",
+        "train and evaluate subsets with your command; the paper's benchmark table",
+    ),
     "materialize": ("mmssr_core.commands.materialize", "materialize the whole Dagster graph headlessly"),
     "convert-checkpoint": (
         "mmssr_core.commands.convert_checkpoint",

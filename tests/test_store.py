@@ -73,3 +73,12 @@ def test_a_killed_writer_never_leaves_a_partial_partition(tmp_path):
     df = Store(root).read("t", "p")
     assert df.height in (10, 2_000_000)
     assert Store(root).partitions("t") == ["p"]  # temp files are hidden, not partitions
+
+
+def test_partitions_are_readable_by_others_like_plain_files(store):
+    import stat
+
+    p = store.write("t", "p", pl.DataFrame({"x": [1]}))
+    j = store.write_json("t", "p", {"a": 1})
+    for path in (p, j):
+        assert os.stat(path).st_mode & stat.S_IRGRP, f"{path} is not group-readable"
