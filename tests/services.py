@@ -178,9 +178,10 @@ class PostgresServer:
 
     @property
     def params(self) -> dict:
-        """`postgres_db` block of dagster.yaml (dagster-postgres storage)."""
+        """`postgres_db` block of dagster.yaml (dagster-postgres storage). The scheme names psycopg2 (what
+        dagster-postgres depends on): SQLAlchemy >= 2.1 maps `postgresql://` to psycopg 3."""
         return {"hostname": self.host, "port": self.port, "username": self.user, "password": "",
-                "db_name": self.db_name}
+                "db_name": self.db_name, "scheme": "postgresql+psycopg2"}
 
     def dagster_storage_yaml(self) -> str:
         """The `storage:` section of a dagster.yaml pointing at this server."""
@@ -188,6 +189,7 @@ class PostgresServer:
             "storage:\n  postgres:\n    postgres_db:\n"
             f"      hostname: {self.host}\n      port: {self.port}\n      username: {self.user}\n"
             f"      password: \"\"\n      db_name: {self.db_name}\n"
+            "      scheme: postgresql+psycopg2\n"
         )
 
 
