@@ -23,6 +23,7 @@ ENV_MODEL = "MMSSR_MODEL"
 ENV_BASE_URL = "MMSSR_BASE_URL"
 ENV_API_KEY = "MMSSR_API_KEY"
 ENV_STYLES_BACKEND = "MMSSR_STYLES_BACKEND"
+ENV_BACKEND_OPTIONS = "MMSSR_BACKEND_OPTIONS"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -148,7 +149,8 @@ class ScorerResource(dg.ConfigurableResource):
 
 def default_scorer() -> ScorerResource:
     """The scorer from the environment: $MMSSR_BACKEND (rules), $MMSSR_MODEL, $MMSSR_BASE_URL (comma-separated
-    for several replicas), $MMSSR_API_KEY, $MMSSR_STYLES_BACKEND (e.g. rules, for the styles only)."""
+    for several replicas), $MMSSR_API_KEY, $MMSSR_STYLES_BACKEND (e.g. rules, for the styles only),
+    $MMSSR_BACKEND_OPTIONS (JSON: further backend keyword arguments, e.g. per-replica concurrency)."""
     kwargs: dict[str, Any] = {"backend": os.environ.get(ENV_BACKEND, "rules")}
     if os.environ.get(ENV_MODEL):
         kwargs["model"] = os.environ[ENV_MODEL]
@@ -156,6 +158,11 @@ def default_scorer() -> ScorerResource:
         kwargs["base_url"] = os.environ[ENV_BASE_URL]
     if os.environ.get(ENV_STYLES_BACKEND):
         kwargs["styles_backend"] = os.environ[ENV_STYLES_BACKEND]
+    if os.environ.get(ENV_BACKEND_OPTIONS):  # e.g. {"concurrency": 16, "timeout": 120}
+        try:
+            kwargs["options"] = json.loads(os.environ[ENV_BACKEND_OPTIONS])
+        except ValueError as exc:
+            raise ValueError(f"${ENV_BACKEND_OPTIONS} is not a JSON object: {exc}") from None
     if os.environ.get(ENV_API_KEY):
         kwargs["api_key"] = dg.EnvVar(ENV_API_KEY)
     return ScorerResource(**kwargs)

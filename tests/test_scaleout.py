@@ -99,10 +99,12 @@ def test_split_scorer_and_several_replicas_are_expressible_in_env(monkeypatch):
     monkeypatch.setenv("MMSSR_MODEL", "m")
     monkeypatch.setenv("MMSSR_BASE_URL", "http://a:8000/v1, http://b:8000/v1")
     monkeypatch.setenv("MMSSR_STYLES_BACKEND", "rules")
+    monkeypatch.setenv("MMSSR_BACKEND_OPTIONS", '{"concurrency": 3}')
     scorer = default_scorer()
     backend = scorer.get_backend()
     try:
         assert [r.url for r in backend.pool.replicas] == ["http://a:8000/v1", "http://b:8000/v1"]
+        assert [r.limit for r in backend.pool.replicas] == [3, 3]  # per-replica concurrency
     finally:
         backend.close()
     assert scorer.get_styles_backend().name == "rules"
