@@ -209,23 +209,37 @@ def tie_keys(ids: pl.Series | list[str], seed: int = 0) -> np.ndarray:
         return _mix64(acc)
 
 
-def _codes_of(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _codes_of(key: np.ndarray, mixed: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Dense codes of a uint64 array with (usually) few distinct values: (codes, one row per code).
 
-    Sorts a sample, then adds whatever the sample missed; cheaper than sorting everything.
+    Finds the distinct values from a sample (adding whatever the sample missed), then maps every key
+    through a small table indexed by its low bits (`mixed`: the keys are hashes, their low bits random);
+    every mapping is checked for equality, so the codes are exact.
     """
     n = key.size
+    if not mixed:
+        key = _mix64(key.copy())
     u = np.unique(key[:: max(1, n // 65536)])
     while True:
-        pos = np.searchsorted(u, key)
-        pos[pos == u.size] = 0
-        miss = u[pos] != key
+        codes = None
+        for bits in range(max(int(u.size).bit_length() + 1, 4), 23):
+            mask = np.uint64((1 << bits) - 1)
+            low = (u & mask).astype(np.int64)
+            if np.unique(low).size == u.size:
+                lut = np.zeros(1 << bits, np.int32)
+                lut[low] = np.arange(u.size, dtype=np.int32)
+                codes = lut[(key & mask).astype(np.intp)]
+                break
+        if codes is None:  # pragma: no cover - many distinct values: binary search
+            codes = np.searchsorted(u, key)
+            codes[codes == u.size] = 0
+        miss = u[codes] != key
         if not miss.any():
             break
         u = np.union1d(u, np.unique(key[miss]))
     rep = np.empty(u.size, np.int64)
-    rep[pos] = np.arange(n)
-    return pos.astype(np.int64), rep
+    rep[codes] = np.arange(n)
+    return codes.astype(np.int64), rep
 
 
 def _row_hash(flat_hash: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -268,10 +282,9 @@ def _encode(s: pl.Series) -> tuple[np.ndarray, list]:
             nonempty = lengths > 0
             if fcodes.size:
                 key[nonempty] = np.add.reduceat(x, first[nonempty])
-            key = key.view(np.uint64)
+            codes, rep = _codes_of(key.view(np.uint64), mixed=False)
         else:  # pragma: no cover - very long style lists
-            key = _row_hash(_mix64(fcodes.astype(np.uint64) + np.uint64(1)), lengths)
-        codes, rep = _codes_of(key)
+            codes, rep = _codes_of(_row_hash(_mix64(fcodes.astype(np.uint64) + np.uint64(1)), lengths))
         return codes, s.gather(pl.Series(rep)).to_list()
     h = s.hash(0x5EED).to_numpy()
     codes, rep = _codes_of(h)
@@ -591,7 +604,10 @@ class Engine:
         self.lab1T = np.ascontiguousarray(layout.lab.T).astype(np.int32) + 1  # (P, n) bin + 1, 0 = none
         self.t = float(threshold)
         self.C, self.n = self.S.shape
-        self.E = np.ascontiguousarray((self.S > self.t).T)  # (n, C) eligibility
+        self.E = np.empty((self.n, self.C), bool)  # (n, C) eligibility, one row per sample
+        for c in range(self.C):
+            np.greater(self.S[c], self.t, out=self.E[:, c])
+        self.lab1 = (layout.lab.astype(np.int32) + 1)  # (n, P) bin + 1, 0 = no label
         self._ranked: dict[tuple[int, int, int], _Ranked] = {}
         self._seg_elig: dict[int, list[list[int]]] = {}  # c -> [bin][p] eligible count
         self._counts: dict[int, np.ndarray] = {}  # c -> eligible count per bin
@@ -663,7 +679,8 @@ class Engine:
         L = self.L
         B, P = L.B, L.P
         lab = L.lab
-        taken = np.zeros(self.n, bool)
+        lab1 = self.lab1
+        free = np.ones(self.n, bool)  # not taken yet
         counts = np.zeros((self.C, B), np.int64)  # remaining eligible samples per (capability, bin)
         for c in caps:
             counts[c] = self._counts[c]
@@ -691,21 +708,21 @@ class Engine:
                     if cur >= r.arr.size:
                         if r.done:
                             break
-                        self._extend(c, b, p, r, max(4 * m, 2 * r.arr.size, self.min_chunk))
+                        self._extend(c, b, p, r, max(8 * m, 2 * r.arr.size, self.min_chunk))
                         continue
                     w = r.arr[cur : cur + win]
-                    free = np.flatnonzero(~taken[w])
-                    if free.size >= m:
-                        got = w[free[:m]]
-                        cur += int(free[m - 1]) + 1
+                    ok = free[w].nonzero()[0]
+                    if ok.size >= m:
+                        got = w[ok[:m]]
+                        cur += int(ok[m - 1]) + 1
                         m = 0
                     else:
-                        got = w[free]
+                        got = w[ok]
                         cur += w.size
-                        m -= free.size
+                        m -= ok.size
                         win *= 2
                     if got.size:
-                        taken[got] = True
+                        free[got] = False
                         got_all.append(got)
                 curs[p] = cur
                 if m == 0:
@@ -734,8 +751,7 @@ class Engine:
                 if m <= 0:
                     continue
                 got = first_available(c, b, m)
-                labs = lab[got]
-                cnt -= np.bincount(labs[labs >= 0], minlength=B)  # later bins see what this one took
+                cnt -= np.bincount(lab1[got].ravel(), minlength=B + 1)[1:]  # later bins see what this one took
                 out_items.append(got)
                 out_caps.append(c)
                 out_bins.append(b)
@@ -799,7 +815,8 @@ def score_matrix(clean: pl.DataFrame, caps: list[str], layout: "Layout | None" =
     """(C, n) float64, -inf for missing scores (never above a threshold), in the layout's internal order."""
     S = np.empty((len(caps), clean.height), np.float64)
     for i, k in enumerate(caps):
-        col = clean[k].fill_null(-np.inf).to_numpy()
+        series = clean[k]
+        col = (series.fill_null(-np.inf) if series.null_count() else series).to_numpy()
         if layout is None or layout.inv is None:
             S[i] = col
         else:
@@ -807,18 +824,22 @@ def score_matrix(clean: pl.DataFrame, caps: list[str], layout: "Layout | None" =
     return S
 
 
-def result_frame(clean: pl.DataFrame, res: RunResult, cap_names: list[str] | None,
-                 bin_names: list[str] | None) -> pl.DataFrame:
-    idx = pl.Series(res.items, dtype=pl.Int64)
+def result_frame(ids: pl.Series, res: RunResult, source_codes: np.ndarray, source_names: list[str],
+                 cap_names: list[str] | None, bin_names: list[str] | None) -> pl.DataFrame:
+    """The output frame; `ids` must be a single chunk (gathers from chunked strings are ~20x slower)."""
     n = res.items.size
+
+    def names(values: list[str] | None, codes: np.ndarray) -> pl.Series:
+        if values is None:
+            return pl.Series([None] * n, dtype=pl.Utf8)
+        return pl.Series(values, dtype=pl.Utf8).gather(pl.Series(codes, dtype=pl.Int64))
+
     data = {
-        "id": clean["id"].gather(idx),
-        "source": clean["source"].gather(idx),
+        "id": ids.gather(pl.Series(res.items, dtype=pl.Int64)),
+        "source": names(source_names, source_codes[res.items]),
         "rank": pl.Series(np.arange(1, n + 1, dtype=np.int64)),
-        "picked_by": pl.Series([None] * n, dtype=pl.Utf8) if cap_names is None
-        else pl.Series(cap_names, dtype=pl.Utf8).gather(pl.Series(res.caps, dtype=pl.Int64)),
-        "bin": pl.Series([None] * n, dtype=pl.Utf8) if bin_names is None
-        else pl.Series(bin_names, dtype=pl.Utf8).gather(pl.Series(res.bins, dtype=pl.Int64)),
+        "picked_by": names(cap_names, res.caps),
+        "bin": names(bin_names, res.bins),
     }
     return pl.DataFrame(data, schema=OUTPUT_SCHEMA)
 
@@ -863,10 +884,11 @@ def select(
 
     engine, cap_out, bin_out = baselines.engine_for(method, clean, caps, t, aux)
     results: dict[str, Selection] = {}
+    ids = clean["id"].rechunk()
     runs: dict[int, RunResult] = {}
     for key, N in sorted(keyed.items(), key=lambda kv: -kv[1]):  # largest first: it grows the rankings
         res = runs[N] = runs[N] if N in runs else engine.run(N)
-        frame = result_frame(clean, res, cap_out, bin_out)
+        frame = result_frame(ids, res, aux.source_codes, aux.source_names, cap_out, bin_out)
         per_cap: dict[str, int] = {}
         if cap_out is not None:
             per_cap = {name: int(v) for name, v in zip(cap_out, np.bincount(res.caps, minlength=len(cap_out)))}
