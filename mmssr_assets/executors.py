@@ -149,11 +149,17 @@ def celery_worker_args(
     config_yaml: str | os.PathLike | None = None,
     concurrency: int | None = None,
     loglevel: str = "INFO",
+    includes: tuple[str, ...] = ("mmssr_assets.definitions",),
 ) -> list[str]:
-    """Arguments of `dagster-celery worker start` for one worker (what docs and tests run)."""
+    """Arguments of `dagster-celery worker start` for one worker (what docs and tests run).
+
+    `includes` are imported by the worker's main process, so forked pool processes start with the code
+    location loaded (and a replacement after a crash too)."""
     config_yaml = config_yaml or celery_config_path() or DEFAULT_CELERY_CONFIG
     args = ["worker", "start", "-A", "dagster_celery.app", "-y", str(config_yaml), "-q", queue,
             "--loglevel", loglevel]
+    for module in includes:
+        args += ["-i", module]
     if name:
         args += ["--name", name]
     if concurrency:

@@ -118,6 +118,7 @@ def test_worker_command_line():
     assert args[:4] == ["worker", "start", "-A", "dagster_celery.app"]
     assert args[args.index("-q") + 1] == "gpu" and args[args.index("-y") + 1].endswith("celery_config.yaml")
     assert args[-2:] == ["--", "--concurrency=2"]
+    assert args[args.index("-i") + 1] == "mmssr_assets.definitions"
 
 
 def test_deploy_files_are_valid_yaml_with_the_expected_settings():

@@ -155,7 +155,9 @@ def test_backfill_runs_on_celery_workers_over_two_replicas(tmp_path, shared_data
             "MMSSR_STYLES_BACKEND": "rules",
             "PYTHONUNBUFFERED": "1",
         }
-        for k in ("MMSSR_CELERY_CONFIG", "MMSSR_GPU_QUEUE", "MMSSR_API_KEY", "MMSSR_TAXONOMY", "MMSSR_RECIPES"):
+        # automation (sensor, schedules) off: the backfill is the only source of runs here
+        for k in ("MMSSR_CELERY_CONFIG", "MMSSR_GPU_QUEUE", "MMSSR_API_KEY", "MMSSR_TAXONOMY", "MMSSR_RECIPES",
+                  "MMSSR_BACKEND_OPTIONS", "MMSSR_AUTOMATION"):
             env.pop(k, None)
         for k in ("DAGSTER_HOME", "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_DB", "DAGSTER_PG_USER",
                   "DAGSTER_PG_PASSWORD"):
@@ -166,8 +168,6 @@ def test_backfill_runs_on_celery_workers_over_two_replicas(tmp_path, shared_data
         workers = {}
         for queue, name in (("dagster", "default"), ("gpu", "gpu")):
             args = celery_worker_args(queue, name=name, concurrency=1)
-            # import the code location in the worker's main process, so forked pool processes start warm
-            args[args.index("--loglevel"):args.index("--loglevel")] = ["-i", "mmssr_assets.definitions"]
             workers[name] = procs.start(f"worker-{name}", [str(BIN / "dagster-celery"), *args], env=env,
                                         cwd=REPO, log=logs / f"worker-{name}.log")
         port = free_port()
