@@ -289,7 +289,7 @@ class TeacherClient:
 
     The backend brings replicas, per-replica concurrency, retries with backoff on 429/5xx/timeouts and
     the API key from its environment variable; this class adds the teacher's request, the validation and
-    the re-asks. (It calls the backend's `_request`; see the report on a public `post_chat` hook.)
+    the re-asks.
     """
 
     def __init__(
@@ -331,10 +331,10 @@ class TeacherClient:
     # -- identity ------------------------------------------------------------------------------
     @property
     def model(self) -> str:
-        return self.backend._resolve_model()
+        return self.backend.resolve_model()
 
     def identity(self) -> TeacherIdentity:
-        host = self.backend.pool.replicas[0].host
+        host = self.backend.replica_hosts[0]
         return TeacherIdentity(
             model=self.model,
             host=host,
@@ -344,7 +344,7 @@ class TeacherClient:
 
     @property
     def concurrency(self) -> int:
-        return sum(r.limit for r in self.backend.pool.replicas)
+        return self.backend.total_concurrency
 
     # -- payload -------------------------------------------------------------------------------
     def messages(self, req: TeacherRequest, image_url: str | None) -> list[dict]:
@@ -399,16 +399,16 @@ class TeacherClient:
     def _post(self, body: dict) -> dict | TeacherFailure | tuple[int, str]:
         """One chat completion through the backend's retrying transport."""
         from mmssr_core.scoring.base import Failure
-        from mmssr_core.scoring.openai_backend import _BadStatus, _Malformed
+        from mmssr_core.scoring.openai_backend import BadStatus, Malformed
 
         with self._lock:
             self.stats["requests"] += 1
-        res = self.backend._request("POST", "/chat/completions", body)
+        res = self.backend.post_chat(body)
         if isinstance(res, Failure):
             return TeacherFailure(res.reason, res.message)
-        if isinstance(res, _BadStatus):
+        if isinstance(res, BadStatus):
             return (res.status, res.message)
-        if isinstance(res, _Malformed):
+        if isinstance(res, Malformed):
             return TeacherFailure("malformed_response", res.message)
         return res
 

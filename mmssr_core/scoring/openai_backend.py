@@ -281,6 +281,23 @@ class OpenAIBackend:
             self.model = self.model or model
             return self.model
 
+    # -- public transport for other clients of the same server (the teacher) -------------------
+    def resolve_model(self) -> str:
+        """The served model's name (asked from /models once when not configured)."""
+        return self._resolve_model()
+
+    def post_chat(self, body: dict) -> "dict | BadStatus | Malformed | Failure":
+        """One chat completion through the retrying, replica-aware transport."""
+        return self._request("POST", "/chat/completions", body)
+
+    @property
+    def replica_hosts(self) -> list[str]:
+        return [r.host for r in self.pool.replicas]
+
+    @property
+    def total_concurrency(self) -> int:
+        return sum(r.limit for r in self.pool.replicas)
+
     # -- HTTP --------------------------------------------------------------------------------
     def _headers(self) -> dict:
         h = {"Content-Type": "application/json", "Accept": "application/json", "Connection": "keep-alive"}
@@ -340,7 +357,7 @@ class OpenAIBackend:
     def _request(self, method: str, path: str, body: dict | None, *, root: bool = False,
                  max_retries: int | None = None) -> Any:
         """One logical request with retries/backoff over the replicas. Returns the parsed JSON (dict),
-        a `_BadStatus` for a non-retryable HTTP error, `_Malformed` for a 200 that is not JSON, or a Failure."""
+        a `BadStatus` for a non-retryable HTTP error, `Malformed` for a 200 that is not JSON, or a Failure."""
         payload = json.dumps(body).encode() if body is not None else None
         attempt = 0
         last: Replica | None = None
@@ -371,11 +388,11 @@ class OpenAIBackend:
                     else:
                         outcome = "ok"
                         if status >= 400:
-                            return _BadStatus(status, _error_text(data))
+                            return BadStatus(status, _error_text(data))
                         try:
                             return json.loads(data)
                         except ValueError:
-                            return _Malformed(f"HTTP {status} body is not JSON: {data[:80]!r}")
+                            return Malformed(f"HTTP {status} body is not JSON: {data[:80]!r}")
                 finally:
                     self.pool.release(r, outcome)
             attempt += 1
@@ -485,7 +502,7 @@ class OpenAIBackend:
             if isinstance(res, Failure):
                 self.counters.fail(res.reason)
                 return res
-            if isinstance(res, _BadStatus):
+            if isinstance(res, BadStatus):
                 if res.status == 400 and fallbacks < 3 and self._drop_extension(body, res.message):
                     fallbacks += 1
                     continue
@@ -493,7 +510,7 @@ class OpenAIBackend:
                             f"HTTP {res.status}: {res.message}")
                 self.counters.fail(f.reason)
                 return f
-            if isinstance(res, _Malformed):
+            if isinstance(res, Malformed):
                 detail = res.message
             else:
                 out = parse(res)
@@ -634,13 +651,17 @@ class OpenAIBackend:
 
 
 @dataclass
-class _BadStatus:
+class BadStatus:
+    """A non-retryable HTTP error answer (4xx other than 429)."""
+
     status: int
     message: str
 
 
 @dataclass
-class _Malformed:
+class Malformed:
+    """A 200 answer whose body is not JSON."""
+
     message: str
 
 
