@@ -601,19 +601,22 @@ class Engine:
         self.cap_names = cap_names
         self.L = layout
         self.tk = layout.to_internal(tk)
-        self.lab1T = np.ascontiguousarray(layout.lab.T).astype(np.int32) + 1  # (P, n) bin + 1, 0 = none
         self.t = float(threshold)
         self.C, self.n = self.S.shape
         self.E = np.empty((self.n, self.C), bool)  # (n, C) eligibility, one row per sample
         for c in range(self.C):
             np.greater(self.S[c], self.t, out=self.E[:, c])
         self.lab1 = (layout.lab.astype(np.int32) + 1)  # (n, P) bin + 1, 0 = no label
+        self.lab2T = 2 * np.ascontiguousarray(self.lab1[:, 1:].T) if layout.P > 1 else None
+        if self.lab2T is not None:
+            self.lab2T = np.concatenate([np.zeros((1, self.n), np.int32), self.lab2T])  # row p = position p
         self._ranked: dict[tuple[int, int, int], _Ranked] = {}
         self._seg_elig: dict[int, list[list[int]]] = {}  # c -> [bin][p] eligible count
         self._counts: dict[int, np.ndarray] = {}  # c -> eligible count per bin
 
     # -- per capability, shared across budgets --------------------------------------------------
     def _prepare(self, c: int) -> None:
+        """Eligible counts of capability c per (bin, label position): a few passes over its scores."""
         if c in self._counts:
             return
         L = self.L
@@ -624,7 +627,8 @@ class Engine:
         if nonempty.any():
             segs[nonempty, 0] = np.add.reduceat(el.view(np.uint8), starts[nonempty], dtype=np.int64)
         for p in range(1, L.P):
-            segs[:, p] = np.bincount(self.lab1T[p][el], minlength=L.B + 1)[1:]
+            # lab2T = 2 * (bin + 1), 0 = no label: odd slots of this count are the eligible samples
+            segs[:, p] = np.bincount(self.lab2T[p] + el, minlength=2 * (L.B + 1))[3::2]
         self._seg_elig[c] = segs.tolist()
         self._counts[c] = segs.sum(axis=1)
 
