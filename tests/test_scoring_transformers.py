@@ -99,18 +99,29 @@ def test_distributions_sum_to_one_through_from_pretrained(tiny, requests_, promp
 
 def test_batched_equals_one_by_one(tiny, requests_, prompts):
     queries = prompts.capability_queries[QUERIES_SUBSET]
-    batched = TransformersBackend(str(tiny), batch_size=8).digit_distributions(requests_, queries, prompts)
+    batched = TransformersBackend(str(tiny), batch_size=8, prefill_batch_size=8).digit_distributions(
+        requests_, queries, prompts
+    )
     single = TransformersBackend(str(tiny), batch_size=1, suffix_batch=1)
     one_by_one = [single.digit_distributions([r], queries, prompts)[0] for r in requests_]
     _close(batched, one_by_one)
 
 
-def test_shared_prefix_equals_plain_path(tiny, requests_, prompts):
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {},  # packed query tails (4D mask), sdpa
+        {"pack_queries": False, "suffix_batch": 7},  # one row per query against a copied prefix cache
+        {"attn_implementation": "eager"},  # packed with an additive float mask
+    ],
+)
+def test_shared_prefix_equals_plain_path(tiny, requests_, prompts, variant):
     queries = prompts.capability_queries[QUERIES_SUBSET]
-    shared = TransformersBackend(str(tiny), batch_size=3)
+    shared = TransformersBackend(str(tiny), batch_size=3, **variant)
     plain = TransformersBackend(str(tiny), batch_size=3, shared_prefix=False)
     _close(shared.digit_distributions(requests_, queries, prompts), plain.digit_distributions(requests_, queries, prompts))
     assert shared.stats["plain_rows"] == 0 and plain.stats["prefills"] == 0
+    assert shared.stats["prefills"] == len(requests_)
 
 
 def _greedy_first_token(backend, request, query, restrict: bool) -> int:

@@ -2,9 +2,11 @@
 
 Why it is cheaper than the reference (15 `generate` calls per sample, batch 1):
 - one forward pass per query reads the next-token distribution over the digits 0..5 (no generation);
-- the common prefix (system + image + serialised conversation) is prefilled once per sample, batched
-  across samples with left padding, and its KV cache is reused by the 14 capability queries and the
-  style query, which run batched as short suffixes against a copy of that cache;
+- the common prefix (system + image + serialised conversation) is prefilled once per sample (batched
+  across samples with left padding on a GPU; one at a time on CPU, where the causal fast path beats
+  batching), and its KV cache is reused by the 14 capability queries and the style query;
+- the capability queries' shared opening words run once per sample too, and their distinct tails are
+  packed into one sequence per sample behind a block-diagonal 4D mask (no copy of the cache per query);
 - the styler's answer is generated greedily but constrained to comma-separated known labels, so it is
   always parseable and stops as soon as a complete list may end.
 
@@ -52,6 +54,15 @@ def checkpoint_revision(directory: str | Path) -> str:
                     fh.seek(max(size - 65536, 65536))
                     h.update(fh.read(65536))
     return h.hexdigest()[:12]
+
+
+def _common_prefix(seqs: list[list[int]]) -> list[int]:
+    """Longest common token prefix, leaving at least one token of each sequence to run on its own."""
+    limit = min(len(s) for s in seqs) - 1
+    n = 0
+    while n < limit and all(s[n] == seqs[0][n] for s in seqs):
+        n += 1
+    return list(seqs[0][:n])
 
 
 class StyleConstraint:
@@ -173,6 +184,8 @@ class TransformersBackend:
         revision: str = "",
         *,
         shared_prefix: bool = True,
+        pack_queries: bool = True,
+        prefill_batch_size: int | None = None,
         suffix_batch: int = 64,
         max_style_tokens: int = 64,
         prefix_cache_size: int | None = None,
@@ -190,6 +203,12 @@ class TransformersBackend:
         self.batch_size = max(1, int(batch_size))
         self.revision = revision
         self.shared_prefix = shared_prefix
+        self.pack_queries = pack_queries
+        # Padded batches force an explicit attention mask, which on CPU costs more than batching saves
+        # (the causal fast path is lost); on a GPU batching wins. Prefill one sample at a time on CPU.
+        if prefill_batch_size is None:
+            prefill_batch_size = self.batch_size if str(device).startswith("cuda") else 1
+        self.prefill_batch_size = max(1, int(prefill_batch_size))
         self.suffix_batch = max(1, int(suffix_batch))
         self.max_style_tokens = max_style_tokens
         self.prefix_cache_size = prefix_cache_size or 2 * self.batch_size
@@ -303,14 +322,17 @@ class TransformersBackend:
         """Prefill prefixes (cached ones reused), batched with left padding, return one _Prefix each."""
         todo = [it for it in items if it.key not in self._prefix_lru]
         todo.sort(key=lambda it: (it.image is not None, len(it.text)))
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start : start + self.batch_size]
+        step = self.prefill_batch_size
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
             enc = self._encode([it.text for it in chunk], [it.image for it in chunk])
             mask = enc["attention_mask"]
+            if bool(mask.all()):  # no padding: let attention take its causal fast path (no mask tensor)
+                extra = {}
+            else:
+                extra = {"position_ids": self._positions(mask)}
             with self.torch.inference_mode():
-                out = self.model(
-                    **enc, position_ids=self._positions(mask), use_cache=True, logits_to_keep=1
-                )
+                out = self.model(**enc, **extra, use_cache=True, logits_to_keep=1)
             self.stats["prefills"] += len(chunk)
             cache = out.cache
             layers = [(layer.keys, layer.values) for layer in cache.layers]
@@ -321,8 +343,8 @@ class TransformersBackend:
                 self._remember(
                     it.key,
                     _Prefix(
-                        keys=[k[b : b + 1, :, pad:, :].clone() for k, _ in layers],
-                        values=[v[b : b + 1, :, pad:, :].clone() for _, v in layers],
+                        keys=[k[b : b + 1, :, pad:, :] for k, _ in layers],  # views: no copy
+                        values=[v[b : b + 1, :, pad:, :] for _, v in layers],
                         length=n,
                     ),
                 )
@@ -343,7 +365,9 @@ class TransformersBackend:
         rows = len(prefixes)
         n_layers = len(prefixes[0].keys)
         data = []
-        for layer in range(n_layers):
+        if rows == 1:  # nothing to pad: hand the tensors over as they are
+            data = list(zip(prefixes[0].keys, prefixes[0].values))
+        for layer in range(n_layers if rows > 1 else 0):
             k0 = prefixes[0].keys[layer]
             v0 = prefixes[0].values[layer]
             ks = k0.new_zeros((rows, k0.shape[1], width, k0.shape[3]))
@@ -384,6 +408,65 @@ class TransformersBackend:
             )
         return out.logits[:, -1, :], out.cache, mask, lengths + smask.sum(-1)
 
+    def _packed_supported(self) -> bool:
+        return getattr(self.model.config, "_attn_implementation", "sdpa") in ("sdpa", "eager")
+
+    def _extend_packed(self, prefixes: list[_Prefix], tails: list[list[list[int]]]):
+        """All query tails of a sample packed into ONE sequence after its prefix (no copy of the prefix
+        cache per query): a 4D mask lets each tail see the prefix and its own earlier tokens only, and
+        each tail's positions restart at the prefix length. Returns, per row, the logits at the last
+        token of each of its tails."""
+        import torch
+
+        cache, pmask, lengths = self._assemble(prefixes)
+        rows, width = len(tails), pmask.shape[1]
+        q = max(sum(len(t) for t in row) for row in tails)
+        ids = torch.full((rows, q), self.pad_id, dtype=torch.long, device=self.device)
+        pos = torch.zeros((rows, q), dtype=torch.long, device=self.device)
+        tail_of = torch.full((rows, q), -1, dtype=torch.long, device=self.device)  # -1: padding
+        last = []
+        for r, row in enumerate(tails):
+            at, ends = 0, []
+            for t, tail in enumerate(row):
+                n = len(tail)
+                ids[r, at : at + n] = torch.tensor(tail, device=self.device)
+                pos[r, at : at + n] = lengths[r] + torch.arange(n, device=self.device)
+                tail_of[r, at : at + n] = t
+                ends.append(at + n - 1)
+                at += n
+            pos[r, at:] = lengths[r]
+            last.append(ends)
+        idx = torch.arange(q, device=self.device)
+        causal = idx[None, :] <= idx[:, None]  # (q, q): key j <= query i
+        same = (tail_of[:, :, None] == tail_of[:, None, :]) & (tail_of[:, None, :] >= 0)
+        own = (idx[:, None] == idx[None, :])[None]  # a padding query sees itself (never an empty row)
+        packed = (causal[None] & same) | own
+        prefix = pmask.bool()[:, None, :].expand(rows, q, width)
+        mask = torch.cat([prefix, packed], dim=2)[:, None]  # (rows, 1, q, width + q), True = attend
+        if getattr(self.model.config, "_attn_implementation", "sdpa") == "eager":
+            dtype = self.model.dtype
+            mask = torch.zeros(mask.shape, dtype=dtype, device=self.device).masked_fill(~mask, torch.finfo(dtype).min)
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True)
+        logits = out.logits
+        return [logits[r, ends, :] for r, ends in enumerate(last)]
+
+    def _extend_prefixes(self, prefixes: list[_Prefix], ids: list[int]) -> list[_Prefix]:
+        """New prefixes = old ones followed by the same token ids (one batched pass, not cached)."""
+        _, cache, mask, _ = self._extend(prefixes, [ids] * len(prefixes))
+        width = mask.shape[1]
+        out = []
+        for r, p in enumerate(prefixes):
+            n = p.length + len(ids)
+            out.append(
+                _Prefix(
+                    keys=[layer.keys[r : r + 1, :, width - n :, :] for layer in cache.layers],
+                    values=[layer.values[r : r + 1, :, width - n :, :] for layer in cache.layers],
+                    length=n,
+                )
+            )
+        return out
+
     def _digits(self, logits) -> list[np.ndarray]:
         """Softmax over the digit logits = the next-token distribution renormalised over 0..5."""
         sub = logits[:, self.digit_ids].float()
@@ -422,15 +505,22 @@ class TransformersBackend:
                 except Exception as exc:
                     self._fail_chunk(results, chunk, range(len(queries)), exc)
                     continue
+                # The capability queries share their opening words ("On a scale of 0 to 5, ... for"):
+                # run those tokens once per sample too, so each query only adds its own few tokens.
+                common = _common_prefix(q_ids) if len(q_ids) > 1 else []
+                extended = self._extend_prefixes(prefixes, common) if common else prefixes
                 rows = []
-                for it, pre in zip(chunk, prefixes):
+                for it, pre in zip(chunk, extended):
                     head = self.tokenizer.encode(it.text, add_special_tokens=False)
                     for j, qid in enumerate(q_ids):
                         if self._seam_ok(it, queries[j], qid, head):
-                            rows.append((it, j, pre, qid))
+                            rows.append((it, j, pre, qid[len(common):]))
                         else:
                             self.stats["seam_fallbacks"] += 1
                             plain.append((it, j))
+                if self.pack_queries and self._packed_supported():
+                    self._score_packed(rows, results)
+                    continue
                 for rs in range(0, len(rows), self.suffix_batch):
                     part = rows[rs : rs + self.suffix_batch]
                     logits, *_ = self._extend([p for _, _, p, _ in part], [q for *_, q in part])
@@ -441,6 +531,24 @@ class TransformersBackend:
             plain = [(it, j) for it in items for j in range(len(queries))]
         self._plain(plain, queries, results)
         return results
+
+    def _score_packed(self, rows, results) -> None:
+        """One packed sequence per sample holding all its query tails (see `_extend_packed`)."""
+        by_item: dict[int, list] = {}
+        order: list[int] = []
+        for it, j, pre, tail in rows:
+            if it.index not in by_item:
+                by_item[it.index] = []
+                order.append(it.index)
+            by_item[it.index].append((it, j, pre, tail))
+        groups = [by_item[i] for i in order]
+        for start in range(0, len(groups), self.batch_size):
+            part = groups[start : start + self.batch_size]
+            logits = self._extend_packed([g[0][2] for g in part], [[tail for *_, tail in g] for g in part])
+            for g, lg in zip(part, logits):
+                self.stats["suffix_rows"] += len(g)
+                for (it, j, _, _), dist in zip(g, self._digits(lg)):
+                    results[it.index][j] = dist
 
     def _fail_chunk(self, results, chunk, query_range, exc) -> None:
         for it in chunk:
