@@ -593,7 +593,7 @@ class Engine:
     -inf = missing (NaN is not allowed: it would break the partial sorts); tk: (n,) uint64 unique tie keys in input-row order.
     """
 
-    min_chunk = 512  # smallest partial sort of a bin list (tests lower it to exercise the extensions)
+    min_chunk = 256  # smallest partial sort of a bin list (tests lower it to exercise the extensions)
 
     def __init__(self, scores: np.ndarray, cap_names: list[str], layout: Layout, tk: np.ndarray,
                  threshold: float = 0.0):
@@ -712,7 +712,7 @@ class Engine:
                     if cur >= r.arr.size:
                         if r.done:
                             break
-                        self._extend(c, b, p, r, max(8 * m, 2 * r.arr.size, self.min_chunk))
+                        self._extend(c, b, p, r, max(4 * m, 2 * r.arr.size, self.min_chunk))
                         continue
                     w = r.arr[cur : cur + win]
                     ok = free[w].nonzero()[0]
