@@ -230,6 +230,20 @@ def test_api_key_from_env_sent_as_bearer_never_shown(shared_data, monkeypatch):
         b2.close()
 
 
+def test_explicit_api_key_wins_over_the_environment(shared_data, monkeypatch):
+    """Dagster resolves an EnvVar and passes the key itself (api_key=...)."""
+    reqs = make_requests(shared_data, 1)
+    secret = "sk-explicit-42"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
+    with TestServer(api_key=secret) as srv:
+        b = backend_for(srv, api_key=secret)
+        [[d]] = b.digit_distributions(reqs, PROMPTS.capability_queries[:1], PROMPTS)
+        assert isinstance(d, np.ndarray)
+        assert srv.recent[-1][1]["Authorization"] == f"Bearer {secret}"
+        assert secret not in repr(b)
+        b.close()
+
+
 def test_strict_server_gets_requests_without_vllm_extensions(shared_data):
     """A server that rejects unknown parameters (HTTP 400 naming them): the backend drops them once."""
     reqs = make_requests(shared_data, 2)

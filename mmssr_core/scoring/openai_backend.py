@@ -193,6 +193,7 @@ class OpenAIBackend:
         base_urls: Sequence[str] | None = None,
         *,
         api_key_env: str = "OPENAI_API_KEY",
+        api_key: str | None = None,
         concurrency: int = 8,
         timeout: float = 60.0,
         max_retries: int = 5,
@@ -226,7 +227,8 @@ class OpenAIBackend:
         self.model = model
         self.revision = revision
         self.api_key_env = api_key_env
-        self._api_key = os.environ.get(api_key_env) if api_key_env else None
+        # An explicit key (e.g. resolved by Dagster from an EnvVar) wins over the environment variable.
+        self._api_key = api_key or (os.environ.get(api_key_env) if api_key_env else None)
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
         self.max_reasks = int(max_reasks)
