@@ -582,9 +582,6 @@ class OpenAIBackend:
             return str(exc)
 
     # -- protocol ----------------------------------------------------------------------------
-    def _images(self, requests: Sequence[ScoreRequest]) -> list[Any]:
-        return list(self._executor.map(self._image_url, requests))
-
     def score_all(
         self,
         requests: Sequence[ScoreRequest],
@@ -596,10 +593,13 @@ class OpenAIBackend:
         """Scores and styles of a batch in one wave of concurrent requests (no barrier between them)."""
         self._resolve_model()
         self._digit_token_ids()
-        images = self._images(requests)
+        # Images are prepared concurrently and each sample's requests go out as soon as its own image
+        # is ready, so image preparation overlaps with serving instead of forming a barrier.
+        image_futures = [self._executor.submit(self._image_url, req) for req in requests]
         futures_d: list[list[Any]] = []
         futures_s: list[Any] = []
-        for req, img in zip(requests, images):
+        for req, img_future in zip(requests, image_futures):
+            img = img_future.result()
             if isinstance(img, Failure):
                 futures_d.append([img] * len(queries))
                 futures_s.append(img if with_styles else None)
