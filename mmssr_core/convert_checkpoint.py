@@ -157,6 +157,23 @@ def vision_config_from(src_config: dict, shapes: dict, vision_heads: int | None 
     return cfg
 
 
+def _write_portable_processor_files(dst: Path) -> None:
+    """Also write the classic layout (preprocessor_config.json + flat processor_config.json), which the
+    llava-hf hub checkpoints use and every transformers version vLLM may pin reads; 5.x reads it too."""
+    path = dst / "processor_config.json"
+    if not path.is_file():
+        return
+    cfg = json.loads(path.read_text())
+    image = cfg.pop("image_processor", None)
+    video = cfg.pop("video_processor", None)
+    if image is not None:
+        image.setdefault("processor_class", cfg.get("processor_class", "LlavaOnevisionProcessor"))
+        (dst / "preprocessor_config.json").write_text(json.dumps(image, indent=2) + "\n")
+    if video is not None:
+        (dst / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2) + "\n")
+    path.write_text(json.dumps(cfg, indent=2) + "\n")
+
+
 @dataclass
 class ConversionReport:
     tensors: int = 0
@@ -298,6 +315,7 @@ def convert_checkpoint(
         chat_template=CHAT_TEMPLATE,
     )
     processor.save_pretrained(dst)
+    _write_portable_processor_files(dst)
     provenance = {"converted_from": str(src.resolve()), "dropped_tensors": report.dropped, "added_tokens": added}
     (dst / "mmssr_conversion.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return report

@@ -61,6 +61,10 @@ def test_convert_round_trip_same_logits(dirs, shared_data):
     keys = json.loads((dst / "model.safetensors.index.json").read_text())["weight_map"]
     assert "multi_modal_projector.linear_1.weight" in keys and "language_model.lm_head.weight" in keys
     assert any(k.startswith("vision_tower.vision_model.") for k in keys)
+    # classic processor layout (what llava-hf checkpoints ship and older transformers/vLLM read)
+    pre = json.loads((dst / "preprocessor_config.json").read_text())
+    assert pre["image_grid_pinpoints"] == [[384, 384]] and pre["size"] == {"height": 384, "width": 384}
+    assert "image_processor" not in json.loads((dst / "processor_config.json").read_text())
 
     src_model = LlavaOnevisionForConditionalGeneration.from_pretrained(hf, local_files_only=True).eval()
     new_model, info = LlavaOnevisionForConditionalGeneration.from_pretrained(

@@ -179,12 +179,14 @@ def test_styles_are_labels_from_the_set(tiny, requests_, prompts):
         assert isinstance(labels, list) and labels
         assert set(labels) <= set(prompts.styles)
         assert len(labels) == len(set(labels))
-    plain = TransformersBackend(str(tiny), batch_size=2, shared_prefix=False, max_style_tokens=48)
+    plain = TransformersBackend(str(tiny), batch_size=3, prefill_batch_size=3, shared_prefix=False, max_style_tokens=48)
     assert plain.styles(requests_, prompts) == out
+    padded = TransformersBackend(str(tiny), batch_size=4, prefill_batch_size=4, max_style_tokens=48)
+    assert padded.styles(requests_, prompts) == out  # left-padded batched constrained decoding
 
 
 def test_styles_reuse_the_prefix_of_the_scores(tiny, requests_, prompts):
-    backend = TransformersBackend(str(tiny), batch_size=8)
+    backend = TransformersBackend(str(tiny), batch_size=1)  # LRU nominally 2 prefixes; the call has 5
     backend.digit_distributions(requests_, prompts.capability_queries[:2], prompts)
     before = backend.stats["prefills"]
     backend.styles(requests_, prompts)

@@ -204,14 +204,19 @@ class TransformersBackend:
         self.revision = revision
         self.shared_prefix = shared_prefix
         self.pack_queries = pack_queries
-        # Padded batches force an explicit attention mask, which on CPU costs more than batching saves
-        # (the causal fast path is lost); on a GPU batching wins. Prefill one sample at a time on CPU.
+        # Padded batches force explicit attention masks, which on CPU cost more than batching saves (the
+        # causal fast path is lost, caches are copied); on a GPU batching wins. So on CPU every model call
+        # (prefill, packed queries, style decoding) takes one sample at a time.
         if prefill_batch_size is None:
             prefill_batch_size = self.batch_size if str(device).startswith("cuda") else 1
         self.prefill_batch_size = max(1, int(prefill_batch_size))
         self.suffix_batch = max(1, int(suffix_batch))
         self.max_style_tokens = max_style_tokens
+        # Prefixes stay cached between digit_distributions() and styles() of the same batch: the cache
+        # holds at least the last call's samples (KV memory grows with the runner's batch size).
         self.prefix_cache_size = prefix_cache_size or 2 * self.batch_size
+        self._lru_floor = 0
+        self.default_batch_size = self.batch_size  # what the runner asks for per call
         self.model_name = model_name or self.model_path.name
         self.attn_implementation = attn_implementation
         self._model = None
@@ -353,7 +358,7 @@ class TransformersBackend:
     def _remember(self, key, prefix: _Prefix) -> None:
         self._prefix_lru[key] = prefix
         self._prefix_lru.move_to_end(key)
-        while len(self._prefix_lru) > max(self.prefix_cache_size, self.batch_size):
+        while len(self._prefix_lru) > max(self.prefix_cache_size, self._lru_floor):
             self._prefix_lru.popitem(last=False)
 
     def _assemble(self, prefixes: list[_Prefix]):
@@ -489,6 +494,7 @@ class TransformersBackend:
         self, requests: Sequence[ScoreRequest], queries: Sequence[str], prompts: PromptSet
     ) -> list[list[Any]]:
         self._load()
+        self._lru_floor = len(requests)
         results: list[list[Any]] = [[None] * len(queries) for _ in requests]
         items, failures = self._items(requests)
         for i, f in failures.items():
@@ -498,8 +504,9 @@ class TransformersBackend:
         plain: list[tuple[_Item, int]] = []
         if self.shared_prefix:
             q_ids = [self._suffix_ids(q + _TAIL) for q in queries]
-            for start in range(0, len(items), self.batch_size):
-                chunk = items[start : start + self.batch_size]
+            step = self.prefill_batch_size
+            for start in range(0, len(items), step):
+                chunk = items[start : start + step]
                 try:
                     prefixes = self._prefill(chunk)
                 except Exception as exc:
@@ -542,8 +549,8 @@ class TransformersBackend:
                 order.append(it.index)
             by_item[it.index].append((it, j, pre, tail))
         groups = [by_item[i] for i in order]
-        for start in range(0, len(groups), self.batch_size):
-            part = groups[start : start + self.batch_size]
+        for start in range(0, len(groups), self.prefill_batch_size):
+            part = groups[start : start + self.prefill_batch_size]
             logits = self._extend_packed([g[0][2] for g in part], [[tail for *_, tail in g] for g in part])
             for g, lg in zip(part, logits):
                 self.stats["suffix_rows"] += len(g)
@@ -587,8 +594,8 @@ class TransformersBackend:
             results[i] = f
         constraint = self._style_constraint(prompts.styles)
         suffix = self._suffix_ids(prompts.style_query + _TAIL)
-        for start in range(0, len(items), self.batch_size):
-            chunk = items[start : start + self.batch_size]
+        for start in range(0, len(items), self.prefill_batch_size):
+            chunk = items[start : start + self.prefill_batch_size]
             try:
                 texts = self._constrained_decode(chunk, suffix, prompts.style_query, constraint)
             except Exception as exc:
