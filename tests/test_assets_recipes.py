@@ -1,0 +1,90 @@
+"""Recipes: defaults, user files (TOML/JSON) without code, validation with clear messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mmssr_core.recipes import DEFAULT_RECIPES, Recipe, RecipeError, get_recipe, load_recipes, parse_budget
+
+
+def test_defaults_are_the_papers_budgets():
+    names = [r.name for r in load_recipes(store_root=None)]
+    assert names == ["mmssr_5pct", "mmssr_10pct", "mmssr_30pct"]
+    assert [r.budget for r in DEFAULT_RECIPES] == [0.05, 0.10, 0.30]
+    assert all(r.capabilities is None and r.method == "mmssr" for r in DEFAULT_RECIPES)
+
+
+@pytest.mark.parametrize("value,expected", [(0.1, 0.1), ("10%", 0.1), ("0.3", 0.3), (500, 500), ("500", 500),
+                                            (500.0, 500)])
+def test_budget_forms(value, expected):
+    assert parse_budget(value) == expected
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "abc", True, "150%", None])
+def test_bad_budgets(value):
+    with pytest.raises(RecipeError):
+        parse_budget(value)
+
+
+def test_store_file_adds_an_ocr_recipe_and_env_overrides(tmp_path, monkeypatch):
+    monkeypatch.delenv("MMSSR_RECIPES", raising=False)
+    (tmp_path / "recipes.toml").write_text(
+        '[[recipe]]\nname = "ocr_10pct"\nbudget = "10%"\ncapabilities = ["optical_character_recognition"]\n'
+    )
+    recipes = load_recipes(store_root=tmp_path)
+    ocr = get_recipe("ocr_10pct", recipes)
+    assert ocr.capabilities == ("optical_character_recognition",) and ocr.budget == 0.1
+    assert len(recipes) == 4
+
+    env_file = tmp_path / "team.json"
+    env_file.write_text(json.dumps({"replace_defaults": True,
+                                    "recipe": [{"name": "mmssr_10pct", "budget": 0.1, "threshold": 2.5, "seed": 7}]}))
+    monkeypatch.setenv("MMSSR_RECIPES", str(env_file))
+    recipes = load_recipes(store_root=tmp_path)
+    assert [r.name for r in recipes] == ["mmssr_10pct"]
+    assert recipes[0].threshold == 2.5 and recipes[0].seed == 7
+
+
+def test_recipes_become_partitions(tmp_path, monkeypatch):
+    from mmssr_assets.definitions import build_definitions
+
+    monkeypatch.delenv("MMSSR_RECIPES", raising=False)
+    defs = build_definitions(store_root=tmp_path, recipes=[Recipe("ocr_10pct", budget=0.1,
+                                                                  capabilities=["optical_character_recognition"])])
+    assets = {a.key.to_user_string(): a for a in defs.assets if len(a.keys) == 1}
+    assert assets["selected_subset"].partitions_def.get_partition_keys() == ["ocr_10pct"]
+    assert assets["eval_report"].partitions_def.get_partition_keys() == ["ocr_10pct"]
+
+
+@pytest.mark.parametrize("entry,message", [
+    ({"name": "x"}, "needs a 'budget'"),
+    ({"budget": 0.1}, "needs at least a 'name'"),
+    ({"name": "../evil", "budget": 0.1}, "invalid recipe name"),
+    ({"name": "x", "budget": 0.1, "capabilites": ["ocr"]}, "unknown fields ['capabilites']"),
+    ({"name": "x", "budget": 0.1, "capabilities": "optical_character_recognition"}, "must be a list"),
+    ({"name": "x", "budget": 0.1, "capabilities": []}, "capabilities is empty"),
+    ({"name": "x", "budget": 0.1, "seed": "abc"}, "seed an integer"),
+])
+def test_bad_recipe_entries_name_the_problem(tmp_path, entry, message):
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps({"recipe": [entry]}))
+    with pytest.raises(RecipeError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+        load_recipes(f)
+
+
+def test_unreadable_or_invalid_files(tmp_path, monkeypatch):
+    with pytest.raises(RecipeError, match="cannot read"):
+        load_recipes(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[recipe]\nname=")
+    with pytest.raises(RecipeError, match="not valid TOML/JSON"):
+        load_recipes(bad)
+    monkeypatch.setenv("MMSSR_RECIPES", str(tmp_path / "missing.toml"))
+    with pytest.raises(RecipeError, match="not a file"):
+        load_recipes(store_root=tmp_path)
+    empty = tmp_path / "empty.toml"
+    empty.write_text("replace_defaults = true\n")
+    with pytest.raises(RecipeError, match="no recipes"):
+        load_recipes(empty)
