@@ -42,6 +42,7 @@ class MaterializeSummary:
     sources_root: str = ""
     dagster_home: str | None = None
     seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # sources / recipes
 
     @property
     def ok(self) -> bool:
@@ -59,6 +60,7 @@ class MaterializeSummary:
             "sources_root": self.sources_root,
             "dagster_home": self.dagster_home,
             "seconds": round(self.seconds, 3),
+            "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
         }
 
 
@@ -156,6 +158,7 @@ def materialize_all(
             "scored": caps.get("scored"),
             "cached": caps.get("cached"),
             "failed": caps.get("failed"),
+            "computed": caps.get("computed"),
             "run_id": result.run_id,
             "success": result.success,
         }
@@ -169,6 +172,8 @@ def materialize_all(
                 f"{caps.get('scored')} scored, {caps.get('cached')} cached, {caps.get('failed')} failed "
                 f"({time.monotonic() - t:.1f}s)")
 
+    summary.stage_seconds["sources"] = time.monotonic() - t0
+    t_recipes = time.monotonic()
     select_job = defs.resolve_job_def(SELECT_AND_REPORT)
     without_table = [dg.AssetKey("selected_subset"), dg.AssetKey("eval_report")]
     for i, recipe in enumerate(recipes):
@@ -204,5 +209,6 @@ def materialize_all(
             say(f"      FAILED: {summary.failures[-1]}")
         else:
             say(f"      {sel.get('selected')}/{sel.get('requested')} selected ({time.monotonic() - t:.1f}s)")
+    summary.stage_seconds["recipes"] = time.monotonic() - t_recipes
     summary.seconds = time.monotonic() - t0
     return summary
