@@ -97,7 +97,7 @@ def test_metadata_shows_counts_quarantine_and_cache(graph):
     raw = _latest(inst, "raw_pool", "tabmwp")
     assert raw["read"] == 121 and raw["quarantined"] == 1 and raw["quarantined/image_missing"] == 1
     assert "image_missing" in raw["quarantine_by_reason"] and "tabmwp_missing_image" in raw["quarantine_examples"]
-    assert raw["path"].endswith("raw_pool/tabmwp.parquet")
+    assert raw["path"].endswith("raw_pool/tabmwp.parquet") and raw["unchanged"] is False
     caps = _latest(inst, "capability_scores", "mathv")
     assert caps["scored"] == 304 and caps["cached"] == 0 and caps["dagster/row_count"] == 304
     styles = _latest(inst, "style_labels", "mathv")
@@ -122,6 +122,11 @@ def test_rematerializing_a_source_scores_nothing_new(graph):
     assert res.success
     caps = _latest(inst, "capability_scores", "mathv")
     assert caps["cached"] == 304 and caps["scored"] == 0 and caps["computed"] == 0
+    raw = _latest(inst, "raw_pool", "mathv")
+    assert raw["unchanged"] is True and raw["accepted"] == 304  # folder unchanged: not re-ingested
+    res = job.execute_in_process(partition_key="mathv", instance=inst,
+                                 run_config={"ops": {"raw_pool": {"config": {"force": True}}}})
+    assert res.success and _latest(inst, "raw_pool", "mathv")["unchanged"] is False
 
     before = {s: st.path("capability_scores", s).stat().st_mtime_ns for s in ("llava_bench", "tabmwp")}
     slice_source(graph["root"], _shared(graph), "tabmwp_dev1k", 30, "tabmwp_new", offset=500)

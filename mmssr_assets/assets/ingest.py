@@ -18,6 +18,37 @@ class IngestConfig(dg.Config):
 
     format: str = "auto"  # auto | llava | sharegpt | parquet
     image_root: str | None = None  # default: the source folder
+    force: bool = False  # re-ingest even when the folder and the ingestion code are unchanged
+
+
+def ingest_code_version() -> str:
+    """Changes when the ingestion code or the table schemas change (so unchanged data is re-ingested)."""
+    import hashlib
+    from pathlib import Path
+
+    import mmssr_core.ingest as pkg
+    import mmssr_core.schema as schema
+
+    h = hashlib.sha256()
+    for f in sorted(Path(pkg.__file__).parent.glob("*.py")) + [Path(schema.__file__)]:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def unchanged_since_last_ingest(st, source: str, fingerprint: str, code: str) -> dict | None:
+    """The last ingest stats when folder and code are as they were and the partitions exist, else None."""
+    from mmssr_core.store import StoreError
+
+    try:
+        rec = st.read_json(FINGERPRINT_TABLE, source)
+        stats = st.read_json("ingest_stats", source)
+    except (StoreError, ValueError):
+        return None
+    if rec.get("data") != fingerprint or rec.get("ingest") != code:
+        return None
+    if not (st.exists("raw_pool", source) and st.exists("quarantine", source)):
+        return None
+    return stats
 
 
 @dg.asset(
@@ -50,6 +81,14 @@ def raw_pool(
             metadata={"sources_root": path_md(sources.path()), "found": ", ".join(found) or "(none)"},
         )
     fingerprint = sources.fingerprint(source)
+    code = ingest_code_version()
+    previous = None if config.image_root or config.format != "auto" or config.force else (
+        unchanged_since_last_ingest(st, source, fingerprint, code))
+    if previous is not None:
+        context.log.info(f"source {source!r} unchanged since its last ingestion: partitions kept")
+        meta = raw_pool_metadata(st, source, previous, fingerprint)
+        meta["unchanged"] = True
+        return dg.MaterializeResult(metadata=meta)
 
     def progress(info: dict) -> None:
         context.log.info(f"ingest {source}: {info}")
@@ -59,8 +98,10 @@ def raw_pool(
                                progress=progress)
     except IngestError as exc:
         raise dg.Failure(f"cannot ingest source {source!r}: {exc}") from exc
-    st.write_json(FINGERPRINT_TABLE, source, {"data": fingerprint, "scorer": None})
-    return dg.MaterializeResult(metadata=raw_pool_metadata(st, source, result.to_dict(), fingerprint))
+    st.write_json(FINGERPRINT_TABLE, source, {"data": fingerprint, "ingest": code, "scorer": None})
+    meta = raw_pool_metadata(st, source, result.to_dict(), fingerprint)
+    meta["unchanged"] = False
+    return dg.MaterializeResult(metadata=meta)
 
 
 def raw_pool_metadata(st, source: str, stats: dict, fingerprint: str = "") -> dict:
