@@ -140,7 +140,10 @@ def _read_config(path: Path) -> dict:
         if path.suffix == ".json" or (path.suffix != ".toml" and text.lstrip().startswith(("{", "["))):
             data = json.loads(text)
         else:
-            import tomllib
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
 
             data = tomllib.loads(text)
     except ValueError as exc:

@@ -98,7 +98,12 @@ def _print_human(s) -> None:
     print(f"\nsubsets: {Path(s.store) / 'selections'}/<recipe>.parquet")
     for name, r in s.reports.items():
         print(f"report {name}: {r.get('html')}")
-    home = s.dagster_home or "$PWD/.dagster_home"
+    home = s.dagster_home or str(Path.cwd() / ".dagster_home")
+    exe = Path(sys.executable).parent / "dagster"
+    dagster = str(exe) if exe.exists() else "dagster"
     print("\nopen the UI (http://127.0.0.1:3000):\n"
           f"  DAGSTER_HOME={home} MMSSR_STORE={s.store} MMSSR_SOURCES_ROOT={s.sources_root} "
-          "dagster dev -h 127.0.0.1 -p 3000")
+          f"{dagster} dev -h 127.0.0.1 -p 3000")
+    if not s.dagster_home:
+        print("  (this run used an ephemeral Dagster instance: set DAGSTER_HOME before `mmssr materialize` "
+              "to see its runs and metadata in the UI)")
