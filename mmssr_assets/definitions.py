@@ -1,8 +1,8 @@
 """The code location: `dagster dev` (workspace.yaml) and `mmssr materialize` load the same graph.
 
-    raw_pool ──► capability_scores ─┐
-             └─► style_labels ──────┴─► scores_table ──► selected_subset ──► eval_report
-    (per source: dynamic partitions)     (pool-wide)      (per recipe)        (per recipe)
+    raw_pool ──► capability_scores ─┐                  ┌─► selected_subset ──► eval_report
+             └─► style_labels ──────┴─► scores_table ──┤        └─► downstream_run ─► downstream_eval
+    (per source: dynamic partitions)     (pool-wide)   └─► scorer_agreement   (per recipe)
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from mmssr_assets.assets.agreement import scorer_agreement
+from mmssr_assets.assets.downstream import DownstreamResource, build_downstream_assets
 from mmssr_assets.assets.ingest import raw_pool
 from mmssr_assets.assets.reports import build_eval_report
 from mmssr_assets.assets.scoring import score_source_step
@@ -24,19 +26,6 @@ from mmssr_assets.schedules import build_refresh_schedule, rescore_changed_sourc
 from mmssr_assets.sensors import new_sources_sensor
 from mmssr_core.recipes import Recipe, load_recipes
 from mmssr_core.store import default_store_root
-
-
-ENV_EXECUTOR = "MMSSR_EXECUTOR"
-
-
-def default_executor() -> dg.ExecutorDefinition:
-    """In-process by default: each per-source run is a short chain (ingest -> score -> checks) and
-    sources run in parallel as separate runs, so step subprocesses would only add start-up time.
-    $MMSSR_EXECUTOR=multiprocess restores per-step processes, with the per-run knob
-    `execution: {config: {multiprocess: {max_concurrent: N}}}` in the launchpad."""
-    if os.environ.get(ENV_EXECUTOR, "in_process") == "multiprocess":
-        return dg.multi_or_in_process_executor
-    return dg.in_process_executor
 
 
 def build_definitions(
@@ -54,7 +43,16 @@ def build_definitions(
     selected_subset = build_selected_subset(recipes)
     eval_report = build_eval_report(recipes, selected_subset)
     return dg.Definitions(
-        assets=[raw_pool, score_source_step, scores_table, selected_subset, eval_report],
+        assets=[
+            raw_pool,
+            score_source_step,
+            scores_table,
+            selected_subset,
+            eval_report,
+            scorer_agreement,
+            # train-and-evaluate: in no job or schedule (a run trains a model); materialize by hand
+            *build_downstream_assets(recipes, selected_subset),
+        ],
         asset_checks=[*SOURCE_CHECKS, *build_recipe_checks(recipes)],
         jobs=[ingest_and_score_job, select_and_report_job],
         sensors=[new_sources_sensor],
@@ -64,6 +62,7 @@ def build_definitions(
             "store": StoreResource(root=str(store_root) if store_root else None),
             "sources": SourcesResource(root=str(Path(sources_root).resolve()) if sources_root else None),
             "scorer": scorer or default_scorer(),
+            "downstream": DownstreamResource(),
         },
     )
 

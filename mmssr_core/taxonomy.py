@@ -142,7 +142,10 @@ def load_taxonomy(path: str | os.PathLike | None = None) -> Taxonomy:
         raise TaxonomyError(f"cannot read taxonomy config {p}: {exc.strerror}") from exc
     try:
         if p.suffix == ".toml":
-            import tomllib
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
 
             data = tomllib.loads(text)
         else:

@@ -155,10 +155,11 @@ def test_definitions_are_well_formed():
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"raw_pool", "capability_scores", "style_labels", "scores_table", "selected_subset", "eval_report"}
+    assert keys == {"raw_pool", "capability_scores", "style_labels", "scores_table", "selected_subset", "eval_report",
+                    "scorer_agreement", "downstream_run", "downstream_full_run", "downstream_eval"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        assert node.group_name in ("ingestion", "scoring", "selection", "reports"), key
+        assert node.group_name in ("ingestion", "scoring", "selection", "reports", "downstream"), key
         assert node.owners and node.description and node.kinds, key
     for name in ("raw_pool", "capability_scores", "style_labels"):
         node = graph.get(dg.AssetKey(name))
