@@ -223,7 +223,7 @@ def main(argv=None) -> int:
         "style_tokens": args.style_tokens,
     }
     print(f"reference (15 generate calls/sample, batch 1): {ref_rate:.3f} samples/s")
-    print(f"ours (shared prefix, batched, 1 forward/score): {ours_rate:.3f} samples/s")
+    print(f"ours (prefix prefilled once, packed queries, 1 forward/score): {ours_rate:.3f} samples/s")
     print(f"speedup: {ours_rate / ref_rate:.1f}x")
     print(f"integer score agreement (argmax vs digit-restricted greedy first token): {100 * agree:.1f}% of {len(pairs)}")
     print(f"styles: {len(styles) - style_failures}/{len(styles)} parsed (a random model may not finish a label "
