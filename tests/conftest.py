@@ -33,3 +33,17 @@ def store(tmp_path):
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(autouse=True)
+def _forget_dagster_defs_state_storage():
+    """A DagsterInstance that is never disposed leaves its defs-state storage in a ContextVar; once the
+    instance is garbage-collected, a later test resolving definitions fails on a dead weakref. Reset it
+    after every test so tests do not depend on each other's order."""
+    yield
+    import sys
+
+    if "dagster" in sys.modules:
+        from dagster._core.storage.defs_state.base import _current_storage
+
+        _current_storage.set(None)

@@ -52,6 +52,9 @@ def test_missing_root_is_a_skip_not_a_crash(tmp_path):
 def test_sensor_targets_the_per_source_job():
     from mmssr_assets.definitions import build_definitions
 
-    defs = build_definitions()
-    sensor = defs.resolve_sensor_def("new_sources_sensor")
+    # Resolve under a live instance: an earlier test's instance may have been garbage-collected
+    # while Dagster's global defs-state storage still points at it.
+    with dg.instance_for_test():
+        defs = build_definitions()
+        sensor = defs.resolve_sensor_def("new_sources_sensor")
     assert sensor.job_name == "ingest_and_score"
