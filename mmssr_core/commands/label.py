@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmssr_core.store import Store, StoreError
-    from mmssr_core.taxonomy import TaxonomyError, load_taxonomy
+    from mmssr_core.commands._common import ingested_sources, taxonomy_or_error
     from mmssr_core.teacher import TeacherClient, label_sources
 
     if args.size < 1:
@@ -45,17 +45,8 @@ def run(args: argparse.Namespace) -> int:
     if args.chunk_size < 1 or args.max_attempts < 1 or args.concurrency < 1:
         raise CommandError("--chunk-size, --max-attempts and --concurrency must be >= 1")
     store = Store(args.store)
-    available = store.partitions("raw_pool")
-    sources = args.source or available
-    if not sources:
-        raise CommandError(f"no ingested sources under {store.root} (run `mmssr ingest` first)")
-    missing = [s for s in sources if s not in available]
-    if missing:
-        raise CommandError(f"source(s) not ingested in {store.root}: {', '.join(missing)}")
-    try:
-        taxonomy = load_taxonomy(args.taxonomy)
-    except TaxonomyError as exc:
-        raise CommandError(str(exc)) from None
+    sources = ingested_sources(store, args.source)
+    taxonomy = taxonomy_or_error(args.taxonomy)
     try:
         client = TeacherClient.from_urls(
             args.base_urls, taxonomy, model=args.model, api_key_env=args.api_key_env, concurrency=args.concurrency,

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     from mmssr_core.scoring.base import get_backend
     from mmssr_core.scoring.runner import TARGET_GROUPS, score_source
     from mmssr_core.store import Store, StoreError
-    from mmssr_core.taxonomy import TaxonomyError, load_taxonomy
+    from mmssr_core.commands._common import ingested_sources, taxonomy_or_error
 
     store = Store(args.store)
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
@@ -141,17 +141,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--batch-size must be >= 1")
     if args.chunk_size < 1:
         raise CommandError("--chunk-size must be >= 1")
-    available = store.partitions("raw_pool")
-    sources = args.source or available
-    if not sources:
-        raise CommandError(f"no ingested sources under {store.root} (run `mmssr ingest` first)")
-    missing = [s for s in sources if s not in available]
-    if missing:
-        raise CommandError(f"source(s) not ingested in {store.root}: {', '.join(missing)}")
-    try:
-        taxonomy = load_taxonomy(args.taxonomy)
-    except TaxonomyError as exc:
-        raise CommandError(str(exc)) from None
+    sources = ingested_sources(store, args.source)
+    taxonomy = taxonomy_or_error(args.taxonomy)
     options = backend_options(args)
     try:
         backend = get_backend(args.backend, **options)
