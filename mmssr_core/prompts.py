@@ -167,10 +167,17 @@ def load_scorer_image(path: str | None, size: int = IMAGE_SIZE):
         return None
     from PIL import Image
 
+    return open_rgb(path).resize((size, size), Image.Resampling.BICUBIC)
+
+
+def open_rgb(path: str):
+    """Decode an image as RGB, flattening transparency onto white (not black) as a viewer would."""
+    from PIL import Image
+
     with Image.open(path) as im:
         im.load()
         if im.mode in ("RGBA", "LA", "P"):
             im = im.convert("RGBA")
             bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
             im = Image.alpha_composite(bg, im)
-        return im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+        return im.convert("RGB")

@@ -270,17 +270,13 @@ def encode_image(path: str, max_side: int = 1024) -> str:
     """The teacher sees the image at up to `max_side` pixels on the long side (aspect kept), as JPEG."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("RGBA", "LA", "P"):
-            im = im.convert("RGBA")
-            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(bg, im)
-        im = im.convert("RGB")
-        if max(im.size) > max_side:
-            im.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=92)
+    from mmssr_core.prompts import open_rgb
+
+    im = open_rgb(path)
+    if max(im.size) > max_side:
+        im.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=92)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 

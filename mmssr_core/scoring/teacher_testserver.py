@@ -116,6 +116,7 @@ class TeacherTestServer(TestServer):
     """
 
     __test__ = False
+    handler_class = _TeacherHandler
 
     def __init__(self, *, taxonomy: Taxonomy | None = None, json_schema: str = "honour",
                  answer_fn: Callable[[str, list[str], list[str]], dict] | None = None, model: str = "test-teacher",
@@ -126,18 +127,6 @@ class TeacherTestServer(TestServer):
         self.taxonomy = taxonomy or Taxonomy()
         self.json_schema = json_schema
         self.answer_fn = answer_fn
-
-    def start(self) -> "TeacherTestServer":
-        import threading
-
-        self._httpd = base._Server(("127.0.0.1", self._port), _TeacherHandler)
-        self._httpd.owner = self
-        self._port = self._httpd.server_address[1]
-        self._stop_event.clear()
-        self.stopped = False
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
 
     def inject(self, fault: str, count: int = 1, when: Any = None) -> None:
         if fault in TEACHER_FAULTS:

@@ -299,6 +299,8 @@ class TestServer:
 
     __test__ = False  # not a pytest test class
 
+    handler_class: type = None  # set below to _Handler; subclasses answer other protocols
+
     def __init__(
         self,
         *,
@@ -343,7 +345,7 @@ class TestServer:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "TestServer":
-        self._httpd = _Server(("127.0.0.1", self._port), _Handler)
+        self._httpd = _Server(("127.0.0.1", self._port), self.handler_class)
         self._httpd.owner = self
         self._port = self._httpd.server_address[1]
         self._stop_event.clear()
@@ -475,3 +477,6 @@ def decode_data_url(url: str) -> tuple[str, bytes]:
     if not m:
         raise ValueError("not a base64 data URL")
     return m.group(1), base64.b64decode(m.group(2))
+
+
+TestServer.handler_class = _Handler
