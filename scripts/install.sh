@@ -24,14 +24,14 @@ if [ ! -x .venv/bin/python ]; then
   echo "[install] creating .venv" >&2
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -m pip install -q --upgrade pip 2>&1 | { grep -v "is ignored" || true; }
 extras="${MMSSR_EXTRAS-hf,dev}"
 echo "[install] pip install -e .[$extras]" >&2
 # torch is pinned here (not in pyproject) so the `vllm` extra stays free to bring its own torch.
 if [[ "$extras" == *hf* ]]; then
-  .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" 2>&1 | grep -v "is ignored" || true
+  .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" 2>&1 | { grep -v "is ignored" || true; }
 fi
 target="."; [ -n "$extras" ] && target=".[$extras]"
-.venv/bin/python -m pip install -q -e "$target" 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -m pip install -q -e "$target" 2>&1 | { grep -v "is ignored" || true; }
 .venv/bin/python -c "import mmssr_core, mmssr_assets" 
 echo "[install] done" >&2
