@@ -51,6 +51,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+
+def graphql_request(url: str, query: str, variables: dict | None = None, timeout: float = 30) -> dict:
+    """POST a query to a Dagster webserver's /graphql; GraphQL errors fail the test."""
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    req = urllib.request.Request(f"{url}/graphql", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        out = json.loads(resp.read())
+    if out.get("errors"):
+        raise AssertionError(f"GraphQL errors: {out['errors']}")
+    return out["data"]
+
 class DagsterDev:
     """`dagster dev` as a subprocess on 127.0.0.1; stopped with one SIGINT (see DESIGN.md 5)."""
 
@@ -94,13 +105,7 @@ class DagsterDev:
         raise RuntimeError(f"dagster dev did not serve the code location in {timeout}s:\n{self.tail()}")
 
     def graphql(self, query: str, variables: dict | None = None, timeout: float = 30) -> dict:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        req = urllib.request.Request(f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            out = json.loads(resp.read())
-        if out.get("errors"):
-            raise AssertionError(f"GraphQL errors: {out['errors']}")
-        return out["data"]
+        return graphql_request(self.url, query, variables, timeout)
 
     def tail(self, n: int = 4000) -> str:
         try:

@@ -19,13 +19,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from dagster_support import graphql_request
 from services import Processes, free_port, postgres_available, postgres_server, redis_available, redis_server, wait_port
 
 pytestmark = [
@@ -59,13 +59,7 @@ class GraphQL:
         self.url = url
 
     def __call__(self, query: str, variables: dict | None = None, timeout: float = 30) -> dict:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        req = urllib.request.Request(f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            out = json.loads(resp.read())
-        if out.get("errors"):
-            raise AssertionError(f"GraphQL errors: {out['errors']}")
-        return out["data"]
+        return graphql_request(self.url, query, variables, timeout)
 
 
 ADD_PARTITION = """
