@@ -1,4 +1,6 @@
-"""Builders for the Dagster tests: sources roots over the real shared pools, free ports, servers."""
+"""Builders for the Dagster tests: sources roots over the real shared pools, `dagster dev`, GraphQL.
+
+Services (Redis, Postgres, ports, process groups) live in services.py."""
 
 from __future__ import annotations
 
@@ -6,12 +8,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from services import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,13 +46,6 @@ def slice_source(root: Path, shared: Path, name: str, n: int, as_name: str, *, b
                                        {"from": "gpt", "value": "A table."}]})
     (dst / "pool.llava.json").write_text(json.dumps(pool))
     return dst
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 
 def graphql_request(url: str, query: str, variables: dict | None = None, timeout: float = 30) -> dict:
@@ -172,64 +168,3 @@ def wait_backfill(dev: DagsterDev, backfill_id: str, timeout: float = 240) -> di
             return last
         time.sleep(2)
     raise AssertionError(f"backfill {backfill_id} not done after {timeout}s: {last}\n{dev.tail()}")
-
-
-# -- a throwaway Postgres cluster -----------------------------------------------------------------
-def _pg_bin(name: str) -> str:
-    import glob
-
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
-    if not found:
-        raise RuntimeError(f"PostgreSQL's {name} not found: install Debian's postgresql (apt-get install postgresql)")
-    return found
-
-
-class PostgresCluster:
-    """initdb + pg_ctl in a temp folder on 127.0.0.1:<free port>, as the `postgres` OS user when run as
-    root (initdb refuses root), else as the current user. Password auth over TCP, like a real server."""
-
-    def __init__(self, user: str = "dagster", password: str = "dagster-test-pw", db: str = "dagster"):
-        import tempfile
-
-        self.user, self.password, self.db = user, password, db
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="mmssr-pg-"))
-        self.data = self.dir / "data"
-        self.as_root = os.geteuid() == 0
-
-    def _cmd(self, *args: str) -> list[str]:
-        return ["runuser", "-u", "postgres", "--", *args] if self.as_root else list(args)
-
-    def _run(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        proc = subprocess.run(self._cmd(*args), capture_output=True, text=True, timeout=120, **kw)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr or proc.stdout}")
-        return proc
-
-    def start(self) -> "PostgresCluster":
-        if self.as_root:
-            shutil.chown(self.dir, "postgres", "postgres")
-        pwfile = self.dir / "pw"
-        pwfile.write_text(self.password + "\n")
-        if self.as_root:
-            shutil.chown(pwfile, "postgres", "postgres")
-        self._run(_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth-local=trust",
-                  "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8")
-        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "pg.log"), "-w", "-t", "60",
-                  "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-        psql = _pg_bin("psql")
-        for sql in (f"CREATE USER {self.user} PASSWORD '{self.password}'", f"CREATE DATABASE {self.db} OWNER {self.user}"):
-            self._run(psql, "-h", str(self.dir), "-p", str(self.port), "-U", "postgres", "-v", "ON_ERROR_STOP=1",
-                      "-c", sql)
-        return self
-
-    def env(self) -> dict:
-        return {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(self.port), "DAGSTER_PG_DB": self.db,
-                "DAGSTER_PG_USER": self.user, "DAGSTER_PG_PASSWORD": self.password}
-
-    def stop(self) -> None:
-        try:
-            if self.data.exists():
-                self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)

@@ -171,6 +171,7 @@ class PostgresServer:
     user: str
     db_name: str
     data_dir: str
+    password: str = ""
 
     @property
     def url(self) -> str:
@@ -180,15 +181,20 @@ class PostgresServer:
     def params(self) -> dict:
         """`postgres_db` block of dagster.yaml (dagster-postgres storage). The scheme names psycopg2 (what
         dagster-postgres depends on): SQLAlchemy >= 2.1 maps `postgresql://` to psycopg 3."""
-        return {"hostname": self.host, "port": self.port, "username": self.user, "password": "",
+        return {"hostname": self.host, "port": self.port, "username": self.user, "password": self.password,
                 "db_name": self.db_name, "scheme": "postgresql+psycopg2"}
+
+    def env(self) -> dict[str, str]:
+        """The DAGSTER_PG_* variables the repo's Postgres dagster.yaml files read."""
+        return {"DAGSTER_PG_HOST": self.host, "DAGSTER_PG_PORT": str(self.port), "DAGSTER_PG_DB": self.db_name,
+                "DAGSTER_PG_USER": self.user, "DAGSTER_PG_PASSWORD": self.password}
 
     def dagster_storage_yaml(self) -> str:
         """The `storage:` section of a dagster.yaml pointing at this server."""
         return (
             "storage:\n  postgres:\n    postgres_db:\n"
             f"      hostname: {self.host}\n      port: {self.port}\n      username: {self.user}\n"
-            f"      password: \"\"\n      db_name: {self.db_name}\n"
+            f"      password: \"{self.password}\"\n      db_name: {self.db_name}\n"
             "      scheme: postgresql+psycopg2\n"
         )
 
@@ -203,10 +209,12 @@ def _as_postgres_user(args: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def postgres_server(db_name: str = "dagster", port: int | None = None) -> Iterator[PostgresServer]:
-    """A private Postgres cluster on 127.0.0.1 (trust auth, user `postgres`), with database `db_name`.
+def postgres_server(db_name: str = "dagster", port: int | None = None, *, user: str = "postgres",
+                    password: str = "") -> Iterator[PostgresServer]:
+    """A private Postgres cluster on 127.0.0.1 with database `db_name` owned by `user`.
 
-    The cluster lives in a fresh temporary folder (owned by the `postgres` OS user when we are root),
+    Without a password: trust auth, user `postgres`. With one: TCP logins need it (scram-sha-256, like a
+    real server) and `user` is created with it. The cluster lives in a fresh temporary folder (owned by the `postgres` OS user when we are root),
     listens on a free TCP port plus a unix socket in that folder, and is stopped (`pg_ctl stop -m
     immediate`) and deleted on exit.
     """
@@ -226,8 +234,9 @@ def postgres_server(db_name: str = "dagster", port: int | None = None) -> Iterat
     env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
     started = False
     try:
+        auth = ["--auth=trust"] if not password else ["--auth-local=trust", "--auth-host=scram-sha-256"]
         subprocess.run(
-            _as_postgres_user([initdb, "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
+            _as_postgres_user([initdb, "-D", data, "-U", "postgres", *auth, "-E", "UTF8",
                                "--no-sync", "--locale=C"]),
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=root, timeout=120,
         )
@@ -238,8 +247,8 @@ def postgres_server(db_name: str = "dagster", port: int | None = None) -> Iterat
             start_new_session=True,
         )
         started = True
-        _create_database(port, db_name)
-        yield PostgresServer("127.0.0.1", port, "postgres", db_name, data)
+        _create_database(root, port, db_name, user, password)
+        yield PostgresServer("127.0.0.1", port, user, db_name, data, password)
     except subprocess.CalledProcessError as exc:
         tail = ""
         with contextlib.suppress(OSError):
@@ -254,13 +263,14 @@ def postgres_server(db_name: str = "dagster", port: int | None = None) -> Iterat
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _create_database(port: int, db_name: str) -> None:
+def _create_database(socket_dir: str, port: int, db_name: str, user: str, password: str) -> None:
+    """Create `user` (unless it is the superuser) and `db_name` owned by it, over the unix socket (trust)."""
     import psycopg2
 
     deadline = time.monotonic() + 30
     while True:
         try:
-            conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+            conn = psycopg2.connect(host=socket_dir, port=port, user="postgres", dbname="postgres")
             break
         except psycopg2.OperationalError:
             if time.monotonic() > deadline:
@@ -269,6 +279,10 @@ def _create_database(port: int, db_name: str) -> None:
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{db_name}"')
+            if user != "postgres":
+                cur.execute(f'CREATE USER "{user}" PASSWORD %s', (password or None,))
+            elif password:
+                cur.execute("ALTER USER postgres PASSWORD %s", (password,))
+            cur.execute(f'CREATE DATABASE "{db_name}" OWNER "{user}"')
     finally:
         conn.close()

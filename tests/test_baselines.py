@@ -8,7 +8,6 @@ import numpy as np
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from mmssr_core.baselines import mean_scores
 from mmssr_core.selection import select

@@ -17,10 +17,10 @@ from dagster_support import (
     REPO_ROOT,
     REPO_SELECTOR,
     DagsterDev,
-    PostgresCluster,
     slice_source,
     wait_backfill,
 )
+from services import postgres_server
 
 pytestmark = pytest.mark.slow
 
@@ -107,28 +107,27 @@ def servers(tmp_path_factory, shared_data):
     30 s ticks, so running both at once halves the wall time): one on SQLite (the repo's dagster.yaml),
     one on a throwaway Postgres cluster (deploy/dagster.postgres.yaml). Both get the new-domain
     backfill at once; both are stopped with SIGINT at the end."""
-    pg = PostgresCluster().start()
     devs: dict[str, DagsterDev] = {}
-    try:
-        for kind, yaml in (("sqlite", REPO_ROOT / "dagster.yaml"), ("postgres", REPO_ROOT / "deploy" / "dagster.postgres.yaml")):
-            tmp = tmp_path_factory.mktemp(f"dev_{kind}")
-            root = _domain(tmp, shared_data)
-            home = tmp / "home"
-            home.mkdir()
-            shutil.copyfile(yaml, home / "dagster.yaml")
-            env = _env(tmp, root) | (pg.env() if kind == "postgres" else {})
-            dev = DagsterDev(home, env)
-            dev.tmp, dev.pg = tmp, pg
-            devs[kind] = dev
-            dev.launch()
-        for dev in devs.values():
-            dev.wait_ready()
-        for dev in devs.values():
-            dev.backfill_id = launch_new_domain_backfill(dev)
-        yield devs
-    finally:
-        codes = {kind: dev.stop() for kind, dev in devs.items()}
-        pg.stop()
+    with postgres_server(user="dagster", password="dagster-test-pw") as pg:
+        try:
+            for kind, yaml in (("sqlite", REPO_ROOT / "dagster.yaml"), ("postgres", REPO_ROOT / "deploy" / "dagster.postgres.yaml")):
+                tmp = tmp_path_factory.mktemp(f"dev_{kind}")
+                root = _domain(tmp, shared_data)
+                home = tmp / "home"
+                home.mkdir()
+                shutil.copyfile(yaml, home / "dagster.yaml")
+                env = _env(tmp, root) | (pg.env() if kind == "postgres" else {})
+                dev = DagsterDev(home, env)
+                dev.tmp, dev.pg = tmp, pg
+                devs[kind] = dev
+                dev.launch()
+            for dev in devs.values():
+                dev.wait_ready()
+            for dev in devs.values():
+                dev.backfill_id = launch_new_domain_backfill(dev)
+            yield devs
+        finally:
+            codes = {kind: dev.stop() for kind, dev in devs.items()}
     for kind, dev in devs.items():
         assert codes[kind] == 0, f"dagster dev ({kind}) did not stop cleanly on SIGINT (rc {codes[kind]})\n{dev.tail()}"
         assert dev.proc.poll() is not None

@@ -142,8 +142,7 @@ def test_instance_on_postgres_from_the_deploy_file(tmp_path, monkeypatch):
     home.mkdir()
     shutil.copy(REPO / "deploy/celery/dagster.yaml", home / "dagster.yaml")
     with postgres_server() as pg:
-        for k, v in {"DAGSTER_HOME": str(home), "DAGSTER_PG_HOST": pg.host, "DAGSTER_PG_PORT": str(pg.port),
-                     "DAGSTER_PG_DB": pg.db_name, "DAGSTER_PG_USER": pg.user, "DAGSTER_PG_PASSWORD": ""}.items():
+        for k, v in {"DAGSTER_HOME": str(home), **pg.env()}.items():
             monkeypatch.setenv(k, v)
         with dg.DagsterInstance.get() as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"

@@ -7,7 +7,6 @@ import threading
 import time
 
 import numpy as np
-import polars as pl
 import pytest
 from _scoring_pool import write_pool
 

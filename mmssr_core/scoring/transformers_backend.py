@@ -17,7 +17,6 @@ compare the two, and it is the fallback when a tokenizer would merge tokens acro
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
