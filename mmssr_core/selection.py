@@ -22,6 +22,8 @@ The rule, restated (DESIGN.md 1.5 is authoritative):
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
@@ -34,6 +36,33 @@ METHODS = ("mmssr", "random", "mean", "capability-only", "style-only")
 UNSTYLED = "unstyled"
 
 _GOLDEN = 0x9E3779B97F4A7C15
+
+# Tables this large use a second thread for the independent whole-column passes (numpy and polars release
+# the GIL there); below it the thread start-up costs more than it saves.
+PARALLEL_MIN_ROWS = 200_000
+
+
+def _workers(n_rows: int) -> int:
+    return min(2, os.cpu_count() or 1) if n_rows >= PARALLEL_MIN_ROWS else 1
+
+
+def _map(fn, items: list, n_rows: int) -> list:
+    """`[fn(x) for x in items]`, over two threads for large tables (fn must touch disjoint outputs)."""
+    workers = _workers(n_rows)
+    if workers == 1 or len(items) < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))
+
+
+class _Now:
+    """A finished Future-alike for the single-threaded path."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
 
 
 class SelectionInputError(ValueError):
@@ -432,20 +461,30 @@ def _validate(scores, taxonomy, capabilities, seed: int = 0) -> tuple[pl.DataFra
         warnings.append(f"{sum(nonfinite.values())} NaN/infinite score(s) treated as missing ({detail})")
     missing_scores = {k: int(stats[f"{k}__null"]) + nonfinite.get(k, 0) for k in caps}
 
-    tk, dup = _tie_order(tie_keys(clean["id"], seed), clean["id"], clean["source"])
+    # the tie keys (a pass over every id's bytes) are hashed in a second thread while the sources and
+    # style lists are encoded
+    pool = ThreadPoolExecutor(1) if _workers(clean.height) > 1 else None
+    try:
+        keys: Future | _Now = (
+            pool.submit(tie_keys, clean["id"], seed) if pool else _Now(tie_keys(clean["id"], seed))
+        )
+        src_codes, src_values = _encode(clean["source"])
+        raw_codes, raw_lists = _encode(clean["styles"])
+        tk, dup = _tie_order(keys.result(), clean["id"], clean["source"])
+    finally:
+        if pool:
+            pool.shutdown(wait=True)
     if dup.height:
         shown = ", ".join(f"{r['id']!r} (source {r['source']!r})" for r in dup.head(5).iter_rows(named=True))
         more = f" and {dup.height - 5} more" if dup.height > 5 else ""
         raise SelectionInputError(f"duplicate ids in the scores table: {shown}{more}")
 
-    src_codes, src_values = _encode(clean["source"])
     order = sorted(range(len(src_values)), key=src_values.__getitem__)
     remap = np.empty(len(order), np.int64)
     remap[np.array(order, np.int64)] = np.arange(len(order))
     source_codes = remap[src_codes] if src_codes.size else src_codes
     source_names = [src_values[i] for i in order]
 
-    raw_codes, raw_lists = _encode(clean["styles"])
     normal = [normalise_styles(x) for x in raw_lists]
     combos = sorted(set(normal))
     cindex = {c: i for i, c in enumerate(combos)}
@@ -678,8 +717,7 @@ class Engine:
     # -- one budget -----------------------------------------------------------------------------
     def run(self, N: int, order: list[int] | None = None) -> RunResult:
         caps = list(range(self.C)) if order is None else list(order)
-        for c in caps:
-            self._prepare(c)
+        _map(self._prepare, [c for c in caps if c not in self._counts], self.n)
         L = self.L
         B, P = L.B, L.P
         lab = L.lab
@@ -818,13 +856,16 @@ class Engine:
 def score_matrix(clean: pl.DataFrame, caps: list[str], layout: "Layout | None" = None) -> np.ndarray:
     """(C, n) float64, -inf for missing scores (never above a threshold), in the layout's internal order."""
     S = np.empty((len(caps), clean.height), np.float64)
-    for i, k in enumerate(caps):
-        series = clean[k]
+
+    def fill(i: int) -> None:
+        series = clean[caps[i]]
         col = (series.fill_null(-np.inf) if series.null_count() else series).to_numpy()
         if layout is None or layout.inv is None:
             S[i] = col
         else:
             S[i][layout.inv] = col  # a scatter: far cheaper than gathering col[perm]
+
+    _map(fill, list(range(len(caps))), clean.height)
     return S
 
 

@@ -253,6 +253,18 @@ def test_engine_equals_reference_with_tiny_chunks(case):
         Engine.min_chunk = old
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(tables())
+def test_engine_equals_reference_on_the_threaded_path(monkeypatch, case):
+    """Large tables hash tie keys, fill the score matrix and count bins over two threads: the same result."""
+    import mmssr_core.selection as selection
+
+    monkeypatch.setattr(selection, "PARALLEL_MIN_ROWS", 0)
+    monkeypatch.setattr(selection.os, "cpu_count", lambda: 2)
+    assert selection._workers(1) == 2
+    check_against_reference(*case)
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tables())
 def test_capability_only_equals_reference_single_bin(case):
