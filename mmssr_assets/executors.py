@@ -139,7 +139,22 @@ def build_executor(env: dict | None = None) -> dg.ExecutorDefinition:
         raise ExecutorConfigError(
             f"${ENV_EXECUTOR}=celery needs dagster-celery: pip install 'mmssr[celery]'"
         ) from None
+    _quiet_duplicate_task_name()
     return celery_executor.configured(celery_executor_config(env), name="celery")
+
+
+def _quiet_duplicate_task_name() -> None:
+    """dagster-celery registers its `execute_plan` task again for every step it submits; Celery then warns
+    (eight log lines per step) that the first registration is kept. That one is equivalent, so the
+    warning is noise: filter exactly it."""
+    import warnings
+
+    try:
+        from celery.exceptions import DuplicateTaskNameWarning
+    except ImportError:  # pragma: no cover - older Celery without the warning
+        return
+    warnings.filterwarnings("ignore", message=r"Task name 'execute_plan' is already registered",
+                            category=DuplicateTaskNameWarning)
 
 
 def celery_worker_args(

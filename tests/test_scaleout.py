@@ -23,6 +23,20 @@ def test_executor_is_chosen_by_env():
         ex.build_executor({"MMSSR_EXECUTOR": "dask"})
 
 
+def test_celery_executor_silences_only_the_duplicate_task_name_warning():
+    import warnings
+
+    from celery.exceptions import DuplicateTaskNameWarning
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ex.build_executor({"MMSSR_EXECUTOR": "celery", "MMSSR_CELERY_BROKER": "redis://h:1/0"})
+        warnings.warn("Task name 'execute_plan' is already registered to a different callable.",
+                      DuplicateTaskNameWarning)
+        warnings.warn("Task name 'other' is already registered to a different callable.", DuplicateTaskNameWarning)
+    assert [str(w.message) for w in seen] == ["Task name 'other' is already registered to a different callable."]
+
+
 def test_celery_config_is_the_workers_yaml_with_env_urls():
     from dagster._config import process_config
     from dagster_celery import celery_executor
