@@ -76,49 +76,6 @@ def test_parquet_embedded_images(tmp_path, store, struct_images):
     assert all(input_format == "parquet" for input_format in raw["input_format"])
 
 
-def test_reingest_prunes_embedded_images_the_new_pool_no_longer_uses(tmp_path, store):
-    import pyarrow.parquet as pq
-
-    pool = tmp_path / "ov" / "data.parquet"
-    pool.parent.mkdir()
-    png, jpg = write_embedded_parquet(pool)
-    first = ingest_source(pool.parent, "ov", store)
-    images_dir = store.root / "images" / "ov"
-    assert first.images["embedded_pruned"] == 0
-    assert len(list(images_dir.iterdir())) == 2
-    (images_dir / "notes.txt").write_text("not an image of ours")  # never touched
-
-    # the same source again without p1 (the only sample using the JPEG): its file goes, the PNG stays
-    import pyarrow.compute as pc
-
-    table = pq.read_table(pool)
-    pq.write_table(table.filter(pc.not_equal(table["id"], "p1")), pool)
-    second = ingest_source(pool.parent, "ov", store)
-    raw, _ = check_invariants(second, store)
-    assert raw["id"].to_list() == ["p0", "p2", "p4"]
-    assert second.images["embedded_pruned"] == 1
-    names = sorted(p.name for p in images_dir.iterdir())
-    assert len(names) == 2 and "notes.txt" in names
-    assert (images_dir / raw.row(0, named=True)["images"][0]).read_bytes() == png
-    assert not any(n.endswith(".jpg") for n in names)
-    stats = json.loads(store.path("ingest_stats", "ov", ".json").read_text())
-    assert stats["images"]["embedded_pruned"] == 1
-
-
-def test_failed_reingest_prunes_nothing(tmp_path, store):
-    pool = tmp_path / "ov" / "data.parquet"
-    pool.parent.mkdir()
-    write_embedded_parquet(pool)
-    ingest_source(pool.parent, "ov", store)
-    images_dir = store.root / "images" / "ov"
-    before = sorted(p.name for p in images_dir.iterdir())
-    pool.write_bytes(b"PAR1 not a parquet file")
-    with pytest.raises(Exception):
-        ingest_source(pool.parent, "ov", store)
-    assert sorted(p.name for p in images_dir.iterdir()) == before
-    assert store.read("raw_pool", "ov").height == 4  # the previous pool is intact and its images with it
-
-
 def test_sharegpt_system_and_openai_parts(tmp_path, store):
     root = source_dir(tmp_path)
     data_uri = "data:image/png;base64," + base64.b64encode(image_bytes("PNG")).decode()

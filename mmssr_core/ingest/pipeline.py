@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import tempfile
 import time
 from collections import Counter
@@ -39,7 +38,6 @@ RAW_POOL_TABLE = "raw_pool"
 QUARANTINE_TABLE = "quarantine"
 STATS_TABLE = "ingest_stats"
 IMAGES_DIR = "images"  # <store>/images/<source>/<sha256>.<ext> for embedded images
-_EMBEDDED_NAME = re.compile(r"^[0-9a-f]{64}\.[a-z0-9]+$")
 
 
 @dataclass
@@ -201,25 +199,6 @@ def _metadata_json(meta: dict) -> str:
     return text
 
 
-def prune_embedded_images(folder: Path, keep: set[str]) -> int:
-    """Delete the embedded image files of `folder` that the new raw pool no longer uses; return how many.
-
-    Runs only after the new raw_pool is committed, so a failed ingest never loses images the previous pool
-    uses. Only `<sha256>.<ext>` files are touched: anything else in the folder is left alone."""
-    if not folder.is_dir():
-        return 0
-    pruned = 0
-    for entry in os.scandir(folder):
-        if entry.name in keep or not _EMBEDDED_NAME.match(entry.name) or not entry.is_file(follow_symlinks=False):
-            continue
-        try:
-            os.unlink(entry.path)
-            pruned += 1
-        except FileNotFoundError:  # pragma: no cover - removed concurrently
-            pass
-    return pruned
-
-
 def ingest_source(
     path: str | os.PathLike,
     source: str,
@@ -269,7 +248,6 @@ def ingest_source(
     formats: Counter = Counter()
     seen_ids: dict[int, int] = {}  # short_key(id) -> position of the first sample using it
     first_by_hash: dict[int, str] = {}  # content hash prefix -> id of the first accepted sample
-    kept_embedded: set[str] = set()  # embedded image files the accepted samples use
 
     def quarantine(position: int, sample_id: str | None, reason: str, message: str) -> None:
         nonlocal quarantined
@@ -355,8 +333,6 @@ def ingest_source(
             is_text_only = not infos
             text_only += is_text_only
             accepted += 1
-            if "embedded" in kinds:
-                kept_embedded.update(rels)
             raw_w.add({
                 "id": sample_id,
                 "source": source,
@@ -383,7 +359,6 @@ def ingest_source(
         raw_w.abort()
         q_w.abort()
         raise
-    pruned = prune_embedded_images(checker.embedded_dir, kept_embedded)
 
     seconds = time.perf_counter() - started
     fmt_name = formats.most_common(1)[0][0] if formats else container
@@ -393,8 +368,7 @@ def ingest_source(
         paths={"raw_pool": str(raw_path), "quarantine": str(q_path),
                "ingest_stats": str(store.path(STATS_TABLE, source, ".json"))},
         input=str(pool_file), container=container, format=fmt_name, image_root=root_str,
-        images={**checker.stats(), "unique": len(checker._by_file) + len(checker._by_sha),
-                "embedded_pruned": pruned},
+        images={**checker.stats(), "unique": len(checker._by_file) + len(checker._by_sha)},
         seconds=round(seconds, 3),
     )
     stats = result.to_dict()
