@@ -85,9 +85,9 @@ def score_distributions(series: dict[str, dict[str, list[float]]], keys: list[st
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.suptitle("expected score per capability (density)", fontsize=9)
     # fixed margins sized for 8 pt titles and 6 pt tick labels (tight_layout measured every text twice)
-    height = 1.9 * rows
-    fig.subplots_adjust(left=0.05, right=0.985, bottom=0.3 / height, top=1 - 0.5 / height, wspace=0.22,
-                        hspace=0.45)
+    width, height = 2.6 * cols, 1.9 * rows
+    fig.subplots_adjust(left=0.42 / width, right=1 - 0.1 / width, bottom=0.3 / height, top=1 - 0.5 / height,
+                        wspace=0.22, hspace=0.45)
     if handles and spare:  # the legend goes into an empty panel
         spare[0].legend(handles, labels, loc="center", fontsize=8, frameon=False)
     elif handles:
@@ -123,7 +123,7 @@ def style_source_heatmap(styles: list[str], sources: list[str], selected: list[l
                     ax.text(j, i, f"{v:.1f}" if v < 10 else f"{v:.0f}", ha="center", va="center", fontsize=6)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
     fig.tight_layout()
-    return _png(fig, fit=False)
+    return _png(fig)
 
 
 def capability_radar(keys: list[str], series: dict[str, list[float | None]]) -> bytes:
@@ -163,4 +163,4 @@ def overlap_matrix(names: list[str], jaccard: dict[str, dict[str, float]]) -> by
     ax.set_title("overlap (Jaccard)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
     fig.tight_layout()
-    return _png(fig, fit=False)
+    return _png(fig)

@@ -42,8 +42,16 @@ _GOLDEN = 0x9E3779B97F4A7C15
 PARALLEL_MIN_ROWS = 200_000
 
 
+def _cpus() -> int:
+    """CPUs this process may run on (affinity / cgroup cpusets), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
+        return os.cpu_count() or 1
+
+
 def _workers(n_rows: int) -> int:
-    return min(2, os.cpu_count() or 1) if n_rows >= PARALLEL_MIN_ROWS else 1
+    return min(2, _cpus()) if n_rows >= PARALLEL_MIN_ROWS else 1
 
 
 def _map(fn, items: list, n_rows: int) -> list:

@@ -148,6 +148,7 @@ def test_deploy_files_are_valid_yaml_with_the_expected_settings():
         assert monitoring["enabled"] is True and monitoring["free_slots_after_run_end_seconds"] > 0, path
     values = yaml.safe_load((REPO / "deploy/k8s/values.yaml").read_text())
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    assert values["dagsterDaemon"]["runMonitoring"]["freeSlotsAfterRunEndSeconds"] > 0
     env = {e["name"]: e["value"] for e in values["dagster-user-deployments"]["deployments"][0]["env"]}
     assert env["MMSSR_EXECUTOR"] == "k8s" and "," in env["MMSSR_BASE_URL"]
 

@@ -91,7 +91,7 @@ def run_errors(instance, run) -> list[str]:
             continue
         err = getattr(ev.event_specific_data, "error", None)
         if err is not None:
-            out.append(f"{ev.event_type.value} {ev.step_key or ''}: {err.to_string()[-1500:]}")
+            out.append(f"{ev.event_type.value} {ev.step_key or ''}: {err.to_string()}")
         elif ev.event_type != dg.DagsterEventType.ENGINE_EVENT:
             out.append(f"{ev.event_type.value} {ev.step_key or ''}: {ev.message or ''}")
     return out
@@ -104,7 +104,7 @@ def describe_runs(instance, runs) -> str:
         part = r.tags.get("dagster/asset_partition_range_start", r.tags.get("dagster/partition"))
         parent = r.tags.get("dagster/parent_run_id", "")[:8] or "-"
         lines.append(f"run {r.run_id[:8]} partition={part} status={r.status.value} parent={parent}")
-        lines += [f"  {e}" for e in run_errors(instance, r)]
+        lines += [f"  {e[:1500]}" for e in run_errors(instance, r)]
     return "\n".join(lines)
 
 
@@ -157,8 +157,9 @@ def test_backfill_runs_on_celery_workers_over_two_replicas(tmp_path, shared_data
             monkeypatch.setenv(k, env[k])
 
         # the schema first, as the README says: processes creating it at the same moment collide
-        subprocess.run([str(BIN / "dagster"), "instance", "migrate"], env=env, cwd=home, check=True,
-                       capture_output=True, timeout=120)
+        migrate = subprocess.run([str(BIN / "dagster"), "instance", "migrate"], env=env, cwd=home,
+                                 capture_output=True, text=True, timeout=120)
+        assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
 
         from mmssr_assets.executors import celery_worker_args
 

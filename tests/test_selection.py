@@ -260,7 +260,7 @@ def test_engine_equals_reference_on_the_threaded_path(monkeypatch, case):
     import mmssr_core.selection as selection
 
     monkeypatch.setattr(selection, "PARALLEL_MIN_ROWS", 0)
-    monkeypatch.setattr(selection.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(selection, "_cpus", lambda: 2)
     assert selection._workers(1) == 2
     check_against_reference(*case)
 
