@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
@@ -61,16 +62,6 @@ def _map(fn, items: list, n_rows: int) -> list:
         return [fn(x) for x in items]
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(fn, items))
-
-
-class _Now:
-    """A finished Future-alike for the single-threaded path."""
-
-    def __init__(self, value):
-        self.value = value
-
-    def result(self):
-        return self.value
 
 
 class SelectionInputError(ValueError):
@@ -471,17 +462,12 @@ def _validate(scores, taxonomy, capabilities, seed: int = 0) -> tuple[pl.DataFra
 
     # the tie keys (a pass over every id's bytes) are hashed in a second thread while the sources and
     # style lists are encoded
-    pool = ThreadPoolExecutor(1) if _workers(clean.height) > 1 else None
-    try:
-        keys: Future | _Now = (
-            pool.submit(tie_keys, clean["id"], seed) if pool else _Now(tie_keys(clean["id"], seed))
-        )
+    with ThreadPoolExecutor(1) if _workers(clean.height) > 1 else nullcontext() as pool:
+        keys = pool.submit(tie_keys, clean["id"], seed) if pool else None
         src_codes, src_values = _encode(clean["source"])
         raw_codes, raw_lists = _encode(clean["styles"])
-        tk, dup = _tie_order(keys.result(), clean["id"], clean["source"])
-    finally:
-        if pool:
-            pool.shutdown(wait=True)
+        raw_tk = keys.result() if keys else tie_keys(clean["id"], seed)
+    tk, dup = _tie_order(raw_tk, clean["id"], clean["source"])
     if dup.height:
         shown = ", ".join(f"{r['id']!r} (source {r['source']!r})" for r in dup.head(5).iter_rows(named=True))
         more = f" and {dup.height - 5} more" if dup.height > 5 else ""

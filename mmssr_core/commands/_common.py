@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mmssr_core.cli import CommandError
 from mmssr_core.store import Store
 from mmssr_core.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
@@ -24,3 +26,19 @@ def taxonomy_or_error(path: str | None) -> Taxonomy:
         return load_taxonomy(path)
     except TaxonomyError as exc:
         raise CommandError(str(exc)) from None
+
+
+def read_parquet_file(path: str | Path, what: str, columns: list[str] | None = None):
+    """A Parquet file the user named, as a polars DataFrame; with `columns`, only those present in it."""
+    import polars as pl
+
+    p = Path(path)
+    if not p.is_file():
+        raise CommandError(f"{what} file {p} does not exist")
+    try:
+        if columns is not None:
+            schema = pl.read_parquet_schema(p)
+            columns = [c for c in dict.fromkeys(columns) if c in schema]
+        return pl.read_parquet(p, columns=columns)
+    except Exception as exc:  # polars raises several types for unreadable files
+        raise CommandError(f"cannot read {what} file {p} as Parquet: {exc}") from None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from mmssr_core.cli import CommandError, print_json_line
 
@@ -19,9 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import polars as pl
-
     from mmssr_core.agreement import AgreementError, compute_agreement, read_teacher_labels, write_agreement
+    from mmssr_core.commands._common import read_parquet_file
     from mmssr_core.store import Store, StoreError
     from mmssr_core.taxonomy import TaxonomyError, load_taxonomy
 
@@ -30,10 +28,7 @@ def run(args: argparse.Namespace) -> int:
         taxonomy = load_taxonomy(args.taxonomy)
         teacher = read_teacher_labels(store, args.source)
         if args.scores:
-            path = Path(args.scores)
-            if not path.is_file():
-                raise CommandError(f"no scores file {path}")
-            scores = pl.read_parquet(path)
+            scores = read_parquet_file(args.scores, "scores")
         else:
             from mmssr_core.scoring.runner import build_scores_table
 

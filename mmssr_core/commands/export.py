@@ -20,18 +20,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    import polars as pl
-
+    from mmssr_core.commands._common import read_parquet_file
     from mmssr_core.export import ExportError, export_selection, llamafactory_dataset_info
     from mmssr_core.store import Store, atomic_write_bytes
 
-    path = Path(args.selection)
-    if not path.is_file():
-        raise CommandError(f"selection file {path} does not exist")
-    try:
-        selection = pl.read_parquet(path)
-    except Exception as exc:  # polars raises several types for unreadable files
-        raise CommandError(f"cannot read selection {path} as Parquet: {exc}") from None
+    selection = read_parquet_file(args.selection, "selection")
     store = Store(args.store) if args.store else Store()
     if not store.root.is_dir():
         raise CommandError(f"store {store.root} does not exist")

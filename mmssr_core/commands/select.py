@@ -26,35 +26,19 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    import polars as pl
-
+    from mmssr_core.commands._common import read_parquet_file, taxonomy_or_error
     from mmssr_core.selection import SelectionInputError, budget_key, select
     from mmssr_core.store import atomic_write_parquet
-    from mmssr_core.taxonomy import TaxonomyError, load_taxonomy
 
     t0 = time.perf_counter()
-    try:
-        taxonomy = load_taxonomy(args.taxonomy)
-    except TaxonomyError as exc:
-        raise CommandError(str(exc)) from None
+    taxonomy = taxonomy_or_error(args.taxonomy)
     caps = None
     if args.capabilities is not None:
         caps = [c.strip() for c in args.capabilities.split(",") if c.strip()]
         if not caps:
             raise CommandError("--capabilities is empty")
-    path = Path(args.scores)
-    if not path.is_file():
-        raise CommandError(f"scores file {path} does not exist")
-    try:
-        schema = pl.read_parquet_schema(path)
-    except Exception as exc:  # polars raises several types for unreadable files
-        raise CommandError(f"cannot read {path} as Parquet: {exc}") from None
     wanted = ["id", "source", "styles"] + (caps if caps is not None else taxonomy.keys)
-    columns = [c for c in dict.fromkeys(wanted) if c in schema]
-    try:
-        scores = pl.read_parquet(path, columns=columns)
-    except Exception as exc:
-        raise CommandError(f"cannot read {path}: {exc}") from None
+    scores = read_parquet_file(args.scores, "scores", wanted)
     for b in args.budget:
         if "/" in b or "\\" in b or b.strip() != b or not b:
             raise CommandError(f"budget {b!r} is not a number")
