@@ -20,6 +20,7 @@ RAW_POOL_SCHEMA: dict[str, pl.DataType] = {
     "image_formats": pl.List(pl.Utf8),  # real format sniffed from bytes: JPEG, PNG, WEBP, ...
     "image_widths": pl.List(pl.Int32),
     "image_heights": pl.List(pl.Int32),
+    "image_phashes": pl.List(pl.UInt64),  # 64-bit perceptual hash per image (null if not hashable): near dedup
     "image_root": pl.Utf8,  # absolute image root of the source
     "conversations": pl.List(CONVERSATION_TURN),  # canonical LLaVA turns: from = human | gpt
     "system": pl.Utf8,  # a leading system prompt, if the input had one

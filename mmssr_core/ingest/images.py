@@ -38,6 +38,7 @@ class ImageInfo:
     width: int
     height: int
     sha256: str
+    phash: int | None = None  # 64-bit perceptual hash (near-duplicate detection), None if not hashable
 
 
 def _inside(path: str, root: str) -> bool:
@@ -123,13 +124,13 @@ class ImageChecker:
         except OSError as exc:
             return Rejected("image_missing", f"image {ref!r} cannot be read ({exc.strerror})")
         try:
-            fmt, width, height = self._decode(data, f"image {ref!r}")
+            fmt, width, height, phash = self._decode(data, f"image {ref!r}")
         except Rejected as rej:
             return rej
         ext = os.path.splitext(real)[1].lower()
         if fmt in _EXT_OF_FORMAT and ext not in _EXT_OF_FORMAT[fmt]:
             self.extension_mismatch += 1
-        return ImageInfo(real, fmt, width, height, sha256_bytes(data))
+        return ImageInfo(real, fmt, width, height, sha256_bytes(data), phash)
 
     # -- embedded bytes ------------------------------------------------------------------------
     def check_bytes(self, data: bytes, label: str = "embedded image") -> ImageInfo:
@@ -140,7 +141,7 @@ class ImageChecker:
         info = self._by_sha.get(sha)
         if info is None:
             try:
-                fmt, width, height = self._decode(data, label)
+                fmt, width, height, phash = self._decode(data, label)
                 if self.embedded_dir is None:
                     raise RuntimeError("ImageChecker needs embedded_dir to store embedded images")
                 path = self.embedded_dir / f"{sha}.{EXTENSIONS.get(fmt, fmt.lower())}"
@@ -148,7 +149,7 @@ class ImageChecker:
                     from mmssr_core.store import atomic_write_bytes
 
                     atomic_write_bytes(path, data)
-                info = ImageInfo(str(path), fmt, width, height, sha)
+                info = ImageInfo(str(path), fmt, width, height, sha, phash)
             except Rejected as rej:
                 info = rej
             self._by_sha[sha] = info
@@ -157,9 +158,11 @@ class ImageChecker:
         return info
 
     # -- decoding ------------------------------------------------------------------------------
-    def _decode(self, data: bytes, label: str) -> tuple[str, int, int]:
-        """Sniff, bound and fully decode once; return (format, width, height)."""
+    def _decode(self, data: bytes, label: str) -> tuple[str, int, int, int | None]:
+        """Sniff, bound and fully decode once; return (format, width, height, perceptual hash)."""
         from PIL import Image, UnidentifiedImageError
+
+        from mmssr_core.dedup.image_hash import perceptual_hash
 
         self.decoded += 1
         try:
@@ -178,8 +181,10 @@ class ImageChecker:
                 with Image.open(io.BytesIO(data)) as im:
                     if fmt == "JPEG":
                         # decode the whole entropy-coded stream at 1/8 scale: truncation still fails
-                        im.draft(None, (max(1, width // 8), max(1, height // 8)))
+                        # (never below 64 px a side when the image is larger: the perceptual hash needs it)
+                        im.draft(None, (max(1, width // 8, min(width, 64)), max(1, height // 8, min(height, 64))))
                     im.load()
+                    phash = perceptual_hash(im)
         except Rejected:
             raise
         except Image.DecompressionBombError as exc:
@@ -191,7 +196,7 @@ class ImageChecker:
         except Exception as exc:  # truncated streams: OSError, SyntaxError, EOFError, struct.error, ...
             raise Rejected("image_undecodable", f"{label}: cannot be decoded ({type(exc).__name__}: {exc})") from None
         self.formats[fmt] += 1
-        return fmt, int(width), int(height)
+        return fmt, int(width), int(height), phash
 
     def stats(self) -> dict:
         return {"decoded": self.decoded, "formats": dict(sorted(self.formats.items())),

@@ -342,6 +342,7 @@ def ingest_source(
                 "image_formats": [i.format for i in infos],
                 "image_widths": [i.width for i in infos],
                 "image_heights": [i.height for i in infos],
+                "image_phashes": [i.phash for i in infos],
                 "image_root": embedded_root if "embedded" in kinds else root_str,
                 "conversations": sample.conversations,
                 "system": sample.system,
