@@ -19,6 +19,8 @@ File format (TOML shown; JSON takes the same mapping)::
     method = "mmssr"                  # optional, default mmssr
     threshold = 0.0                   # optional
     seed = 0                          # optional
+    dedup = true                      # optional: false, or a table such as {text_threshold = 0.9}
+                                      # (settings: near, text_threshold, image_distance)
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mmssr_core.dedup.config import DedupConfig, DedupConfigError, dedup_config
 from mmssr_core.store import StoreError, check_name
 
 ENV_RECIPES = "MMSSR_RECIPES"
@@ -74,6 +77,7 @@ class Recipe:
     capabilities: tuple[str, ...] | None = None  # None: all capabilities of the taxonomy
     threshold: float = 0.0
     seed: int = 0
+    dedup: DedupConfig = DedupConfig()  # duplicates removed before selection (recipe file: true/false/table)
 
     def __post_init__(self) -> None:
         try:
@@ -95,6 +99,10 @@ class Recipe:
             raise RecipeError(f"recipe {self.name!r}: threshold must be a number and seed an integer") from None
         if not isinstance(self.method, str) or not self.method:
             raise RecipeError(f"recipe {self.name!r}: method must be a non-empty string")
+        try:
+            object.__setattr__(self, "dedup", dedup_config(self.dedup))
+        except DedupConfigError as exc:
+            raise RecipeError(f"recipe {self.name!r}: {exc}") from None
 
     @property
     def budget_label(self) -> str:
@@ -103,12 +111,14 @@ class Recipe:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["capabilities"] = list(self.capabilities) if self.capabilities is not None else None
+        d["dedup"] = self.dedup.to_dict()
         return d
 
     def describe(self) -> str:
         caps = "all capabilities" if self.capabilities is None else ", ".join(self.capabilities)
         budget = f"{self.budget:.0%}" if isinstance(self.budget, float) else f"{self.budget} samples"
-        return f"{self.method} at {budget} over {caps} (threshold {self.threshold:g}, seed {self.seed})"
+        return (f"{self.method} at {budget} over {caps} (threshold {self.threshold:g}, seed {self.seed}; "
+                f"{self.dedup.describe()})")
 
 
 DEFAULT_RECIPES: tuple[Recipe, ...] = (
@@ -117,7 +127,7 @@ DEFAULT_RECIPES: tuple[Recipe, ...] = (
     Recipe("mmssr_30pct", budget=0.30),
 )
 
-_FIELDS = {"name", "method", "budget", "capabilities", "threshold", "seed"}
+_FIELDS = {"name", "method", "budget", "capabilities", "threshold", "seed", "dedup"}
 
 
 def recipe_from_dict(data: dict) -> Recipe:

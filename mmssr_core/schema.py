@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import polars as pl
 
+# Store table names (one constant each; new code names tables only through these).
+RAW_POOL_TABLE = "raw_pool"
+DUPLICATES_TABLE = "duplicates"  # duplicate groups, one partition per deduplication setting
+
 CONVERSATION_TURN = pl.Struct({"from": pl.Utf8, "value": pl.Utf8})
 
 # One canonical sample per row; written by ingestion as the `raw_pool` table, one Parquet per source.
@@ -58,6 +62,15 @@ REASONS: dict[str, str] = {
     "image_undecodable": "an image cannot be decoded (truncated or not an image)",
     "image_too_large": "an image's pixel count exceeds the bound (decompression bomb)",
     "duplicate_id": "the id was already used by an earlier sample of the source",
+}
+
+# Members of duplicate groups (samples without a duplicate have no row): written by deduplication.
+DUPLICATES_SCHEMA: dict[str, pl.DataType] = {
+    "source": pl.Utf8,
+    "id": pl.Utf8,
+    "group": pl.Utf8,  # "<source>/<id>" of the group's first member in pool order
+    "group_size": pl.Int64,
+    "kind": pl.Utf8,  # exact: shares its content hash with another member; near: joined by similarity only
 }
 
 SCORER_COLUMN = "scorer"
