@@ -150,6 +150,28 @@ def ids_in_pool(st: Store, recipe: str) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=True, metadata=meta)
 
 
+def one_per_duplicate_group(st: Store, recipe: Recipe) -> dg.AssetCheckResult:
+    """No two selected samples belong to one duplicate group of the recipe's dedup setting."""
+    from mmssr_core.dedup.summary import repeated_groups
+    from mmssr_core.dedup.table import read_duplicates
+
+    if not recipe.dedup.enabled:
+        return dg.AssetCheckResult(passed=True, description="deduplication is off for this recipe")
+    if not st.exists(SELECTIONS_TABLE, recipe.name):
+        return _fail(f"no selection for recipe {recipe.name!r}")
+    try:
+        groups = read_duplicates(st, recipe.dedup)
+    except StoreError as exc:
+        return _fail(str(exc))
+    repeated = repeated_groups(st.read(SELECTIONS_TABLE, recipe.name), groups)
+    meta = {"groups_with_repeats": repeated.height, "setting": recipe.dedup.key}
+    if repeated.height:
+        rows = [(g, ", ".join(m)) for g, m in repeated.head(N_EXAMPLES).iter_rows()]
+        return _fail(f"recipe {recipe.name!r}: {repeated.height} duplicate groups have several selected members",
+                     examples=dg.MetadataValue.md(md_table(["group", "selected members"], rows)), **meta)
+    return dg.AssetCheckResult(passed=True, metadata=meta, description="at most one sample per duplicate group")
+
+
 # -- Dagster wrappers ---------------------------------------------------------------------------
 @dg.asset_check(asset="raw_pool", partitions_def=sources_partitions, blocking=True,
                 description="read = accepted + quarantined, and the Parquet partitions hold exactly those rows")
@@ -184,7 +206,15 @@ def build_recipe_checks(recipes: list[Recipe]) -> list[dg.AssetChecksDefinition]
     def selected_subset_ids_in_pool(context: dg.AssetCheckExecutionContext, store: StoreResource) -> dg.AssetCheckResult:
         return ids_in_pool(store.store(), context.partition_key)
 
-    return [selected_subset_budget, selected_subset_ids_in_pool]
+    by_name = {r.name: r for r in recipes}
+
+    @dg.asset_check(asset="selected_subset", partitions_def=parts, blocking=True,
+                    description="at most one selected sample per duplicate group")
+    def selected_subset_one_per_duplicate_group(context: dg.AssetCheckExecutionContext,
+                                                store: StoreResource) -> dg.AssetCheckResult:
+        return one_per_duplicate_group(store.store(), by_name[context.partition_key])
+
+    return [selected_subset_budget, selected_subset_ids_in_pool, selected_subset_one_per_duplicate_group]
 
 
 SOURCE_CHECKS = [raw_pool_rows_conserved, capability_scores_complete, style_labels_in_label_set]

@@ -1,8 +1,8 @@
 """The code location: `dagster dev` (workspace.yaml) and `mmssr materialize` load the same graph.
 
-    raw_pool ──► capability_scores ─┐                  ┌─► selected_subset ──► eval_report
-             └─► style_labels ──────┴─► scores_table ──┤        └─► downstream_run ─► downstream_eval
-    (per source: dynamic partitions)     (pool-wide)   └─► scorer_agreement   (per recipe)
+    raw_pool ──► capability_scores ─┐                  ┌─► duplicates ─► selected_subset ──► eval_report
+             └─► style_labels ──────┴─► scores_table ──┤                       └─► downstream_run ─► downstream_eval
+    (per source: dynamic partitions)     (pool-wide)   └─► scorer_agreement   (pool-wide; then per recipe)
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from mmssr_assets.assets.agreement import scorer_agreement
+from mmssr_assets.assets.dedup import build_duplicates
 from mmssr_assets.assets.downstream import DownstreamResource, build_downstream_assets
 from mmssr_assets.assets.ingest import raw_pool
 from mmssr_assets.assets.reports import build_eval_report
@@ -47,6 +48,7 @@ def build_definitions(
             raw_pool,
             score_source_step,
             scores_table,
+            build_duplicates(recipes),
             selected_subset,
             eval_report,
             scorer_agreement,

@@ -10,7 +10,7 @@ INGEST_AND_SCORE = "ingest_and_score"
 SELECT_AND_REPORT = "select_and_report"
 
 SOURCE_ASSETS = dg.AssetSelection.assets("raw_pool", "capability_scores", "style_labels")
-RECIPE_ASSETS = dg.AssetSelection.assets("scores_table", "selected_subset", "eval_report")
+RECIPE_ASSETS = dg.AssetSelection.assets("scores_table", "duplicates", "selected_subset", "eval_report")
 
 # Asset selections include the assets' checks, so every run of these jobs runs the blocking checks.
 ingest_and_score_job = dg.define_asset_job(
@@ -23,5 +23,5 @@ ingest_and_score_job = dg.define_asset_job(
 select_and_report_job = dg.define_asset_job(
     SELECT_AND_REPORT,
     selection=RECIPE_ASSETS,
-    description="Rebuild the pool-wide scores table, then select and report one recipe.",
+    description="Rebuild the pool-wide scores table and duplicate groups, then select and report one recipe.",
 )

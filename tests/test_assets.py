@@ -58,8 +58,8 @@ def test_every_source_is_ingested_scored_and_checked(graph):
     assert s.sources["tabmwp"] == {**s.sources["tabmwp"], "accepted": 120, "quarantined": 1, "read": 121}
     for name, r in s.sources.items():
         assert r["scored"] + r["cached"] + r["failed"] == r["accepted"], name
-    # 3 source checks per source, 2 subset checks per recipe, all passed
-    assert len(s.checks) == 3 * 3 + 2 * 4 and all(s.checks.values())
+    # 3 source checks per source, 3 subset checks per recipe, all passed
+    assert len(s.checks) == 3 * 3 + 3 * 4 and all(s.checks.values())
     assert graph["instance"].get_dynamic_partitions("sources") == ["llava_bench", "mathv", "tabmwp"]
     assert any("[1/7] source llava_bench" in m for m in graph["messages"])
 
@@ -155,7 +155,7 @@ def test_definitions_are_well_formed():
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"raw_pool", "capability_scores", "style_labels", "scores_table", "selected_subset", "eval_report",
+    assert keys == {"raw_pool", "capability_scores", "style_labels", "scores_table", "duplicates", "selected_subset", "eval_report",
                     "scorer_agreement", "downstream_run", "downstream_full_run", "downstream_eval"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
@@ -170,7 +170,7 @@ def test_definitions_are_well_formed():
     assert scoring.node_def.pool == "gpu"
     checks = {c.name: c for c in graph.asset_check_keys}
     assert {"raw_pool_rows_conserved", "capability_scores_complete", "style_labels_in_label_set",
-            "selected_subset_budget", "selected_subset_ids_in_pool"} <= set(checks)
+            "selected_subset_budget", "selected_subset_ids_in_pool", "selected_subset_one_per_duplicate_group"} <= set(checks)
     for key in graph.asset_check_keys:
         assert graph.get_check_spec(key).blocking, key
     partitions = graph.get(dg.AssetKey("selected_subset")).partitions_def.get_partition_keys()

@@ -43,7 +43,7 @@ def test_materialize_json_then_incremental(tmp_path, shared_data):
     assert pl.read_parquet(sub["path"])["id"].n_unique() == 18
     rep = out["reports"]["mmssr_20pct"]
     assert os.path.isfile(rep["html"]) and os.path.isfile(rep["json"])
-    assert out["checks"] and all(out["checks"].values()) and len(out["checks"]) == 5
+    assert out["checks"] and all(out["checks"].values()) and len(out["checks"]) == 6
     assert "[1/2] source llava_bench" in proc.stderr  # progress on stderr
     assert (home / "dagster.yaml").is_file()  # instance config copied into the empty DAGSTER_HOME
 
@@ -55,7 +55,7 @@ def test_materialize_json_then_incremental(tmp_path, shared_data):
     assert f"subsets: {store}/selections/<recipe>.parquet" in proc.stdout
     assert f"report mmssr_20pct: {store}/reports/mmssr_20pct.html" in proc.stdout
     assert f"DAGSTER_HOME={home} " in proc.stdout and "dagster dev -h 127.0.0.1" in proc.stdout
-    assert "checks: 5/5 passed" in proc.stdout
+    assert "checks: 6/6 passed" in proc.stdout
 
     # the runs live in the persistent instance the UI reads
     with dg.DagsterInstance.from_config(str(home)) as inst:

@@ -65,7 +65,7 @@ def build_selected_subset(recipes: list[Recipe]) -> dg.AssetsDefinition:
     @dg.asset(
         partitions_def=recipes_partitions(recipes),
         backfill_policy=RECIPE_BACKFILL_POLICY,
-        deps=[scores_table],
+        deps=[scores_table, "duplicates"],
         group_name="selection",
         kinds={"polars", "parquet"},
         owners=OWNERS,
@@ -74,21 +74,29 @@ def build_selected_subset(recipes: list[Recipe]) -> dg.AssetsDefinition:
         description=(
             "The subset one recipe selects from the scores table (mmSSR: round-robin over capabilities, "
             "balanced over style x source bins): `selections/<recipe>.parquet` with id, source, rank, "
-            "picked_by, bin. Recipes: defaults mmssr_5pct/10pct/30pct plus the store's recipes.toml or "
-            "$MMSSR_RECIPES."
+            "picked_by, bin. At most one sample per duplicate group (the best-scored) is a candidate; a "
+            "fractional budget counts the pool as ingested. Recipes: defaults mmssr_5pct/10pct/30pct plus the "
+            "store's recipes.toml or $MMSSR_RECIPES."
         ),
     )
     def selected_subset(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
-        from mmssr_core.selection import select
+        from mmssr_core.dedup.budget import select_deduplicated
+        from mmssr_core.dedup.table import read_duplicates
+        from mmssr_core.store import StoreError
 
         recipe = by_name[context.partition_key]
         st = store.store()
         if not st.exists(SCORES_TABLE, SCORES_PARTITION):
             raise dg.Failure("the scores table is missing: materialize scores_table first")
         scores = st.read(SCORES_TABLE, SCORES_PARTITION)
-        result = select(
+        try:
+            groups = read_duplicates(st, recipe.dedup) if recipe.dedup.enabled else None
+        except StoreError as exc:
+            raise dg.Failure(str(exc)) from None
+        result, dedup = select_deduplicated(
             scores,
             [recipe.budget],
+            groups,
             method=recipe.method,
             capabilities=list(recipe.capabilities) if recipe.capabilities else None,
             threshold=recipe.threshold,
@@ -105,6 +113,7 @@ def build_selected_subset(recipes: list[Recipe]) -> dg.AssetsDefinition:
             "reason": sel.reason or "",
             "per_capability": {str(k): v for k, v in (sel.per_capability or {}).items()},
             "path": str(path),
+            "dedup": None if dedup is None else {"deduplicated_pool_size": dedup.deduplicated_size, **dedup.summary},
         }
         st.write_json(SELECTIONS_TABLE, recipe.name, summary)
         context.log.info(f"selection {recipe.name}: {sel.selected}/{sel.requested} of {scores.height}")
@@ -123,6 +132,10 @@ def build_selected_subset(recipes: list[Recipe]) -> dg.AssetsDefinition:
                 md_table(["capability", "picked"], [(k, _count(v)) for k, v in summary["per_capability"].items()])
             ),
         }
+        if dedup is not None:
+            meta["deduplicated_pool_size"] = dedup.deduplicated_size
+            meta["duplicates_removed"] = dedup.summary["removed"]
+            meta["duplicate_groups"] = dedup.summary["groups"]
         if by_source is not None:
             meta["per_source"] = dg.MetadataValue.md(md_table(["source", "selected"], by_source.rows()))
         return dg.MaterializeResult(metadata=meta)

@@ -37,3 +37,14 @@ def removal_summary(ranked: pl.DataFrame, n_examples: int = N_EXAMPLES) -> dict:
             for r in examples.iter_rows(named=True)
         ],
     }
+
+
+def repeated_groups(selection: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
+    """Duplicate groups with more than one member in `selection`: group, members (source/id list)."""
+    hits = selection.select("source", "id").join(groups.select("source", "id", "group"), on=["source", "id"])
+    return (
+        hits.group_by("group")
+        .agg((pl.col("source") + "/" + pl.col("id")).sort().alias("members"))
+        .filter(pl.col("members").list.len() > 1)
+        .sort("group")
+    )
