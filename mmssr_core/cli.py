@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("mmssr_core.commands.ingest", "ingest a pool file into the store (quarantining bad rows)"),
     "score": ("mmssr_core.commands.score", "score ingested samples with a scorer/styler backend"),
     "scores": ("mmssr_core.commands.scores", "write the pool-wide scores table (Parquet)"),
+    "dedup": ("mmssr_core.commands.dedup", "find exact and near duplicate groups of the ingested pool"),
     "select": ("mmssr_core.commands.select", "select subsets from a scores table"),
     "export": ("mmssr_core.commands.export", "export a selection as LLaVA / ShareGPT training data"),
     "report": ("mmssr_core.commands.report", "build the eval report of a selection"),

@@ -21,13 +21,17 @@ def add_arguments(p) -> None:
                                                                 "score is above this (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the tie key (hash of the id); default 0")
     p.add_argument("--taxonomy", help="taxonomy config (JSON/TOML); default $MMSSR_TAXONOMY or the paper's 14")
+    p.add_argument("--duplicates", help="duplicate groups from `mmssr dedup` (store/duplicates/<setting>.parquet): "
+                                        "select at most one sample per group; fractions stay of the whole table")
     p.add_argument("--out", required=True, help="output folder: one <method>_<B>.parquet per budget")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
 def run(args) -> int:
     from mmssr_core.commands._common import read_parquet_file, taxonomy_or_error
-    from mmssr_core.selection import SelectionInputError, budget_key, select
+    from mmssr_core.dedup.budget import select_deduplicated
+    from mmssr_core.schema import argmax_column
+    from mmssr_core.selection import SelectionInputError, budget_key
     from mmssr_core.store import atomic_write_parquet
 
     t0 = time.perf_counter()
@@ -38,13 +42,16 @@ def run(args) -> int:
         if not caps:
             raise CommandError("--capabilities is empty")
     wanted = ["id", "source", "styles"] + (caps if caps is not None else taxonomy.keys)
+    groups = read_parquet_file(args.duplicates, "duplicates") if args.duplicates else None
+    if groups is not None:  # the integer scores pick each group's representative
+        wanted += [argmax_column(k) for k in wanted[3:]]
     scores = read_parquet_file(args.scores, "scores", wanted)
     for b in args.budget:
         if "/" in b or "\\" in b or b.strip() != b or not b:
             raise CommandError(f"budget {b!r} is not a number")
     try:
-        results = select(scores, args.budget, method=args.method, capabilities=caps,
-                         threshold=args.threshold, seed=args.seed, taxonomy=taxonomy)
+        results, dedup = select_deduplicated(scores, args.budget, groups, method=args.method, capabilities=caps,
+                                             threshold=args.threshold, seed=args.seed, taxonomy=taxonomy)
     except SelectionInputError as exc:
         raise CommandError(str(exc)) from None
 
@@ -71,6 +78,10 @@ def run(args) -> int:
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     summary["warnings"] = warnings
+    if dedup is not None:
+        summary["dedup"] = {"deduplicated_pool_size": dedup.deduplicated_size, **dedup.summary}
+        print(f"duplicates: {dedup.summary['removed']:,} samples in {dedup.summary['groups']:,} groups left out; "
+              f"{dedup.deduplicated_size:,} of {scores.height:,} candidates")
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     print(f"{len(results)} budget(s) from {scores.height:,} rows in {summary['seconds']:.2f} s")
     if args.json:

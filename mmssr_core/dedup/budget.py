@@ -29,10 +29,15 @@ def select_deduplicated(scores: pl.DataFrame, budgets: list, groups: pl.DataFram
 
     Results are keyed by the budgets as given; `groups` None selects from the pool as it is.
     """
-    from mmssr_core.selection import budget_key, parse_budget, select
+    from mmssr_core.selection import SelectionInputError, budget_key, parse_budget, select
 
     if groups is None:
         return select(scores, budgets, capabilities=capabilities, seed=seed, **select_kwargs), None
+    missing = [c for c in ("source", "id", "group", "kind") if c not in groups.columns]
+    if missing:
+        raise SelectionInputError(f"the duplicate groups lack columns {missing} (write them with `mmssr dedup`)")
+    if isinstance(budgets, (str, int, float)):
+        budgets = [budgets]
     counts = {budget_key(b): parse_budget(b, scores.height) for b in budgets}
     candidates, ranked = deduplicate_scores(scores, groups, capabilities, seed)
     outcome = DedupOutcome(scores.height, candidates.height, removal_summary(ranked), ranked)

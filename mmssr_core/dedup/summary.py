@@ -48,3 +48,9 @@ def repeated_groups(selection: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFra
         .filter(pl.col("members").list.len() > 1)
         .sort("group")
     )
+
+
+def pool_order_ranking(groups: pl.DataFrame) -> pl.DataFrame:
+    """Group members with `keep` on the first in pool order: the summary to show before any scores exist."""
+    first = pl.col("source") + "/" + pl.col("id") == pl.col("group")
+    return groups.select("source", "id", "group", "kind", first.alias("keep"))
