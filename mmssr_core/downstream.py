@@ -156,23 +156,17 @@ def export_for_training(
     Returns the placeholder values {dataset, dataset_dir, dataset_name, dataset_info, image_root}.
     """
     from mmssr_core import export as ex
-    from mmssr_core.store import atomic_write_bytes
 
     out = Path(out_dir).absolute()
-    out.mkdir(parents=True, exist_ok=True)
     try:
-        res = ex.export_selection(selection, store, fmt, out / f"{recipe}.json")
-        info = ex.llamafactory_dataset_info(recipe, f"{recipe}.json", fmt)
+        res = ex.export_selection(selection, store, fmt, out / f"{recipe}.json", name=recipe)
     except ex.ExportError as exc:
         raise DownstreamError(f"cannot export recipe {recipe!r} for training: {exc}") from None
-    info_path = out / "dataset_info.json"
-    merged = json.loads(info_path.read_text()) if info_path.exists() else {}
-    merged.update(info)
-    atomic_write_bytes(info_path, json.dumps(merged, indent=2).encode())
+    info_path = Path(res["dataset_info"])
     return {
         "dataset": str(res["path"]),
         "dataset_dir": str(out),
-        "dataset_name": recipe,
+        "dataset_name": res["dataset_name"],
         "dataset_info": str(info_path),
         "image_root": str(out),
     }
