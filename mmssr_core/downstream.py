@@ -44,7 +44,7 @@ RESULTS_FILE = "results.json"
 FULL_RECIPE = "full"
 ENV_COMMAND = "MMSSR_TRAIN_EVAL_CMD"
 PLACEHOLDERS = {
-    "dataset": "path of the exported training file (LLaVA JSON)",
+    "dataset": "path of the exported training file (LLaVA JSON; dataset_info.json names its ShareGPT twin)",
     "dataset_dir": "folder holding the training file and dataset_info.json (LLaMA-Factory dataset_dir)",
     "dataset_name": "the dataset's name in dataset_info.json (= the recipe name)",
     "dataset_info": "path of the LLaMA-Factory dataset_info.json",

@@ -179,8 +179,11 @@ CHECKER = r'''
 import json, os, sys
 dataset_dir, name, dataset, results = sys.argv[1:5]
 info = json.load(open(os.path.join(dataset_dir, "dataset_info.json")))[name]
-rows = json.load(open(os.path.join(dataset_dir, info["file_name"])))
-assert os.path.samefile(os.path.join(dataset_dir, info["file_name"]), dataset)
+rows = json.load(open(dataset))  # the LLaVA file; LLaMA-Factory's entry names its ShareGPT twin
+lf = json.load(open(os.path.join(dataset_dir, info["file_name"])))
+assert len(lf) == len(rows) and [x["id"] for x in lf] == [r["id"] for r in rows]
+assert all(len(x["images"]) == (len(r["image"]) if isinstance(r.get("image"), list) else int("image" in r))
+           for x, r in zip(lf, rows))
 missing = [r["image"] for r in rows if "image" in r and not os.path.exists(os.path.join(dataset_dir, r["image"]))]
 assert not missing, missing
 assert all(r["conversations"][0]["from"] == "human" for r in rows)
