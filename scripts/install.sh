@@ -34,4 +34,18 @@ fi
 target="."; [ -n "$extras" ] && target=".[$extras]"
 .venv/bin/python -m pip install -q -e "$target" 2>&1 | { grep -v "is ignored" || true; }
 .venv/bin/python -c "import mmssr_core, mmssr_assets" 
+
+# LLaMA-Factory in its own environment (it pins transformers 5.6, ours is newer): the export tests load
+# every export with its parser, loader and converter. With the dev extra only; MMSSR_LLAMAFACTORY=0 skips.
+# About 2 minutes on a fresh machine (torch comes from local files, the rest from PyPI).
+LF_VERSION=0.9.5
+if [[ "$extras" == *dev* ]] && [ "${MMSSR_LLAMAFACTORY:-1}" = "1" ]; then
+  if ! .venv-llamafactory/bin/python -c "import importlib.metadata as m; assert m.version('llamafactory') == '$LF_VERSION'" 2>/dev/null; then
+    echo "[install] LLaMA-Factory $LF_VERSION into .venv-llamafactory" >&2
+    [ -x .venv-llamafactory/bin/python ] || "$PY" -m venv .venv-llamafactory
+    .venv-llamafactory/bin/python -m pip install -q --upgrade pip 2>&1 | { grep -v "is ignored" || true; }
+    .venv-llamafactory/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" 2>&1 | { grep -v "is ignored" || true; }
+    .venv-llamafactory/bin/python -m pip install -q "llamafactory==$LF_VERSION" 2>&1 | { grep -v "is ignored" || true; }
+  fi
+fi
 echo "[install] done" >&2
