@@ -120,3 +120,26 @@ def test_demo_pools_from_the_shared_data(tmp_path, store):
     files = list((tmp_path / "moved" / "images").rglob("*.*"))
     distinct = store.scan("raw_pool").select(pl.col("image_files").explode()).collect().drop_nulls().n_unique()
     assert 0 < len(files) <= distinct  # one file per distinct content
+
+
+def test_the_demo_training_yaml_reads_the_demo_export(tmp_path, store):
+    """The committed LLaMA-Factory YAML parses with LLaMA-Factory's own argument classes and its dataset
+    (the name the demo exports) loads from an export folder given as `dataset_dir=...`."""
+    from mmssr_core.testing.llamafactory_probe import run_probe
+
+    if not LF_PYTHON.is_file():
+        pytest.skip(f"no LLaMA-Factory environment at {LF_PYTHON} (scripts/install.sh builds it; CI has it)")
+    yaml_path = REPO / "examples" / "llamafactory" / "mmssr_10pct_qwen2vl_lora_sft.yaml"
+    demo = (REPO / "scripts" / "demo.sh").read_text()
+    assert "recipe=mmssr_10pct" in demo and yaml_path.relative_to(REPO).as_posix() in demo
+    ingest_source(write_shape_source(tmp_path / "src", "mixed", True), "mixed", store)
+    sel = store.read("raw_pool", "mixed").select("id", "source")
+    export_selection(sel, store, "llava", tmp_path / "exports" / "mmssr_10pct" / "mmssr_10pct.json", name="mmssr_10pct")
+    folder = tmp_path / "moved" / "mmssr_10pct"
+    folder.parent.mkdir()
+    shutil.move(str(tmp_path / "exports" / "mmssr_10pct"), str(folder))
+    overrides = {"dataset_dir": str(folder), "bf16": False, "output_dir": str(tmp_path / "saves")}  # CPU here
+    [ans] = run_probe(str(LF_PYTHON), [{"train_yaml": str(yaml_path), "overrides": overrides}], str(tmp_path))
+    assert "error" not in ans, ans.get("trace")
+    assert ans["template"] == "qwen2_vl" and ans["stage"] == "sft" and len(ans["rows"]) == 4
+    assert all(all(r["images_exist"]) and r["placeholders"] == len(r["images"]) for r in ans["rows"])

@@ -2,7 +2,7 @@
 
     <llamafactory venv>/bin/python llamafactory_probe.py answer.json < request.json
 
-request: [{"dataset_dir": ..., "dataset": name}, ...]. For each, the steps LLaMA-Factory's loader takes
+request: [{"dataset_dir": ..., "dataset": name}, ...] or [{"train_yaml": path, "overrides": {...}}]. For each, the steps LLaMA-Factory's loader takes
 for a local file: `parser.get_dataset_list` reads dataset_info.json, `loader._load_single_dataset` loads
 the file with `datasets` and aligns it with `converter.align_dataset`. The answer lists, per dataset, the
 aligned rows with their images (resolved paths, whether each exists) and `<image>` placeholder counts,
@@ -42,11 +42,27 @@ def _probe(dataset_dir: str, name: str) -> dict:
     return {"rows": rows}
 
 
+def _probe_yaml(path: str, overrides: dict) -> dict:
+    """A training YAML read as `llamafactory-cli train FILE key=value` reads it, parsed by its argument
+    classes (unknown keys fail), then its dataset loaded."""
+    from llamafactory.hparams.parser import _parse_train_args
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.merge(OmegaConf.load(path), OmegaConf.create(overrides))
+    model_args, data_args, training_args, finetuning_args, _ = _parse_train_args(OmegaConf.to_container(config))
+    loaded = _probe(data_args.dataset_dir, ",".join(data_args.dataset))
+    return {**loaded, "template": data_args.template, "model": model_args.model_name_or_path,
+            "stage": finetuning_args.stage, "dataset_dir": data_args.dataset_dir}
+
+
 def main() -> None:
     out = []
     for req in json.load(sys.stdin):
         try:
-            out.append({**req, **_probe(req["dataset_dir"], req["dataset"])})
+            if "train_yaml" in req:
+                out.append({**req, **_probe_yaml(req["train_yaml"], req.get("overrides", {}))})
+            else:
+                out.append({**req, **_probe(req["dataset_dir"], req["dataset"])})
         except Exception as exc:  # noqa: BLE001 - reported to the caller, which fails the test
             out.append({**req, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]})
     with open(sys.argv[1], "w") as fh:  # not stdout: the libraries print there
