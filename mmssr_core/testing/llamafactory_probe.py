@@ -81,7 +81,7 @@ def run_probe(python: str, requests: list[dict], workdir: str, timeout: float = 
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_DATASETS_CACHE=os.path.join(workdir, ".hf-datasets"),
                HF_HOME=os.path.join(workdir, ".hf"), DISABLE_VERSION_CHECK="1", TOKENIZERS_PARALLELISM="false")
     answer = os.path.join(workdir, "probe-answer.json")
-    proc = subprocess.run([python, os.path.abspath(__file__), answer], input=json.dumps(requests),
+    proc = subprocess.run([os.path.abspath(python), os.path.abspath(__file__), answer], input=json.dumps(requests),
                           capture_output=True, text=True, cwd=workdir, env=env, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"LLaMA-Factory probe failed ({proc.returncode}): {proc.stderr[-3000:]}")
