@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from mmssr_core import report_metrics as M
+from mmssr_core.dedup.report import dedup_markdown, dedup_metrics, dedup_section
 from mmssr_core.store import Store, atomic_write_bytes, check_name
 
 REPORTS_TABLE = "reports"
@@ -217,6 +218,7 @@ def build_report(
     baselines: dict[str, pl.DataFrame] | None = None,
     budget_selections: dict[str, pl.DataFrame] | None = None,
     recipe: dict | None = None,
+    dedup: dict | None = None,
     examples_per_style: int = 3,
     make_plots: bool = True,
     make_html: bool = True,
@@ -228,7 +230,8 @@ def build_report(
     baselines: other subsets at the same budget by name (e.g. {"mean": ..., "style_only": ...}); a
     seeded random subset of the same size is always drawn here (seed). budget_selections: this
     recipe's selections at several budgets by label (overlap matrix and nesting check). failures:
-    the score_failures table. Returns a ReportResult; files land under `<store>/reports/`.
+    the score_failures table. dedup: the selection's duplicates summary (what `selections/<recipe>.json`
+    holds under "dedup"). Returns a ReportResult; files land under `<store>/reports/`.
     """
     st = _store(store)
     check_name(recipe_name, "recipe")
@@ -294,13 +297,15 @@ def build_report(
         "threshold": M.threshold_effects(scores, keys, threshold),
         "overlap": M.overlap(overlap_sets, nested_order),
         "failures": M.failure_summary(failures, selection, pool_size),
+        "dedup": dedup_section(dedup, pool_size, sel_rows.height),
     }
     if pool is not None:
         summary["unscored_in_pool"] = M.keys_of(pool).join(scores.select(M.KEY), on=M.KEY, how="anti").height
 
     headline_rows, headline_md = _headline(summary)
-    markdown = f"**{recipe_name}**: {summary['size']:,} of {pool_size:,} samples\n\n{headline_md}\n\n{_capability_markdown(summary)}"
-    metrics = _metrics(summary)
+    markdown = (f"**{recipe_name}**: {summary['size']:,} of {pool_size:,} samples\n\n{headline_md}\n\n"
+                f"{_capability_markdown(summary)}\n\n{dedup_markdown(summary['dedup'])}")
+    metrics = {**_metrics(summary), **dedup_metrics(summary["dedup"])}
     summary["metrics"] = metrics
 
     plot_bytes: dict[str, bytes] = {}

@@ -125,6 +125,9 @@ def render(summary: dict, plots: dict[str, bytes], examples: dict[str, list[dict
         row.append(None if pb is None else round(100 * pb["share"], 2))
         row.append(s["threshold"]["passing"].get(k))
         rows.append(row)
+    from mmssr_core.dedup.report import dedup_html
+
+    parts.append(dedup_html(s.get("dedup")))
     parts += [
         "<h2>Capabilities</h2>",
         f'<p class="muted">Mean expected score and count of samples scoring at least 4, per subset; share of the '

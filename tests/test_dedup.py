@@ -251,3 +251,31 @@ def test_real_pools_copies_across_sources_and_selection(store):
     assert sel.requested == int(0.3 * pool.height)
     assert repeated_groups(sel.frame, g).height == 0
     assert outcome.summary["removed"] >= n_mathv
+
+
+def test_report_shows_what_deduplication_left_out(tmp_path):
+    """Groups and samples removed per source, examples, and the budget against both pools."""
+    from test_report import make_pool, selection_of
+
+    from mmssr_core.report import build_report
+    from mmssr_core.store import Store
+
+    scores, raw = make_pool(tmp_path, with_images=False)
+    groups = pl.DataFrame({"source": ["a", "a", "b", "b", "b"], "id": ["s00", "s01", "s20", "s21", "s22"],
+                           "group": ["a/s00", "a/s00", "b/s20", "b/s20", "b/s20"], "group_size": [2, 2, 3, 3, 3],
+                           "kind": ["exact", "exact", "near", "near", "near"]})
+    results, outcome = select_deduplicated(scores, ["25%"], groups, capabilities=None)
+    sel = results["25%"].frame
+    dedup = {"deduplicated_pool_size": outcome.deduplicated_size, **outcome.summary}
+    res = build_report(Store(tmp_path / "st"), "r", sel, scores, pool=raw, dedup=dedup, make_plots=False)
+    d = res.summary["dedup"]
+    assert d["removed"] == 3 and d["groups"] == 2 and d["exact_groups"] == 1 and d["near_groups"] == 1
+    assert d["deduplicated_pool_size"] == 37 and d["fraction_of_pool"] == pytest.approx(10 / 40)
+    assert d["fraction_of_deduplicated_pool"] == pytest.approx(10 / 37)
+    assert {r["source"]: r["removed"] for r in d["per_source"]} == {"a": 1, "b": 2}
+    assert "3 samples in 2 groups left out" in res.markdown and "| b | 1 | 3 | 2 |" in res.markdown
+    page = res.html_path.read_text()
+    assert "<h2>Duplicates</h2>" in page and "27.03% of the 37 left after deduplication" in page
+    assert res.metrics["duplicates_removed"] == 3.0
+    plain = build_report(Store(tmp_path / "st2"), "r", selection_of(scores, ["s00"]), scores, make_plots=False)
+    assert plain.summary["dedup"] is None and "no removal recorded" in plain.markdown

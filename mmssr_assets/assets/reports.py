@@ -52,6 +52,7 @@ def build_eval_report(recipes: list[Recipe], selected_subset: dg.AssetsDefinitio
             st, recipe.name, selection, scores, pool=pool, seed=recipe.seed, budget=recipe.budget,
             threshold=recipe.threshold, capabilities=list(recipe.capabilities) if recipe.capabilities else None,
             taxonomy=scorer.taxonomy(), failures=failures, recipe=recipe.to_dict(),
+            dedup=st.read_json(SELECTIONS_TABLE, recipe.name).get("dedup"),
         )
         meta: dict = {"selected": selection.height}
         for name, kind, value in result.metadata_entries():

@@ -96,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         budget = parse_budget(args.budget) if args.budget else None
         caps = [c.strip() for c in args.capabilities.split(",") if c.strip()] if args.capabilities else None
         print(f"mmssr report: {recipe}: {selection.height} selected of {scores.height} scored", file=sys.stderr)
+        sidecar = store.path(SELECTIONS_TABLE, recipe, ".json")  # the store's selection summary, if any
+        dedup = store.read_json(SELECTIONS_TABLE, recipe).get("dedup") if sidecar.exists() else None
         result = build_report(
             Store(args.out) if args.out else store,
             recipe,
@@ -108,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             capabilities=caps,
             taxonomy=taxonomy,
             failures=failures,
+            dedup=dedup,
             baselines=_pairs(args.baseline, "baseline") or None,
             budget_selections=_pairs(args.budget_selection, "budget-selection") or None,
             examples_per_style=args.examples,
