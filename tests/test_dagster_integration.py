@@ -65,7 +65,7 @@ def launch_new_domain_backfill(dev: DagsterDev) -> str:
         "title": "new domain",
         "partitionsByAssets": (
             [{"assetKey": {"path": [a]}, "partitions": rng} for a in SOURCE_ASSETS]
-            + [{"assetKey": {"path": ["scores_table"]}, "partitions": None}]
+            + [{"assetKey": {"path": [a]}, "partitions": None} for a in ("scores_table", "duplicates")]
             + [{"assetKey": {"path": [a]}, "partitions": {"range": {"start": RECIPE, "end": RECIPE}}}
                for a in ("selected_subset", "eval_report")]
         ),
@@ -91,7 +91,7 @@ def verify_new_domain_backfill(dev: DagsterDev, backfill_id: str, store_root) ->
     for key in NEW_DOMAIN:
         assert by_partition[key] == [sorted(SOURCE_ASSETS)], by_partition
     assert by_partition[RECIPE] == [["eval_report", "selected_subset"]], by_partition
-    assert by_partition[None] == [["scores_table"]], by_partition
+    assert sorted(a for run in by_partition[None] for a in run) == ["duplicates", "scores_table"], by_partition
 
     sel = pl.read_parquet(store_root / "selections" / f"{RECIPE}.parquet")
     pool = pl.concat([pl.read_parquet(store_root / "raw_pool" / f"{k}.parquet").select("id", "source") for k in NEW_DOMAIN])

@@ -279,3 +279,15 @@ def test_report_shows_what_deduplication_left_out(tmp_path):
     assert res.metrics["duplicates_removed"] == 3.0
     plain = build_report(Store(tmp_path / "st2"), "r", selection_of(scores, ["s00"]), scores, make_plots=False)
     assert plain.summary["dedup"] is None and "no removal recorded" in plain.markdown
+
+
+def test_stale_or_missing_groups_are_refused(dup_store):
+    from mmssr_core.dedup.table import read_duplicates, write_duplicates
+    from mmssr_core.store import StoreError
+
+    with pytest.raises(StoreError, match="materialize the duplicates asset"):
+        read_duplicates(dup_store, DedupConfig())
+    write_duplicates(dup_store, DedupConfig(), ["alpha"])
+    assert read_duplicates(dup_store, DedupConfig(), ["alpha"]).height == 4  # orig, reencoded, resized, respaced
+    with pytest.raises(StoreError, match="cover sources"):
+        read_duplicates(dup_store, DedupConfig(), ["alpha", "beta"])

@@ -90,7 +90,8 @@ def build_selected_subset(recipes: list[Recipe]) -> dg.AssetsDefinition:
             raise dg.Failure("the scores table is missing: materialize scores_table first")
         scores = st.read(SCORES_TABLE, SCORES_PARTITION)
         try:
-            groups = read_duplicates(st, recipe.dedup) if recipe.dedup.enabled else None
+            sources = scores["source"].unique().to_list()
+            groups = read_duplicates(st, recipe.dedup, sources) if recipe.dedup.enabled else None
         except StoreError as exc:
             raise dg.Failure(str(exc)) from None
         result, dedup = select_deduplicated(
