@@ -291,3 +291,8 @@ def test_stale_or_missing_groups_are_refused(dup_store):
     assert read_duplicates(dup_store, DedupConfig(), ["alpha"]).height == 4  # orig, reencoded, resized, respaced
     with pytest.raises(StoreError, match="cover sources"):
         read_duplicates(dup_store, DedupConfig(), ["alpha", "beta"])
+
+
+def test_an_empty_pool_has_no_groups():
+    res = find_duplicates(lambda: iter([]), DedupConfig())
+    assert res.groups.height == 0 and res.stats["samples"] == 0 and res.stats["groups"] == 0

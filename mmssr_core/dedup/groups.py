@@ -86,6 +86,9 @@ def find_duplicates(open_batches: Callable[[], Iterable[pl.DataFrame]], config: 
     with tempfile.TemporaryDirectory(prefix="mmssr-dedup-", dir=workdir) as tmp:
         sk = sketch_pool(open_batches, config, Path(tmp), progress)
         t_sketch = time.perf_counter()
+        if sk.rows == 0:
+            empty = pl.DataFrame(schema=DUPLICATES_SCHEMA)
+            return DedupResult(empty, _stats(empty, sk, {"config": config.to_dict()}))
         exact = exact_groups(sk)
         copies = exact["copies"].to_numpy()
         edges = exact.filter(pl.col("row") != pl.col("rep")).select("row", "rep").to_numpy().astype(np.int64)
