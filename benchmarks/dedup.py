@@ -173,8 +173,10 @@ def main() -> None:
     p.add_argument("--limit", type=int, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.phase:
-        result = {"ours": lambda: phase_ours(a.root, True, a.limit), "exact": lambda: phase_ours(a.root, False, a.limit),
-                  "pairwise": lambda: phase_pairwise(a.root, a.limit)}[a.phase]()
+        phases = {"ours": lambda: phase_ours(a.root, True, a.limit),
+                  "exact": lambda: phase_ours(a.root, False, a.limit),
+                  "pairwise": lambda: phase_pairwise(a.root, a.limit)}
+        result = phases[a.phase]()
         print(json.dumps(result))
         return
     with tempfile.TemporaryDirectory(prefix="mmssr-bench-dedup-") as tmp:
@@ -182,7 +184,8 @@ def main() -> None:
         sample_root = str(Path(tmp) / "sample")
         write_pool(Path(tmp) / "pool", a.rows, Path(sample_root), a.pairwise)
         tmp = str(Path(tmp) / "pool")
-        print(f"synthetic pool: {a.rows:,} samples in {N_SOURCES} sources, written in {time.perf_counter() - t0:.1f} s")
+        took = time.perf_counter() - t0
+        print(f"synthetic pool: {a.rows:,} samples in {N_SOURCES} sources, written in {took:.1f} s")
         print(f"machine: {os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.2f}")
         tenth = max(a.rows // 10, 1)
         ours = _run(["--phase", "ours", "--root", tmp])
@@ -212,7 +215,8 @@ def main() -> None:
         grouped[i] = g
     truth = pair["pairs"]
     same = sum(1 for x, y in truth if x in grouped and grouped.get(x) == grouped.get(y))
-    ours_pairs = sum(n * (n - 1) // 2 for n in pl.Series(list(grouped.values())).value_counts()["count"]) if grouped else 0
+    sizes = pl.Series(list(grouped.values())).value_counts()["count"] if grouped else []
+    ours_pairs = sum(n * (n - 1) // 2 for n in sizes)
     print(f"  pairs found by pairwise: {len(truth):,}; grouped together by ours: {same:,} "
           f"({100 * same / max(len(truth), 1):.1f}% recall); pairs inside our groups: {ours_pairs:,}")
 

@@ -39,7 +39,8 @@ def test_image_hash_survives_reencoding_and_resizing(dup_store):
     pool = dup_store.scan("raw_pool").collect()
     ph = {sid: p[0] for sid, p in zip(pool["id"], pool["image_phashes"].to_list()) if p}
     assert all(v is not None for v in ph.values())
-    near = hamming(np.array([ph["orig"]] * 3, np.uint64), np.array([ph["reencoded"], ph["resized"], ph["copy"]], np.uint64))
+    copies = np.array([ph["reencoded"], ph["resized"], ph["copy"]], np.uint64)
+    near = hamming(np.array([ph["orig"]] * 3, np.uint64), copies)
     assert near.max() <= DedupConfig().image_distance
     far = hamming(np.array([ph["orig"]], np.uint64), np.array([ph["other_image"]], np.uint64))
     assert far[0] > DedupConfig().image_distance
@@ -95,7 +96,8 @@ def test_lsh_finds_what_comparing_all_pairs_finds():
             rows.append((w, ph ^ (1 << int(rng.integers(0, 64)))))
     df = pl.DataFrame({
         "id": [f"s{i}" for i in range(len(rows))], "source": "syn",
-        "content_hash": [f"h{i}" for i in range(len(rows))], "duplicate_of": pl.Series([None] * len(rows), dtype=pl.Utf8),
+        "content_hash": [f"h{i}" for i in range(len(rows))],
+        "duplicate_of": pl.Series([None] * len(rows), dtype=pl.Utf8),
         "conversations": [[{"from": "human", "value": "<image>\n" + " ".join(w[:4])},
                            {"from": "gpt", "value": " ".join(w[4:])}] for w, _ in rows],
         "images": [["x.png"]] * len(rows), "image_phashes": pl.Series([[p] for _, p in rows], dtype=pl.List(pl.UInt64)),

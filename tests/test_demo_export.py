@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
-import polars as pl
 import pytest
 
 from mmssr_core.testing.llava_readers import read_llava_next

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -11,8 +12,6 @@ import pytest
 from PIL import Image
 
 from mmssr_core.cli import main
-import shutil
-
 from mmssr_core.export import ExportError, export_selection, llamafactory_dataset_info
 from mmssr_core.schema import RAW_POOL_SCHEMA
 
@@ -41,7 +40,8 @@ def make_pool(store, root: Path) -> None:
             ]
             rows.append({
                 "id": sid, "source": source, "position": pos, "images": rel, "image_files": files,
-                "image_formats": ["PNG"] * n_img, "image_widths": [4] * n_img, "image_heights": [3] * n_img, "image_phashes": [None] * n_img,
+                "image_formats": ["PNG"] * n_img, "image_widths": [4] * n_img, "image_heights": [3] * n_img,
+                "image_phashes": [None] * n_img,
                 "image_root": str(img_root.resolve()), "conversations": conv, "system": system,
                 "text_only": n_img == 0, "content_hash": f"h-{source}-{sid}", "duplicate_of": None,
                 "input_format": "llava", "metadata": "{}",

@@ -28,7 +28,8 @@ def dedup_section(dedup: dict | None, pool_size: int, selected: int) -> dict | N
 
 def dedup_markdown(section: dict | None) -> str:
     if not section:
-        return "**Duplicates**: no removal recorded for this selection (`dedup = false`, or selected without duplicates)."
+        return ("**Duplicates**: no removal recorded for this selection "
+                "(`dedup = false`, or selected without duplicates).")
     s = section
     lines = [
         f"**Duplicates**: {s['removed']:,} samples in {s['groups']:,} groups left out ({s['exact_groups']:,} exact, "

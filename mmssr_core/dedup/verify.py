@@ -28,7 +28,8 @@ def load_candidates(open_batches: Callable[[], Iterable[pl.DataFrame]], rows: np
         if hi > lo:
             local = wanted[lo:hi] - offset
             picked = batch[local.tolist()].select(normalised_text(), "image_phashes")
-            for r, text, ph in zip(wanted[lo:hi].tolist(), picked["_text"].to_list(), picked["image_phashes"].to_list()):
+            columns = zip(wanted[lo:hi].tolist(), picked["_text"].to_list(), picked["image_phashes"].to_list())
+            for r, text, ph in columns:
                 out[r] = (frozenset(shingles(text)), tuple(ph or ()))
         offset += batch.height
     return out

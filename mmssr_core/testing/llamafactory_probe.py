@@ -2,9 +2,10 @@
 
     <llamafactory venv>/bin/python llamafactory_probe.py answer.json < request.json
 
-request: [{"dataset_dir": ..., "dataset": name}, ...] or [{"train_yaml": path, "overrides": {...}}]. For each, the steps LLaMA-Factory's loader takes
-for a local file: `parser.get_dataset_list` reads dataset_info.json, `loader._load_single_dataset` loads
-the file with `datasets` and aligns it with `converter.align_dataset`. The answer lists, per dataset, the
+request: [{"dataset_dir": ..., "dataset": name}, ...] (or {"train_yaml": path, "overrides": {...}}).
+For each, the steps LLaMA-Factory's loader takes for a local file: `parser.get_dataset_list` reads
+dataset_info.json, `loader._load_single_dataset` loads the file with `datasets` and aligns it with
+`converter.align_dataset`. The answer lists, per dataset, the
 aligned rows with their images (resolved paths, whether each exists) and `<image>` placeholder counts,
 or the error it raised. Imports nothing of mmssr: it runs in another environment.
 """
