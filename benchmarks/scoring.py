@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     import torch
 
     from mmssr_core.prompts import PromptSet
-    from mmssr_core.scoring.tiny_models import build_tiny_llava_onevision
+    from mmssr_core.testing.tiny_models import build_tiny_llava_onevision
     from mmssr_core.scoring.transformers_backend import TransformersBackend
     from mmssr_core.taxonomy import Taxonomy
 

@@ -205,7 +205,7 @@ def convert_checkpoint(
         SiglipVisionConfig,
     )
 
-    from mmssr_core.scoring.tiny_models import CHAT_TEMPLATE, add_image_tokens
+    from mmssr_core.scoring.chat_template import CHAT_TEMPLATE, add_image_tokens
 
     src, dst = Path(src), Path(dst)
     say = progress or (lambda msg: None)

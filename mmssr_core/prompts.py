@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Sequence
 
+from mmssr_core.profiles import InputProfile, get_profile
 from mmssr_core.taxonomy import Taxonomy
 
 SYSTEM_PROMPT = "You are a helpful assistant."
@@ -88,21 +89,25 @@ class PromptSet:
     capability_queries: tuple[str, ...]
     style_query: str
     styles: tuple[str, ...]
-    reference_quirk: bool = False
+    profile: InputProfile = get_profile(None)
 
     @classmethod
-    def from_taxonomy(cls, taxonomy: Taxonomy, *, reference_quirk: bool = False) -> "PromptSet":
+    def from_taxonomy(cls, taxonomy: Taxonomy, *, profile: "str | InputProfile | None" = None) -> "PromptSet":
         return cls(
             capability_keys=tuple(taxonomy.keys),
             capability_queries=tuple(scorer_query(c.phrase) for c in taxonomy.capabilities),
             style_query=styler_query(taxonomy.styles),
             styles=tuple(taxonomy.styles),
-            reference_quirk=reference_quirk,
+            profile=get_profile(profile),
         )
+
+    @property
+    def reference_quirk(self) -> bool:
+        return self.profile.strip_quirk
 
     def prefix(self, conversations: Sequence[dict]) -> str:
         """The shared part of the user turn: serialised conversation plus the newline before the query."""
-        return serialise_conversation(conversations, reference_quirk=self.reference_quirk) + _LINE_SEP
+        return serialise_conversation(conversations, reference_quirk=self.profile.strip_quirk) + _LINE_SEP
 
     @property
     def version(self) -> str:
@@ -117,11 +122,11 @@ class PromptSet:
                 "keys": self.capability_keys,
                 "seps": [_TURN_SEP, _LINE_SEP, _QUESTION, _ANSWER],
                 "image_size": IMAGE_SIZE,
-                "quirk": self.reference_quirk,
+                "input": self.profile.fields(),
             },
             sort_keys=True,
         )
-        return "p1-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return f"p2-{self.profile.name}-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def chatml(user_text: str, system: str = SYSTEM_PROMPT) -> str:

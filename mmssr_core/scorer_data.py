@@ -62,14 +62,14 @@ def export_scorer_data(
     taxonomy: Taxonomy | None = None,
     capabilities: Sequence[str] | None = None,
     styles: bool = True,
-    reference_quirk: bool = False,
+    profile: str | None = None,
 ) -> ExportResult:
     """Write the training file (JSON list) and a LLaMA-Factory `dataset_info.json` entry beside it."""
     from mmssr_core.agreement import read_teacher_labels
     from mmssr_core.teacher import FAILURE_COLUMN
 
     taxonomy = taxonomy or load_taxonomy()
-    prompts = PromptSet.from_taxonomy(taxonomy, reference_quirk=reference_quirk)
+    prompts = PromptSet.from_taxonomy(taxonomy, profile=profile)
     keys = taxonomy.resolve(list(capabilities) if capabilities else None)
     labels = read_teacher_labels(store, sources)
     failed = labels.filter(pl.col(FAILURE_COLUMN).is_not_null()).height if FAILURE_COLUMN in labels.columns else 0

@@ -58,8 +58,11 @@ def test_queries_are_verbatim():
 def test_prompt_version_changes_with_any_prompt_text():
     base = PromptSet.from_taxonomy(Taxonomy())
     extended = PromptSet.from_taxonomy(taxonomy_from_dict({"capabilities": [{"key": "x", "phrase": "x"}]}))
-    quirk = PromptSet.from_taxonomy(Taxonomy(), reference_quirk=True)
-    assert len({base.version, extended.version, quirk.version}) == 3
+    clean = PromptSet.from_taxonomy(Taxonomy(), profile="clean")
+    native = PromptSet.from_taxonomy(Taxonomy(), profile="native")
+    assert len({base.version, extended.version, clean.version, native.version}) == 4
+    assert base.profile.name == "reference" and base.reference_quirk  # the released scorer's inputs by default
+    assert base.version.startswith("p2-reference-") and clean.version.startswith("p2-clean-")
     assert base.version == PromptSet.from_taxonomy(Taxonomy()).version
 
 

@@ -116,7 +116,7 @@ def test_rules_run_one_row_per_sample(pool):
         assert labels and set(labels) <= set(DEFAULT_STYLES) and len(set(labels)) == len(labels)
     label = backend.identity(PromptSet.from_taxonomy(Taxonomy())).label()
     assert set(caps["scorer"].to_list()) == {label} == set(styles["scorer"].to_list())
-    assert label.startswith("rules:rules-v1/p1-")
+    assert label.startswith("rules:rules-v1/p2-reference-")
     fails = pool.read("score_failures", "tab")
     assert fails.height == 0 and fails.schema == pl.Schema(SCORE_FAILURES_SCHEMA)
 

@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 
 from mmssr_core.prompts import DIGITS, PromptSet, chatml  # noqa: E402
 from mmssr_core.scoring.base import Failure, ScoreRequest, get_backend  # noqa: E402
-from mmssr_core.scoring.tiny_models import build_tiny_llava_onevision  # noqa: E402
+from mmssr_core.testing.tiny_models import build_tiny_llava_onevision  # noqa: E402
 from mmssr_core.scoring.transformers_backend import StyleConstraint, TransformersBackend  # noqa: E402
 from mmssr_core.taxonomy import Taxonomy  # noqa: E402
 
@@ -124,11 +124,9 @@ def test_shared_prefix_equals_plain_path(tiny, requests_, prompts, variant):
     assert shared.stats["prefills"] == len(requests_)
 
 
-def _greedy_first_token(backend, request, query, restrict: bool) -> int:
+def _greedy_first_token(backend, request, query, restrict: bool, prompts) -> int:
+    """Greedy `generate` on the whole prompt, built by the backend's input builder for the profile."""
     from transformers import LogitsProcessor, LogitsProcessorList
-
-    from mmssr_core.prompts import load_scorer_image
-    from mmssr_core.scoring.vllm_backend import user_text
 
     class DigitsOnly(LogitsProcessor):
         def __call__(self, input_ids, scores):
@@ -136,24 +134,23 @@ def _greedy_first_token(backend, request, query, restrict: bool) -> int:
             mask[:, backend.digit_ids] = 0
             return scores + mask
 
-    image = load_scorer_image(request.image_file)
-    text = chatml(user_text(request, image is not None) + query)
-    kwargs = {"text": [text], "return_tensors": "pt"}
-    if image is not None:
-        kwargs["images"] = [image]
-    enc = backend.processor(**kwargs)
+    inputs = backend._inputs(prompts.profile)
+    (item,), _ = backend._items([request], inputs)
+    enc = inputs.full_batch([item.user], [query], [item.image], "cpu")
     procs = LogitsProcessorList([DigitsOnly()]) if restrict else None
     out = backend.model.generate(**enc, max_new_tokens=1, do_sample=False, logits_processor=procs)
     return int(out[0, enc["input_ids"].shape[1]])
 
 
-def test_digit_argmax_equals_greedy_generate_restricted_to_digits(tiny, requests_, prompts):
+@pytest.mark.parametrize("profile", ["reference", "native"])
+def test_digit_argmax_equals_greedy_generate_restricted_to_digits(tiny, requests_, profile):
+    prompts = PromptSet.from_taxonomy(Taxonomy(), profile=profile)
     backend = TransformersBackend(str(tiny), batch_size=4)
     queries = prompts.capability_queries[:3]
     dists = backend.digit_distributions(requests_, queries, prompts)
     for req, row in zip(requests_, dists):
         for q, dist in zip(queries, row):
-            token = _greedy_first_token(backend, req, q, restrict=True)
+            token = _greedy_first_token(backend, req, q, True, prompts)
             assert token == backend.digit_ids[int(np.argmax(dist))]
 
 
@@ -164,7 +161,7 @@ def test_digit_argmax_equals_unrestricted_greedy_when_digits_dominate(tiny_digit
     seen = set()
     for req, row in zip(requests_, dists):
         for q, dist in zip(queries, row):
-            token = _greedy_first_token(backend, req, q, restrict=False)
+            token = _greedy_first_token(backend, req, q, False, prompts)
             assert token in backend.digit_ids  # the model's own top token is a digit here
             assert token == backend.digit_ids[int(np.argmax(dist))]
             seen.add(int(np.argmax(dist)))
@@ -220,7 +217,7 @@ def test_seam_fallback_uses_the_plain_path(tiny, requests_, prompts, monkeypatch
     assert shared.stats["seam_fallbacks"] == 0  # Qwen-style seam "\n" + letter never merges
     flaky = TransformersBackend(str(tiny))
     flaky._load()
-    monkeypatch.setattr(flaky, "_seam_ok", lambda item, query, ids, head=None: query == queries[0])
+    monkeypatch.setattr(flaky, "_seam_ok", lambda inputs, item, query, ids, head: query == queries[0])
     got = flaky.digit_distributions(requests_[:2], queries, prompts)
     _close(got, expected)
     assert flaky.stats["seam_fallbacks"] == 2 and flaky.stats["plain_rows"] == 2

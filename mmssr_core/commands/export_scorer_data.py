@@ -15,8 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="only these capability keys (repeatable; default: all labelled ones)")
     p.add_argument("--no-styles", action="store_true", help="leave out the style conversations")
     p.add_argument("--taxonomy", help="taxonomy config file (JSON/TOML); default $MMSSR_TAXONOMY or the paper's")
-    p.add_argument("--reference-quirk", action="store_true",
-                   help="reproduce the reference's prefix-stripping quirk (compatibility only)")
+    p.add_argument("--profile", choices=("reference", "clean", "native"), default=None,
+                   help="input profile: reference (default: the released scorer's exact inputs), clean "
+                        "(same, without the reference's Question: strip quirk) or native (the model's own processor)")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         taxonomy = load_taxonomy(args.taxonomy)
         res = export_scorer_data(
             Store(args.store), args.out, sources=args.source, taxonomy=taxonomy, capabilities=args.capabilities,
-            styles=not args.no_styles, reference_quirk=args.reference_quirk,
+            styles=not args.no_styles, profile=args.profile,
         )
     except (StoreError, TaxonomyError) as exc:
         raise CommandError(str(exc)) from None

@@ -35,8 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="samples per backend call (default: the backend's preference)")
     p.add_argument("--chunk-size", type=int, default=256, help="samples per cache flush (default 256)")
     p.add_argument("--taxonomy", help="taxonomy config file (JSON/TOML); default $MMSSR_TAXONOMY or the paper's")
-    p.add_argument("--reference-quirk", action="store_true",
-                   help="reproduce the reference's prefix-stripping quirk (compatibility only)")
+    p.add_argument("--profile", choices=("reference", "clean", "native"), default=None,
+                   help="input profile: reference (default: the released scorer's exact inputs), clean "
+                        "(same, without the reference's Question: strip quirk) or native (the model's own processor)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 res = score_source(
                     store, source, backend, taxonomy=taxonomy, targets=targets, batch_size=args.batch_size,
-                    chunk_size=args.chunk_size, progress=progress, reference_quirk=args.reference_quirk,
+                    chunk_size=args.chunk_size, progress=progress, profile=args.profile,
                 )
             except StoreError as exc:
                 raise CommandError(str(exc)) from None

@@ -243,7 +243,7 @@ def score_source(
     batch_size: int | None = 8,
     chunk_size: int = 256,
     progress: Callable[[ScoreProgress], None] | None = None,
-    reference_quirk: bool = False,
+    profile: str | None = None,
 ) -> ScoreRunResult:
     """Score every accepted sample of `source` not yet in the cache; write the per-source tables.
 
@@ -253,7 +253,7 @@ def score_source(
     """
     t0 = time.monotonic()
     taxonomy = taxonomy or load_taxonomy()
-    prompts = PromptSet.from_taxonomy(taxonomy, reference_quirk=reference_quirk)
+    prompts = PromptSet.from_taxonomy(taxonomy, profile=profile)
     wanted = _target_list(prompts.capability_keys, targets)
     targets = tuple(t for t in TARGET_GROUPS if t in targets)
     batch_size = int(

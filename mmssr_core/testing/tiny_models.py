@@ -11,25 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmssr_core.prompts import DIGITS, IMAGE_SIZE, SYSTEM_PROMPT, scorer_query, styler_query
+from mmssr_core.scoring.chat_template import CHAT_TEMPLATE, add_image_tokens
 from mmssr_core.taxonomy import DEFAULT_CAPABILITIES, DEFAULT_STYLES
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-IMAGE_TOKENS = ("<image>", "<video>")  # appended after the base vocabulary, as LLaVA-OneVision does
-
-# Qwen2's chat template (ChatML with the default system prompt), as the released models use it.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\n" + SYSTEM_PROMPT + "<|im_end|>\\n' }}{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' %}{{ '<image>\\n' }}"
-    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{{ '<|im_end|>\\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
 
 
 def _corpus() -> list[str]:
@@ -85,15 +70,6 @@ def build_tokenizer(vocab_size: int = 600, *, image_tokens: bool = True):
         ids = fast.encode(d, add_special_tokens=False)
         assert len(ids) == 1, f"digit {d} is not a single token: {ids}"
     return fast
-
-
-def add_image_tokens(tokenizer) -> None:
-    """Add `<image>` and `<video>` as special tokens if missing (what the HF conversion does)."""
-    from tokenizers import AddedToken
-
-    missing = [t for t in IMAGE_TOKENS if t not in tokenizer.get_vocab()]
-    if missing:
-        tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
 
 
 def tiny_llava_onevision_config(
@@ -184,6 +160,7 @@ def build_tiny_llava_onevision(
     patch_size: int = 48,
     digits_dominate: bool = False,
     seed: int = 0,
+    qwen2_vocab: bool = False,
 ) -> Path:
     """Write a random LLaVA-OneVision checkpoint (model, tokenizer, processor) to `directory`.
 
@@ -197,7 +174,12 @@ def build_tiny_llava_onevision(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer()
+    if qwen2_vocab:  # the released scorer's real vocabulary (151k tokens): exact token streams
+        from mmssr_core.testing.qwen2_tokenizer import build_qwen2_tokenizer
+
+        tokenizer = build_qwen2_tokenizer(chat_template=CHAT_TEMPLATE)
+    else:
+        tokenizer = build_tokenizer()
     config = tiny_llava_onevision_config(
         tokenizer,
         layers=layers,
@@ -220,10 +202,41 @@ def build_tiny_llava_onevision(
                 v = rows[ids[2 * pair]]
                 model.lm_head.weight[ids[2 * pair]] = v
                 model.lm_head.weight[ids[2 * pair + 1]] = -v
-    model.save_pretrained(directory)
+    save_llava_hf_layout(model, directory)
     processor = build_processor(tokenizer, config)
     processor.save_pretrained(directory)
     return directory
+
+
+def save_llava_hf_layout(model, directory: str | Path) -> None:
+    """`save_pretrained`, then name the SigLIP weights as llava-hf checkpoints do (`vision_tower.vision_model.*`).
+
+    Transformers 5 writes the vision tower without its `vision_model.` level; vLLM (and every llava-hf
+    checkpoint on the hub) expect that level, and transformers loads both. Writing the hub layout lets the
+    same tiny checkpoint load in transformers and in vLLM.
+    """
+    from safetensors.torch import load_file, save_file
+
+    model.save_pretrained(directory)
+    for path in sorted(Path(directory).glob("*.safetensors")):
+        tensors = load_file(str(path))
+        renamed = {_llava_hf_key(k): v for k, v in tensors.items()}
+        if renamed.keys() != tensors.keys():
+            save_file(renamed, str(path), metadata={"format": "pt"})
+    index = Path(directory) / "model.safetensors.index.json"
+    if index.is_file():
+        import json
+
+        doc = json.loads(index.read_text())
+        doc["weight_map"] = {_llava_hf_key(k): v for k, v in doc["weight_map"].items()}
+        index.write_text(json.dumps(doc, indent=2))
+
+
+def _llava_hf_key(key: str) -> str:
+    prefix = "vision_tower."
+    if key.startswith(prefix) and not key.startswith(prefix + "vision_model."):
+        return prefix + "vision_model." + key[len(prefix):]
+    return key
 
 
 def _to_llava_qwen_key(key: str) -> str:
