@@ -1,1 +1,3 @@
-"""Test kit: builders of small pools and probes of other tools' readers. Product modules never import it."""
+"""Test kit: tiny models, test servers, fault injectors, pool builders and probes of other tools' readers.
+
+Product modules never import it."""
