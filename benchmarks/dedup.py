@@ -161,7 +161,8 @@ def _run(args: list[str]) -> dict:
 
 
 def _line(name: str, r: dict, n: int) -> str:
-    return f"{name:<34} {n:>10,} samples: {r['wall']:7.1f} s wall, {r['cpu']:7.1f} s CPU, peak RSS {r['rss_mb']:6.0f} MB"
+    return (f"{name:<34} {n:>10,} samples: {r['wall']:7.1f} s wall, {r['cpu']:7.1f} s CPU, "
+            f"peak RSS {r['rss_mb']:6.0f} MB")
 
 
 def main() -> None:
