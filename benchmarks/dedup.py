@@ -100,8 +100,12 @@ def _write(st, df: pl.DataFrame, sources) -> None:
 
 
 def _usage() -> dict:
+    """CPU time and peak RSS of this process. VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the
+    parent through fork and exec, so a child of a big parent would report the parent's peak."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return {"cpu": ru.ru_utime + ru.ru_stime, "rss_mb": ru.ru_maxrss / 1024}
+    with open("/proc/self/status") as fh:
+        hwm_kb = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    return {"cpu": ru.ru_utime + ru.ru_stime, "rss_mb": hwm_kb / 1024}
 
 
 def phase_ours(root: str, near: bool, limit: int | None) -> dict:
@@ -172,18 +176,20 @@ def main() -> None:
     p.add_argument("--phase", help=argparse.SUPPRESS)
     p.add_argument("--root", help=argparse.SUPPRESS)
     p.add_argument("--limit", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--sample", type=int, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.phase:
         phases = {"ours": lambda: phase_ours(a.root, True, a.limit),
                   "exact": lambda: phase_ours(a.root, False, a.limit),
-                  "pairwise": lambda: phase_pairwise(a.root, a.limit)}
+                  "pairwise": lambda: phase_pairwise(a.root, a.limit),
+                  "write": lambda: write_pool(Path(a.root) / "pool", a.limit, Path(a.root) / "sample", a.sample) or {}}
         result = phases[a.phase]()
         print(json.dumps(result))
         return
     with tempfile.TemporaryDirectory(prefix="mmssr-bench-dedup-") as tmp:
         t0 = time.perf_counter()
         sample_root = str(Path(tmp) / "sample")
-        write_pool(Path(tmp) / "pool", a.rows, Path(sample_root), a.pairwise)
+        _run(["--phase", "write", "--root", tmp, "--limit", str(a.rows), "--sample", str(a.pairwise)])
         tmp = str(Path(tmp) / "pool")
         took = time.perf_counter() - t0
         print(f"synthetic pool: {a.rows:,} samples in {N_SOURCES} sources, written in {took:.1f} s")
