@@ -21,6 +21,7 @@ from .errors import IngestError
 CONTAINERS = ("json", "jsonl", "parquet")
 POOL_SUFFIXES = (".json", ".jsonl", ".parquet")
 JSON_STREAM_THRESHOLD = 64 * 1024 * 1024  # bytes; above this a JSON list is parsed incrementally
+MAX_RECORD_BYTES = 64 * 1024 * 1024  # one JSON line or list element; a larger one is quarantined unread
 PARQUET_BATCH_ROWS = 64  # rows carry image bytes: keep batches small
 
 _BAD_BYTES = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by surrogateescape
@@ -80,19 +81,54 @@ class Reader:
         raise NotImplementedError
 
 
+def _parse_failure(exc: Exception, where: str) -> tuple[str, str]:
+    """(reason, message) for a record the JSON parser refused: syntax, depth or number size."""
+    if isinstance(exc, RecursionError):
+        return "record_too_deep", f"{where}: nested deeper than the JSON parser can follow"
+    if isinstance(exc, json.JSONDecodeError):
+        return "malformed_record", f"{where}: bad JSON ({exc.msg} at column {exc.colno})"
+    return "malformed_record", f"{where}: bad JSON ({str(exc)[:200]})"  # e.g. a 5,000-digit number
+
+
 class JsonlReader(Reader):
     container = "jsonl"
+
+    def __init__(self, path: Path, max_record_bytes: int = MAX_RECORD_BYTES):
+        super().__init__(path)
+        self.max_record_bytes = max_record_bytes
+
+    def _lines(self, fh) -> Iterator[tuple[bytes, int | None]]:
+        """(line, None), or (b"", size) for a line over the limit, skipped without holding it."""
+        while True:
+            line = fh.readline(self.max_record_bytes + 1)
+            if not line:
+                return
+            self.done += len(line)
+            if len(line) <= self.max_record_bytes or line.endswith(b"\n"):
+                yield line, None
+                continue
+            size = len(line)
+            while line and not line.endswith(b"\n"):
+                line = fh.readline(1 << 20)
+                size += len(line)
+                self.done += len(line)
+            yield b"", size
 
     def __iter__(self) -> Iterator[RawRecord]:
         position = 0
         with open(self.path, "rb") as fh:
-            for lineno, line in enumerate(fh, 1):
-                self.done += len(line)
+            for lineno, (line, oversize) in enumerate(self._lines(fh), 1):
+                where = f"line {lineno}"
+                if oversize is not None:
+                    yield RawRecord(position, reason="record_too_large", where=where,
+                                    message=f"{where}: {oversize:,} bytes, over the per-record limit of "
+                                            f"{self.max_record_bytes:,}")
+                    position += 1
+                    continue
                 if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
                     line = line[3:]
                 if not line.strip():
                     continue  # blank lines are not records
-                where = f"line {lineno}"
                 try:
                     text = line.decode("utf-8")
                 except UnicodeDecodeError as exc:
@@ -101,9 +137,9 @@ class JsonlReader(Reader):
                 else:
                     try:
                         yield RawRecord(position, data=json.loads(text), where=where)
-                    except json.JSONDecodeError as exc:
-                        yield RawRecord(position, reason="malformed_record", where=where,
-                                        message=f"{where}: bad JSON ({exc.msg} at column {exc.colno})")
+                    except (ValueError, RecursionError) as exc:
+                        reason, message = _parse_failure(exc, where)
+                        yield RawRecord(position, reason=reason, where=where, message=message)
                 position += 1
 
 
@@ -112,10 +148,12 @@ class JsonListReader(Reader):
 
     container = "json"
 
-    def __init__(self, path: Path, json_stream_threshold: int = JSON_STREAM_THRESHOLD, chunk_chars: int = 1 << 20):
+    def __init__(self, path: Path, json_stream_threshold: int = JSON_STREAM_THRESHOLD, chunk_chars: int = 1 << 20,
+                 max_record_bytes: int = MAX_RECORD_BYTES):
         super().__init__(path)
         self.threshold = json_stream_threshold
         self.chunk_chars = chunk_chars
+        self.max_record_chars = max_record_bytes
         self.strategy = ""  # "load", "ijson" or "incremental": which path was taken (tests check it)
 
     def __iter__(self) -> Iterator[RawRecord]:
@@ -123,8 +161,8 @@ class JsonListReader(Reader):
             raw = self.path.read_bytes()
             try:
                 items = json.loads(raw.decode("utf-8-sig"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                items = None  # broken somewhere: the incremental parser finds where, keeps what is before
+            except (ValueError, RecursionError):  # ValueError covers bad JSON and bad UTF-8
+                items = None  # broken somewhere: the incremental parser finds where, keeps the rest
             if isinstance(items, list):
                 self.strategy = "load"
                 for i, item in enumerate(items):
@@ -165,9 +203,12 @@ class JsonListReader(Reader):
                                         f"the rest of the file was not read")
 
     def _incremental(self, fh) -> Iterator[RawRecord]:
-        for pos, item, raw_text, err in iter_json_array(fh, self.chunk_chars, self):
+        for pos, item, raw_text, err in iter_json_array(fh, self.chunk_chars, self, self.max_record_chars):
             where = f"element {pos}"
             if err is not None:
+                if len(err) > 2:  # one element skipped, the list goes on
+                    yield RawRecord(pos, reason=err[0], message=f"{where}: {err[1]}", where=where)
+                    continue
                 yield RawRecord(pos, reason=err[0], message=f"{where} onwards: {err[1]}", where=where)
                 return
             if raw_text is not None and _BAD_BYTES.search(raw_text):
@@ -181,13 +222,20 @@ _WS = " \t\r\n"
 _NEAR_END = 32
 
 
-def iter_json_array(fh, chunk_chars: int = 1 << 20, progress: Reader | None = None):
+_SKIP_OUTSIDE = re.compile(r'[\[\]{}",]')
+_SKIP_INSIDE = re.compile(r'["\\]')
+
+
+def iter_json_array(fh, chunk_chars: int = 1 << 20, progress: Reader | None = None,
+                    max_element_chars: int = MAX_RECORD_BYTES):
     """Parse a top-level JSON array element by element from a text stream.
 
-    Yields `(position, item, raw_text, None)` per element, or one final `(position, None, None,
-    (reason, message))` where the array breaks (`truncated_input` when the file ends inside it,
-    `malformed_record` for a syntax error); everything before the break has been yielded. Uses
-    `json.JSONDecoder.raw_decode` over a sliding buffer, so memory is bounded by the largest element.
+    Yields `(position, item, raw_text, None)` per element, `(position, None, None, (reason, message,
+    "skipped"))` for one element that is too deep or too large to parse (skipped by a bracket scan, the
+    list goes on), or one final `(position, None, None, (reason, message))` where the array breaks
+    (`truncated_input` when the file ends inside it, `malformed_record` for a syntax error); everything
+    before the break has been yielded. Uses `json.JSONDecoder.raw_decode` over a sliding buffer, so memory
+    is bounded by the largest element (at most `max_element_chars`).
     """
     decoder = json.JSONDecoder()
     buf = ""
@@ -222,6 +270,44 @@ def iter_json_array(fh, chunk_chars: int = 1 << 20, progress: Reader | None = No
             if not fill():
                 return False
 
+    def skip_value() -> bool:
+        """Move past the value at i without parsing it (no recursion, no growing buffer); False at EOF."""
+        nonlocal i
+        depth, in_string = 0, False
+        while True:
+            while True:
+                m = (_SKIP_INSIDE if in_string else _SKIP_OUTSIDE).search(buf, i)
+                if m is None:
+                    i = len(buf)
+                    break
+                c, i = m.group(), m.start()
+                if in_string:
+                    if c == "\\":
+                        if i + 1 >= len(buf):
+                            break  # the escaped character is in the next chunk
+                        i += 2
+                        continue
+                    in_string = False
+                    i += 1
+                elif c == '"':
+                    in_string = True
+                    i += 1
+                elif c in "[{":
+                    depth += 1
+                    i += 1
+                elif c in "]}" and depth > 1:
+                    depth -= 1
+                    i += 1
+                elif c in "]}" and depth == 1:
+                    i += 1
+                    return True
+                else:  # "," or the list's "]" after a scalar
+                    return True
+                if depth == 0 and not in_string and c == '"':
+                    return True  # a string element ended
+            if not fill():
+                return False
+
     position = 0
 
     def broken(reason: str, what: str):
@@ -242,11 +328,15 @@ def iter_json_array(fh, chunk_chars: int = 1 << 20, progress: Reader | None = No
         if first and buf[i] == "]":
             i += 1
             break
+        skipped = None
         while True:
             try:
                 item, end = decoder.raw_decode(buf, i)
             except json.JSONDecodeError as exc:
                 need_more = exc.pos >= len(buf) - _NEAR_END or exc.msg.startswith("Unterminated string")
+                if need_more and len(buf) - i > max_element_chars:
+                    skipped = ("record_too_large", f"over the per-record limit of {max_element_chars:,} characters")
+                    break
                 if need_more and fill():
                     continue
                 if need_more and eof:
@@ -254,10 +344,31 @@ def iter_json_array(fh, chunk_chars: int = 1 << 20, progress: Reader | None = No
                 else:
                     yield broken("malformed_record", f"bad JSON in element {position} ({exc.msg})")
                 return
+            except (ValueError, RecursionError) as exc:  # too deep, or a number too long to convert
+                skipped = _parse_failure(exc, "the element")[0], str(exc)[:200] or type(exc).__name__
+                break
             if end > len(buf) - _NEAR_END and not eof and fill():
                 # A number may continue in the next chunk ("12" + ".5"): re-parse with lookahead.
                 continue
             break
+        if skipped is not None:
+            if not skip_value():
+                yield broken("truncated_input", f"the file ends inside element {position} (truncated)")
+                return
+            yield position, None, None, (skipped[0], f"{skipped[1]}; skipped", "skipped")
+            position += 1
+            first = False
+            if not skip_ws():
+                yield broken("truncated_input", "the file ends inside the JSON list (truncated)")
+                return
+            if buf[i] == ",":
+                i += 1
+                continue
+            if buf[i] == "]":
+                i += 1
+                break
+            yield broken("malformed_record", f"expected ',' or ']' after element {position - 1}, found {buf[i]!r}")
+            return
         raw_text = buf[i:end]
         i = end
         yield position, item, raw_text, None
