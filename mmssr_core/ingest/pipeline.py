@@ -33,7 +33,7 @@ from .conversations import DEFAULT_MAX_TURN_CHARS, MAX_ID_CHARS, metadata_json, 
 from .errors import IngestError, Rejected
 from .hashing import canonical_text, content_hash, derived_id, short_key
 from .images import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, ImageChecker
-from .readers import JSON_STREAM_THRESHOLD, POOL_SUFFIXES, open_reader
+from .readers import JSON_STREAM_THRESHOLD, MAX_RECORD_BYTES, POOL_SUFFIXES, open_reader
 
 log = logging.getLogger(__name__)
 
@@ -364,6 +364,7 @@ def ingest_source(
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     progress: Callable[[dict], None] | None = None,
     json_stream_threshold: int = JSON_STREAM_THRESHOLD,
+    max_record_bytes: int = MAX_RECORD_BYTES,
     batch_rows: int = BATCH_ROWS,
     lock_wait: float | None = 0.0,
 ) -> IngestResult:
@@ -380,7 +381,7 @@ def ingest_source(
     root = Path(image_root).absolute() if image_root is not None else pool_file.parent
     if not root.is_dir():
         raise IngestError(f"image root {root} is not a folder")
-    reader = open_reader(pool_file, "parquet" if fmt == "parquet" else None, json_stream_threshold)
+    reader = open_reader(pool_file, "parquet" if fmt == "parquet" else None, json_stream_threshold, max_record_bytes)
     try:
         tx = store.transaction("source", source, wait=lock_wait)
         tx.__enter__()
@@ -416,6 +417,7 @@ def ingest_source(
             "max_pixels": max_pixels,
             "max_turn_chars": max_turn_chars,
             "max_image_bytes": max_image_bytes,
+            "max_record_bytes": max_record_bytes,
             "metadata_non_finite_numbers": run.n.non_finite_metadata,
             "json_strategy": getattr(reader, "strategy", None),
         })

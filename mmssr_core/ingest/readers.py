@@ -301,6 +301,8 @@ def iter_json_array(fh, chunk_chars: int = 1 << 20, progress: Reader | None = No
                 elif c in "]}" and depth == 1:
                     i += 1
                     return True
+                elif depth > 0:  # a "," inside the value
+                    i += 1
                 else:  # "," or the list's "]" after a scalar
                     return True
                 if depth == 0 and not in_string and c == '"':
@@ -329,6 +331,7 @@ def iter_json_array(fh, chunk_chars: int = 1 << 20, progress: Reader | None = No
             i += 1
             break
         skipped = None
+        end = -1
         while True:
             try:
                 item, end = decoder.raw_decode(buf, i)
@@ -351,8 +354,11 @@ def iter_json_array(fh, chunk_chars: int = 1 << 20, progress: Reader | None = No
                 # A number may continue in the next chunk ("12" + ".5"): re-parse with lookahead.
                 continue
             break
+        if skipped is None and end - i > max_element_chars:  # parsed within one chunk, still over the limit
+            skipped = ("record_too_large", f"over the per-record limit of {max_element_chars:,} characters")
+            i = end
         if skipped is not None:
-            if not skip_value():
+            if i != end and not skip_value():
                 yield broken("truncated_input", f"the file ends inside element {position} (truncated)")
                 return
             yield position, None, None, (skipped[0], f"{skipped[1]}; skipped", "skipped")
@@ -416,12 +422,13 @@ class ParquetReader(Reader):
                 position += 1
 
 
-def open_reader(path: Path, container: str | None = None, json_stream_threshold: int = JSON_STREAM_THRESHOLD) -> Reader:
+def open_reader(path: Path, container: str | None = None, json_stream_threshold: int = JSON_STREAM_THRESHOLD,
+                max_record_bytes: int = MAX_RECORD_BYTES) -> Reader:
     container = container or detect_container(path)
     if container == "parquet":
         return ParquetReader(path)
     if container == "json":
-        return JsonListReader(path, json_stream_threshold)
+        return JsonListReader(path, json_stream_threshold, max_record_bytes=max_record_bytes)
     if container == "jsonl":
-        return JsonlReader(path)
+        return JsonlReader(path, max_record_bytes)
     raise IngestError(f"unknown container {container!r}; expected one of {CONTAINERS}")
