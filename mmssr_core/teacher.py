@@ -270,9 +270,9 @@ def encode_image(path: str, max_side: int = 1024) -> str:
     """The teacher sees the image at up to `max_side` pixels on the long side (aspect kept), as JPEG."""
     from PIL import Image
 
-    from mmssr_core.prompts import open_rgb
+    from mmssr_core.image_prep import open_rgb
 
-    im = open_rgb(path)
+    im = open_rgb(path, target=(max_side, max_side))
     if max(im.size) > max_side:
         im.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
     buf = io.BytesIO()
