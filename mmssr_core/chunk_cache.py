@@ -92,12 +92,15 @@ class ChunkCache:
         if df.is_empty():
             return None
         self._prepare_dir()
-        msgs = [c for c in self.message_columns if c in df.columns]
-        if msgs:
-            df = df.with_columns(pl.col(c).map_elements(redact, return_dtype=pl.Utf8) for c in msgs)
         path = self.dir / f"{uuid.uuid4().hex}.parquet"
-        atomic_write_parquet(df.select(list(self.schema)).cast(self.schema), path)
+        atomic_write_parquet(self._redacted(df).select(list(self.schema)).cast(self.schema), path)
         return path
+
+    def _redacted(self, df: pl.DataFrame) -> pl.DataFrame:
+        msgs = [c for c in self.message_columns if c in df.columns]
+        if not msgs or df.is_empty():
+            return df
+        return df.with_columns(pl.col(c).map_elements(redact, return_dtype=pl.Utf8, skip_nulls=True) for c in msgs)
 
     def scan(self) -> pl.LazyFrame:
         files = self.chunks()
@@ -116,8 +119,8 @@ class ChunkCache:
         if len(files) <= 1:
             return files[0] if files else None
         merged = resolve_rows(pl.scan_parquet([str(p) for p in files], schema=self.schema).collect())
-        path = self.dir / f"{uuid.uuid4().hex}.parquet"
-        atomic_write_parquet(merged.select(list(self.schema)), path)
+        path = self.dir / f"{uuid.uuid4().hex}.parquet"  # redacted again: chunks from before redaction existed
+        atomic_write_parquet(self._redacted(merged).select(list(self.schema)), path)
         for p in files:
             try:
                 os.unlink(p)
