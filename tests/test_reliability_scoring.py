@@ -208,3 +208,20 @@ def test_the_scores_command_reports_stale_and_missing(store, tmp_path, capsys):
     assert main(["scores", "--store", str(store.root), "--out", str(tmp_path / "s.parquet"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["rows"], summary["stale_dropped"], summary["missing_scores"], summary["incomplete"]) == (2, 4, 2, 2)
+
+
+def test_a_run_that_scored_an_old_pool_never_overwrites_a_newer_one(store):
+    from mmssr_core.store import StoreError
+
+    _text_pool(store, "race", 3)
+
+    class ReingestMeanwhile(RulesBackend):
+        def digit_distributions(self, requests, queries, prompts):
+            _text_pool(store, "race", 2, tag=" (re-ingested)")  # another process commits a new pool
+            return super().digit_distributions(requests, queries, prompts)
+
+    with pytest.raises(StoreError, match="changed while it was being scored"):
+        score_source(store, "race", ReingestMeanwhile())
+    assert not store.exists("capability_scores", "race")
+    res = score_source(store, "race", RulesBackend())
+    assert res.total == 2 and res.failed == 0
