@@ -34,14 +34,13 @@ from .errors import IngestError, Rejected
 from .hashing import canonical_text, content_hash, derived_id, short_key
 from .images import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, ImageChecker
 from .readers import JSON_STREAM_THRESHOLD, MAX_RECORD_BYTES, POOL_SUFFIXES, open_reader
+from .writer import BATCH_ROWS, BatchWriter, arrow_schema
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "llava", "sharegpt", "parquet")
 PREFERRED_POOL = "pool.llava.json"
-BATCH_ROWS = 2048
 PROGRESS_EVERY = 1000
-
 
 
 @dataclass
@@ -111,61 +110,6 @@ def discover_sources(root: str | os.PathLike, strict: bool = False) -> dict[str,
     return found
 
 
-# -- output -------------------------------------------------------------------------------------
-def _arrow_schema(schema: dict):
-    import polars as pl
-
-    return pl.DataFrame(schema=schema).to_arrow().schema
-
-
-class _BatchWriter:
-    """Rows -> Parquet in batches, into a file of the uncommitted generation (private until the commit)."""
-
-    def __init__(self, path: Path, schema, batch_rows: int = BATCH_ROWS):
-        import pyarrow.parquet as pq
-
-        self.path = path
-        self.schema = schema
-        self.batch_rows = batch_rows
-        self.writer = pq.ParquetWriter(str(path), schema, compression="zstd")
-        self.names = schema.names
-        self.columns: dict[str, list] = {n: [] for n in self.names}
-        self.pending = 0
-
-    def add(self, row: dict) -> None:
-        # Columnar buffers: pa.array per column is ~10x faster than Table.from_pylist on row dicts.
-        for name in self.names:
-            self.columns[name].append(row[name])
-        self.pending += 1
-        if self.pending >= self.batch_rows:
-            self.flush()
-
-    def flush(self) -> None:
-        import pyarrow as pa
-
-        if self.pending:
-            arrays = [pa.array(self.columns[f.name], type=f.type) for f in self.schema]
-            self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
-            self.columns = {n: [] for n in self.names}
-            self.pending = 0
-
-    def close(self) -> None:
-        """Finish the file and make it durable; the transaction's commit publishes it."""
-        self.flush()
-        self.writer.close()
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def abort(self) -> None:
-        try:
-            self.writer.close()
-        except Exception:  # noqa: BLE001 - best effort on an error path; the generation is discarded
-            pass
-
-
 # -- the pipeline -------------------------------------------------------------------------------
 def _resolve_input(path: str | os.PathLike) -> Path:
     path = Path(path)
@@ -196,7 +140,7 @@ class _SourceRun:
     """Checks one source's records and writes accepted rows and quarantine rows (see `ingest_source`)."""
 
     def __init__(self, source: str, checker: ImageChecker, root_str: str, record_fmt: str, container: str,
-                 max_turn_chars: int, raw_w: _BatchWriter, q_w: _BatchWriter):
+                 max_turn_chars: int, raw_w: BatchWriter, q_w: BatchWriter):
         self.source = source
         self.checker = checker
         self.root_str = root_str
@@ -391,37 +335,15 @@ def ingest_source(
         embedded_dir = store.root / IMAGES_DIR / source
         remove_orphan_temps(embedded_dir, everything=True)  # the source lock covers its image writers
         checker = ImageChecker(root, max_pixels, embedded_dir=embedded_dir, max_bytes=max_image_bytes)
-        raw_w = _BatchWriter(tx.path(RAW_POOL_TABLE), _arrow_schema(RAW_POOL_SCHEMA), batch_rows)
-        q_w = _BatchWriter(tx.path(QUARANTINE_TABLE), _arrow_schema(QUARANTINE_SCHEMA), batch_rows)
+        raw_w = BatchWriter(tx.path(RAW_POOL_TABLE), arrow_schema(RAW_POOL_SCHEMA), batch_rows)
+        q_w = BatchWriter(tx.path(QUARANTINE_TABLE), arrow_schema(QUARANTINE_SCHEMA), batch_rows)
         record_fmt = fmt if fmt in ("llava", "sharegpt") else "auto"
         run = _SourceRun(source, checker, str(root), record_fmt, reader.container, max_turn_chars, raw_w, q_w)
-        try:
-            for rec in reader:
-                if progress is not None and (run.n.read + 1) % PROGRESS_EVERY == 0:
-                    progress({"read": run.n.read + 1, "accepted": run.n.accepted,
-                              "quarantined": run.n.quarantined, "fraction": reader.fraction})
-                run.add(rec)
-            n = run.n
-            if n.read != n.accepted + n.quarantined:  # pragma: no cover - a bug, never bad input
-                raise RuntimeError(f"ingest invariant broken: read {n.read} != {n.accepted} + {n.quarantined}")
-            raw_w.close()
-            q_w.close()
-        except BaseException:
-            raw_w.abort()
-            q_w.abort()
-            raise
+        _read_all(reader, run, progress)
         result = _result(run, store, pool_file, reader, root, started)
-        stats = result.to_dict()
-        stats.update({
-            "formats": dict(sorted(run.n.formats.items())),
-            "max_pixels": max_pixels,
-            "max_turn_chars": max_turn_chars,
-            "max_image_bytes": max_image_bytes,
-            "max_record_bytes": max_record_bytes,
-            "metadata_non_finite_numbers": run.n.non_finite_metadata,
-            "json_strategy": getattr(reader, "strategy", None),
-        })
-        tx.write_json(INGEST_STATS_TABLE, stats)
+        limits = {"max_pixels": max_pixels, "max_turn_chars": max_turn_chars, "max_image_bytes": max_image_bytes,
+                  "max_record_bytes": max_record_bytes}
+        tx.write_json(INGEST_STATS_TABLE, {**result.to_dict(), **limits, **_extra_stats(run, reader)})
     except BaseException:
         tx.__exit__(*sys.exc_info())
         raise
@@ -430,6 +352,31 @@ def ingest_source(
         n = run.n
         progress({"read": n.read, "accepted": n.accepted, "quarantined": n.quarantined, "fraction": 1.0, "done": True})
     return result
+
+
+def _read_all(reader, run: _SourceRun, progress: Callable[[dict], None] | None) -> None:
+    """Every record through `run`, then both files finished (or both abandoned on any error)."""
+    try:
+        for rec in reader:
+            if progress is not None and (run.n.read + 1) % PROGRESS_EVERY == 0:
+                progress({"read": run.n.read + 1, "accepted": run.n.accepted,
+                          "quarantined": run.n.quarantined, "fraction": reader.fraction})
+            run.add(rec)
+        n = run.n
+        if n.read != n.accepted + n.quarantined:  # pragma: no cover - a bug, never bad input
+            raise RuntimeError(f"ingest invariant broken: read {n.read} != {n.accepted} + {n.quarantined}")
+        run.raw_w.close()
+        run.q_w.close()
+    except BaseException:
+        run.raw_w.abort()
+        run.q_w.abort()
+        raise
+
+
+def _extra_stats(run: _SourceRun, reader) -> dict:
+    return {"formats": dict(sorted(run.n.formats.items())),
+            "metadata_non_finite_numbers": run.n.non_finite_metadata,
+            "json_strategy": getattr(reader, "strategy", None)}
 
 
 def _result(run: _SourceRun, store: Store, pool_file: Path, reader, root: Path, started: float) -> IngestResult:
