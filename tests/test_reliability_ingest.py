@@ -12,7 +12,15 @@ import time
 from urllib.parse import quote_from_bytes
 
 import pytest
-from ingest_support import check_invariants, image_bytes, make_image, reason_at, sample, source_dir, write_jsonl
+from ingest_support import (
+    check_invariants,
+    image_bytes,
+    make_image,
+    reason_at,
+    sample,
+    source_dir,
+    write_jsonl,
+)
 
 from mmssr_core.ingest import ingest_source
 

@@ -9,19 +9,18 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import polars as pl
 import pytest
 from _scoring_pool import pool_frame
 
+from mmssr_core.prompts import PromptSet
 from mmssr_core.scoring.base import Failure, ScoreRequest
 from mmssr_core.scoring.cache import ScoreCache
 from mmssr_core.scoring.openai_backend import OpenAIBackend
 from mmssr_core.scoring.rules import RulesBackend
 from mmssr_core.scoring.runner import build_scores, score_source
-from mmssr_core.prompts import PromptSet
 from mmssr_core.taxonomy import Taxonomy
 from mmssr_core.testing.hostile_server import HostileServer
 
