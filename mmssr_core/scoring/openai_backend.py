@@ -76,6 +76,7 @@ class OpenAIBackend:
         revision: str = "",
         batch_size: int | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        verify_inputs: bool = True,
     ):
         urls = list(base_urls or []) + ([base_url] if base_url else [])
         if not urls:
@@ -90,6 +91,8 @@ class OpenAIBackend:
             raise ValueError("structured must be auto, structured_outputs, guided_regex or none")
         self.model = model
         self.revision = revision
+        self.verify_inputs = bool(verify_inputs)
+        self._inputs_check: str | None = None
         self.api_key_env = api_key_env
         # An explicit key (e.g. resolved by Dagster from an EnvVar) wins over the environment variable.
         self._api_key = api_key or (os.environ.get(api_key_env) if api_key_env else None)
@@ -126,14 +129,40 @@ class OpenAIBackend:
 
     # -- identity ----------------------------------------------------------------------------
     def identity(self, prompts: PromptSet) -> ScorerIdentity:
-        """Replica URLs are not part of the identity: replicas of one model are interchangeable."""
+        """Replica URLs are not part of the identity: replicas of one model are interchangeable.
+
+        For the `reference` and `clean` profiles the server is asked once whether it feeds the reference
+        inputs (`openai_input_check`); the answer, verified or unverified, is part of the identity.
+        """
+        extra = (("image", self.image_format), ("placement", self.image_placement))
+        if prompts.profile.per_piece or prompts.profile.single_tile:
+            extra += (("inputs", self._checked_inputs()),)
         return ScorerIdentity(
             backend="openai",
             model=self._resolve_model(),
             revision=self.revision,
             prompt_version=prompts.version,
-            extra=(("image", self.image_format), ("placement", self.image_placement)),
+            extra=extra,
         )
+
+    def _checked_inputs(self) -> str:
+        if self._inputs_check is None:
+            from mmssr_core.scoring.openai_input_check import verify_reference_inputs
+
+            if not self.verify_inputs:
+                self._inputs_check = "unverified"
+            else:
+                self._inputs_check = verify_reference_inputs(
+                    lambda body: self._request("POST", "/chat/completions", body, max_retries=1),
+                    self._tokenize_text, self._resolve_model())
+        return self._inputs_check
+
+    def _tokenize_text(self, text: str) -> list[int] | None:
+        """vLLM's /tokenize of one piece of text (None when the server has no such endpoint)."""
+        res = self._request("POST", "/tokenize", {"model": self._resolve_model(), "prompt": text,
+                                                   "add_special_tokens": False}, root=True, max_retries=1)
+        tokens = res.get("tokens") if isinstance(res, dict) else None
+        return [int(t) for t in tokens] if isinstance(tokens, list) else None
 
     def _resolve_model(self) -> str:
         with self._lock:

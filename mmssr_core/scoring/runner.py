@@ -33,7 +33,7 @@ from mmssr_core.schema import (
     STYLE_TABLE,
     argmax_column,
 )
-from mmssr_core.scoring.base import Failure, ScoreRequest, ScorerIdentity, ScoringBackend
+from mmssr_core.scoring.base import BackendUnavailable, Failure, ScoreRequest, ScorerIdentity, ScoringBackend
 from mmssr_core.scoring.cache import STYLES_TARGET, ChunkBuffer, ScoreCache
 from mmssr_core.scoring.scores_table import ScoresBuild, build_scores, build_scores_table  # noqa: F401 - importable here
 from mmssr_core.store import Store, StoreError
@@ -208,6 +208,8 @@ def _call_backend(
 
     try:
         return run(requests)
+    except BackendUnavailable:
+        raise  # the engine cannot run at all: stop the run once, with the root cause
     except Exception as exc:  # noqa: BLE001 - isolate the failing sample below
         if len(requests) == 1:
             f = _exc_failure(exc)
