@@ -11,12 +11,12 @@ import json
 from dataclasses import dataclass
 from typing import Sequence
 
+from mmssr_core.image_prep import IMAGE_SIZE, load_scorer_image, open_rgb  # noqa: F401 - re-exported for backends
 from mmssr_core.profiles import InputProfile, get_profile
 from mmssr_core.taxonomy import Taxonomy
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 IMAGE_TOKEN = "<image>"
-IMAGE_SIZE = 384  # the scorer sees one 384x384 RGB tile
 DIGITS: tuple[str, ...] = ("0", "1", "2", "3", "4", "5")
 
 SCORER_QUERY = (
@@ -164,25 +164,3 @@ def parse_styles(text: str, styles: Sequence[str]) -> list[str]:
     if not out:
         raise ValueError(f"no known style label in answer {text[:80]!r}")
     return out
-
-
-def load_scorer_image(path: str | None, size: int = IMAGE_SIZE):
-    """The one image every backend sees: RGB, resized to size x size, one tile (None for text-only)."""
-    if not path:
-        return None
-    from PIL import Image
-
-    return open_rgb(path).resize((size, size), Image.Resampling.BICUBIC)
-
-
-def open_rgb(path: str):
-    """Decode an image as RGB, flattening transparency onto white (not black) as a viewer would."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("RGBA", "LA", "P"):
-            im = im.convert("RGBA")
-            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(bg, im)
-        return im.convert("RGB")

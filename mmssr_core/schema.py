@@ -8,9 +8,34 @@ from __future__ import annotations
 
 import polars as pl
 
-# Store table names (one constant each; new code names tables only through these).
-RAW_POOL_TABLE = "raw_pool"
+# -- store table names: each defined once, here ----------------------------------------------------
+RAW_POOL_TABLE = "raw_pool"  # accepted samples, one partition per source
+QUARANTINE_TABLE = "quarantine"  # rejected samples with a reason code, per source
+INGEST_STATS_TABLE = "ingest_stats"  # JSON sidecar per source: counts of the last ingest
+IMAGES_DIR = "images"  # <store>/images/<source>/<sha256>.<ext>: embedded images written at ingest
+CAPABILITY_TABLE = "capability_scores"  # per source
+STYLE_TABLE = "style_labels"  # per source
+FAILURE_TABLE = "score_failures"  # per source: targets without a result and why
+SCORE_CACHE_TABLE = "score_cache"  # per scorer identity, append-only chunks
+TEACHER_TABLE = "teacher_labels"  # per source
+TEACHER_CACHE_TABLE = "teacher_cache"  # per teacher identity, append-only chunks
+SCORES_TABLE = "scores"  # the pool-wide scores table
+SELECTIONS_TABLE = "selections"  # per recipe
+REPORTS_TABLE = "reports"  # per recipe
+AGREEMENT_TABLE = "agreement"
+DOWNSTREAM_TABLE = "downstream"
+FINGERPRINT_TABLE = "fingerprints"
 DUPLICATES_TABLE = "duplicates"  # duplicate groups, one partition per deduplication setting
+
+# Tables whose partitions are committed together, as one unit per partition: a reader sees every file of
+# a unit from the same commit (see `mmssr_core.generations`).
+COMMIT_UNITS: dict[str, tuple[str, ...]] = {
+    "source": (RAW_POOL_TABLE, QUARANTINE_TABLE, INGEST_STATS_TABLE),
+    "scores": (CAPABILITY_TABLE, STYLE_TABLE, FAILURE_TABLE),
+    "selection": (SELECTIONS_TABLE,),
+    "teacher": (TEACHER_TABLE,),
+}
+UNIT_OF_TABLE: dict[str, str] = {t: unit for unit, tables in COMMIT_UNITS.items() for t in tables}
 
 CONVERSATION_TURN = pl.Struct({"from": pl.Utf8, "value": pl.Utf8})
 
@@ -47,6 +72,11 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
 # Reason codes of the quarantine table, with what they mean.
 REASONS: dict[str, str] = {
     "malformed_record": "the record could not be parsed (bad JSON, wrong types)",
+    "record_too_deep": "the record nests deeper than the limit (JSON depth)",
+    "record_too_large": "the record's text is larger than the per-record limit",
+    "id_too_long": "the id is longer than the limit",
+    "metadata_too_large": "the record's extra fields take more than the limit as JSON",
+    "unexpected_error": "checking the record failed in an unforeseen way (the message names the error)",
     "truncated_input": "the file ends inside the record (truncated JSON list); the rest could not be read",
     "bad_encoding": "the record is not valid UTF-8",
     "missing_conversations": "no conversation turns",
@@ -55,12 +85,13 @@ REASONS: dict[str, str] = {
     "bad_turn_order": "turns do not alternate starting with a human turn",
     "turn_too_long": "a turn's text exceeds the configured limit",
     "image_placeholder_mismatch": "<image> placeholders do not match the number of images",
+    "image_placeholder_variant": "a turn holds a misspelt placeholder such as <image > or <IMAGE>",
     "image_unresolvable": "an image reference is not a local path (remote URL, empty, not a string)",
     "image_missing": "an image file does not exist",
     "image_empty": "an image file has zero bytes",
     "image_path_escapes_root": "an image path leaves the source's image root",
     "image_undecodable": "an image cannot be decoded (truncated or not an image)",
-    "image_too_large": "an image's pixel count exceeds the bound (decompression bomb)",
+    "image_too_large": "an image's pixel count or file size exceeds the bound (decompression bomb)",
     "duplicate_id": "the id was already used by an earlier sample of the source",
 }
 

@@ -34,7 +34,6 @@ import json
 import re
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,13 +41,12 @@ from typing import Any, Callable, Sequence
 
 import polars as pl
 
+from mmssr_core.chunk_cache import ChunkCache, Flusher
 from mmssr_core.prompts import IMAGE_TOKEN, PromptSet, serialise_conversation
-from mmssr_core.store import Store, StoreError, atomic_write_bytes, atomic_write_parquet
+from mmssr_core.schema import RAW_POOL_TABLE, STYLE_TABLE, TEACHER_CACHE_TABLE, TEACHER_TABLE
+from mmssr_core.store import Store, StoreError
 from mmssr_core.taxonomy import Taxonomy, load_taxonomy
 
-TEACHER_TABLE = "teacher_labels"
-TEACHER_CACHE_TABLE = "teacher_cache"
-STYLE_TABLE = "style_labels"
 TEACHER_COLUMN = "teacher"
 FAILURE_COLUMN = "failure"
 MESSAGE_COLUMN = "failure_message"
@@ -270,9 +268,9 @@ def encode_image(path: str, max_side: int = 1024) -> str:
     """The teacher sees the image at up to `max_side` pixels on the long side (aspect kept), as JPEG."""
     from PIL import Image
 
-    from mmssr_core.prompts import open_rgb
+    from mmssr_core.image_prep import open_rgb
 
-    im = open_rgb(path)
+    im = open_rgb(path, target=(max_side, max_side))
     if max(im.size) > max_side:
         im.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
     buf = io.BytesIO()
@@ -469,27 +467,19 @@ CACHE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-class TeacherCache:
-    """Append-only chunks `<store>/teacher_cache/<identity digest>/<uuid>.parquet` (see ScoreCache)."""
+class TeacherCache(ChunkCache):
+    """Append-only chunks `<store>/teacher_cache/<identity digest>/<uuid>.parquet` (mmssr_core.chunk_cache)."""
+
+    schema = CACHE_SCHEMA
 
     def __init__(self, store: Store, identity: TeacherIdentity):
-        self.store = store
+        body = dict(asdict(identity), digest=identity.digest, label=identity.label())
+        super().__init__(store, TEACHER_CACHE_TABLE, identity.digest, body)
         self.identity = identity
-        self.dir = store.table_dir(TEACHER_CACHE_TABLE) / identity.digest
-
-    def chunks(self) -> list[Path]:
-        if not self.dir.is_dir():
-            return []
-        return sorted(p for p in self.dir.glob("*.parquet") if not p.name.startswith("."))
 
     def append(self, rows: Sequence[dict]) -> Path | None:
         if not rows:
             return None
-        self.dir.mkdir(parents=True, exist_ok=True)
-        meta = self.dir / "identity.json"
-        if not meta.exists():
-            body = dict(asdict(self.identity), digest=self.identity.digest, label=self.identity.label())
-            atomic_write_bytes(meta, json.dumps(body, indent=2, sort_keys=True).encode())
         now = time.time()
         recs = [
             {
@@ -502,16 +492,13 @@ class TeacherCache:
             }
             for r in rows
         ]
-        path = self.dir / f"{uuid.uuid4().hex}.parquet"
-        atomic_write_parquet(pl.DataFrame(recs, schema=CACHE_SCHEMA), path)
-        return path
+        return self.append_frame(pl.DataFrame(recs, schema=CACHE_SCHEMA))
 
     def resolved(self) -> pl.DataFrame:
         """One row per content_hash: the latest success, else the latest failure."""
-        files = self.chunks()
-        if not files:
-            return pl.DataFrame(schema=CACHE_SCHEMA)
-        rows = pl.read_parquet([str(p) for p in files], schema=CACHE_SCHEMA)
+        rows = self.scan().collect()
+        if rows.is_empty():
+            return rows
         rows = rows.with_columns(_ok=pl.col("answer").is_not_null()).sort(["_ok", "written_at"], maintain_order=True)
         return rows.group_by("content_hash", maintain_order=True).last().drop("_ok")
 
@@ -645,7 +632,7 @@ def _read_pools(store: Store, sources: Sequence[str]) -> pl.DataFrame:
     frames = []
     for s in sources:
         try:
-            df = store.read("raw_pool", s)
+            df = store.read(RAW_POOL_TABLE, s)
         except StoreError:
             raise StoreError(f"source {s!r} has not been ingested (no raw_pool/{s} under {store.root})") from None
         lacking = [c for c in cols if c not in df.columns]
@@ -686,8 +673,12 @@ def label_sources(
     chunk_size: int = 32,
     retry_failures: bool = False,
     progress: Callable[[LabelProgress], None] | None = None,
+    flush_seconds: float | None = None,
 ) -> LabelRunResult:
-    """Label a stratified sample of `sources` with the teacher; resumable (see the module docstring)."""
+    """Label a stratified sample of `sources` with the teacher; resumable (see the module docstring).
+
+    Answers go to the cache every `chunk_size` samples and at least every `flush_seconds` (default
+    $MMSSR_FLUSH_SECONDS or 15 s)."""
     t0 = time.monotonic()
     taxonomy = client.taxonomy
     if size < 1:
@@ -729,6 +720,7 @@ def label_sources(
             out, n = TeacherFailure("teacher_error", f"sample {row['id']!r}: {type(exc).__name__}: {exc}"[:500]), 0
         return row, out, n
 
+    flusher = Flusher(chunk_size, flush_seconds)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mmssr-teacher") as pool:
         try:
             for c0 in range(0, len(todo), chunk_size):
@@ -742,18 +734,18 @@ def label_sources(
                     else:
                         pending.append({"content_hash": row["content_hash"], "asks": n,
                                         "reason": out.reason, "message": f"sample {row['id']!r}: {out.message}"[:500]})
+                    if flusher.due(len(pending)):  # by count or by time: a kill loses seconds, not a chunk
+                        cache.append(pending)
+                        pending.clear()
+                        flusher.flushed()
                 done += len(chunk)
-                cache.append(pending)
-                pending.clear()
                 report(done)
         finally:
             cache.append(pending)  # an interrupt keeps what was answered
 
     resolved = cache.resolved()
-    tables = {}
-    for source in sources:
-        df = build_teacher_table(store, source, resolved, identity, taxonomy)
-        tables[source] = str(store.write(TEACHER_TABLE, source, df))
+    frames = {source: build_teacher_table(store, source, resolved, identity, taxonomy) for source in sources}
+    tables = {source: str(store.path(TEACHER_TABLE, source)) for source in sources}
     sampled = sample.select("content_hash").join(resolved, on="content_hash", how="left")
     failed = sampled.filter(pl.col("answer").is_null())
     reasons = failed["reason"].fill_null("not_labelled").value_counts()
@@ -775,7 +767,9 @@ def label_sources(
     meta = {"identity": asdict(identity), "label": identity.label(), "digest": identity.digest,
             "seed": seed, "size": size, "result": result.to_dict()}
     for source in sources:
-        store.write_json(TEACHER_TABLE, source, meta)
+        with store.transaction("teacher", source) as tx:  # the table and its summary land together
+            tx.write(TEACHER_TABLE, frames[source])
+            tx.write_json(TEACHER_TABLE, meta)
     report(len(todo))
     return result
 

@@ -32,14 +32,15 @@ def registered_scored_sources(instance: dg.DagsterInstance, st) -> list[str]:
     ),
 )
 def scores_table(context: dg.AssetExecutionContext, store: StoreResource, scorer: ScorerResource) -> dg.MaterializeResult:
-    from mmssr_core.scoring.runner import build_scores_table
+    from mmssr_core.scoring.runner import build_scores
 
     st = store.store()
     sources = registered_scored_sources(context.instance, st)
     if not sources:
         raise dg.Failure("no scored source yet: materialize raw_pool, capability_scores and style_labels first")
     taxonomy = scorer.taxonomy()
-    df = build_scores_table(st, sources=sources, taxonomy=taxonomy)
+    built = build_scores(st, sources=sources, taxonomy=taxonomy)  # against the current raw pools
+    df = built.table
     path = st.write(SCORES_TABLE, SCORES_PARTITION, df)
     per_source = df.group_by("source").len().sort("source")
     keys = [k for k in taxonomy.keys if k in df.columns]
@@ -48,6 +49,8 @@ def scores_table(context: dg.AssetExecutionContext, store: StoreResource, scorer
         metadata={
             "dagster/row_count": df.height,
             "sources": len(sources),
+            "stale_scores_dropped": built.summary()["stale_dropped"],
+            "samples_without_scores": built.summary()["missing_scores"],
             "path": path_md(path),
             "per_source": dg.MetadataValue.md(md_table(["source", "samples"], per_source.rows())),
             "mean_scores": dg.MetadataValue.md(
@@ -104,7 +107,7 @@ def build_selected_subset(recipes: list[Recipe]) -> dg.AssetsDefinition:
             seed=recipe.seed,
         )
         sel = next(iter(result.values()))
-        path = st.write(SELECTIONS_TABLE, recipe.name, sel.frame)
+        path = st.path(SELECTIONS_TABLE, recipe.name)
         summary = {
             "recipe": recipe.to_dict(),
             "pool_size": scores.height,
@@ -116,7 +119,9 @@ def build_selected_subset(recipes: list[Recipe]) -> dg.AssetsDefinition:
             "path": str(path),
             "dedup": None if dedup is None else {"deduplicated_pool_size": dedup.deduplicated_size, **dedup.summary},
         }
-        st.write_json(SELECTIONS_TABLE, recipe.name, summary)
+        with st.transaction("selection", recipe.name) as tx:  # the subset and its summary land together
+            tx.write(SELECTIONS_TABLE, sel.frame)
+            tx.write_json(SELECTIONS_TABLE, summary)
         context.log.info(f"selection {recipe.name}: {sel.selected}/{sel.requested} of {scores.height}")
         by_source = sel.frame.group_by("source").len().sort("source") if sel.frame.height else None
         meta = {

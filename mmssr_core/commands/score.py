@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="what to score: capabilities, styles or both (default: capabilities,styles)")
     p.add_argument("--batch-size", type=int, help="samples per backend call (default: the backend's preference)")
     p.add_argument("--chunk-size", type=int, default=256, help="samples per cache flush (default 256)")
+    p.add_argument("--flush-seconds", type=float, default=None,
+                   help="flush results to the cache at least this often (default $MMSSR_FLUSH_SECONDS or 15)")
     p.add_argument("--taxonomy", help="taxonomy config file (JSON/TOML); default $MMSSR_TAXONOMY or the paper's")
     p.add_argument("--profile", choices=("reference", "clean", "native"), default=None,
                    help="input profile: reference (default: the released scorer's exact inputs), clean "
@@ -142,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--batch-size must be >= 1")
     if args.chunk_size < 1:
         raise CommandError("--chunk-size must be >= 1")
+    if args.flush_seconds is not None and not args.flush_seconds > 0:
+        raise CommandError("--flush-seconds must be positive")
     sources = ingested_sources(store, args.source)
     taxonomy = taxonomy_or_error(args.taxonomy)
     options = backend_options(args)
@@ -159,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
                 res = score_source(
                     store, source, backend, taxonomy=taxonomy, targets=targets, batch_size=args.batch_size,
                     chunk_size=args.chunk_size, progress=progress, profile=args.profile,
+                    flush_seconds=args.flush_seconds,
                 )
             except StoreError as exc:
                 raise CommandError(str(exc)) from None

@@ -1,4 +1,6 @@
-"""`mmssr scores`: write the pool-wide scores table (DESIGN.md 2.2) that `mmssr select` reads."""
+"""`mmssr scores`: write the pool-wide scores table that `mmssr select` reads, built against the current
+raw pools: scores of samples a re-ingest removed or changed are dropped (and counted), samples without
+scores are kept with nulls (and counted), so `select` only ever sees ids that exist now."""
 
 from __future__ import annotations
 
@@ -19,14 +21,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from mmssr_core.scoring.runner import build_scores_table
+    from mmssr_core.scoring.runner import build_scores
     from mmssr_core.store import Store, StoreError, atomic_write_parquet
     from mmssr_core.taxonomy import TaxonomyError, load_taxonomy
 
     store = Store(args.store)
     try:
         taxonomy = load_taxonomy(args.taxonomy)
-        table = build_scores_table(store, args.source, taxonomy)
+        built = build_scores(store, args.source, taxonomy)
+        table = built.table
     except (StoreError, TaxonomyError) as exc:
         raise CommandError(str(exc)) from None
     if table.is_empty() and not args.source:
@@ -42,9 +45,16 @@ def run(args: argparse.Namespace) -> int:
         "incomplete": incomplete,
         "capabilities": len(keys),
         "scorers": sorted(x for x in table["scorer"].unique().to_list() if x is not None),
+        **built.summary(),
     }
     if args.json:
         print_json_line(summary)
     else:
-        print(f"wrote {table.height} rows from {len(summary['sources'])} source(s) to {out} ({incomplete} incomplete)")
+        print(f"wrote {table.height} rows from {len(summary['sources'])} source(s) to {out} ({incomplete} incomplete: "
+              f"{summary['missing_scores']} without capability scores, {summary['missing_styles']} without styles)")
+        if summary["stale_dropped"]:
+            print(f"dropped {summary['stale_dropped']} stale score row(s) whose sample is no longer in the current "
+                  f"raw pool or changed since it was scored (run `mmssr score` to score the current pool)")
+        if built.unpooled_sources:
+            print(f"left out source(s) with scores but no raw pool: {', '.join(built.unpooled_sources)}")
     return 0

@@ -12,7 +12,7 @@ import polars as pl
 
 from mmssr_core.dedup.config import DedupConfig
 from mmssr_core.dedup.groups import DedupResult, find_duplicates
-from mmssr_core.dedup.pool import pool_batches
+from mmssr_core.dedup.pool import file_batches, pool_files
 from mmssr_core.schema import DUPLICATES_SCHEMA, DUPLICATES_TABLE
 from mmssr_core.store import Store, StoreError
 
@@ -22,7 +22,8 @@ def write_duplicates(store: Store, config: DedupConfig, sources: list[str],
     """Find the duplicate groups of `sources` and write `duplicates/<config.key>` (+ .json stats)."""
     if not config.enabled:
         raise ValueError("deduplication is switched off in this setting")
-    result = find_duplicates(lambda: pool_batches(store, sorted(sources)), config, progress=progress)
+    files = pool_files(store, sorted(sources))  # both passes read these very files
+    result = find_duplicates(lambda: file_batches(files), config, progress=progress)
     result.stats["sources"] = sorted(sources)
     result.stats["path"] = str(store.write(DUPLICATES_TABLE, config.key, result.groups))
     store.write_json(DUPLICATES_TABLE, config.key, result.stats)

@@ -10,14 +10,21 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from .errors import Rejected
 
 PLACEHOLDER = "<image>"
 DEFAULT_MAX_TURN_CHARS = 1_000_000
+MAX_ID_CHARS = 1024
+MAX_METADATA_BYTES = 1 << 20  # the extra fields of one record, as JSON
+MAX_METADATA_DEPTH = 64
+# Near misses of the placeholder ("<image >", "<IMAGE>", "< image/>"): a trainer would read them as text.
+_PLACEHOLDER_VARIANT = re.compile(r"<\s*image\s*/?\s*>", re.I)
 FLAVOURS = ("llava", "sharegpt", "openai")
 
 ROLES = {
@@ -28,7 +35,7 @@ ROLES = {
 # Fields the canonical record represents itself; everything else goes to `metadata`.
 KNOWN_FIELDS = frozenset({"id", "image", "images", "conversations", "messages", "system"})
 
-_DATA_URI = re.compile(r"^data:(image/[\w.+-]+)?(;[\w=.-]+)*;base64,", re.I)
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+(=[^;,]*)?)*),", re.I)
 
 
 @dataclass
@@ -56,21 +63,113 @@ def raw_id_of(record: dict, where: str) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise Rejected("malformed_record", f"{where}: id must be a string or a number, got {type(value).__name__}")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise Rejected("malformed_record", f"{where}: id is {value!r}, not a finite number")
+        if value.is_integer():
+            value = int(value)
+    if isinstance(value, int) and value.bit_length() > 4 * MAX_ID_CHARS:
+        raise Rejected("id_too_long", f"{where}: a numeric id of over {MAX_ID_CHARS:,} digits")
+    text = str(value)
+    if len(text) > MAX_ID_CHARS:
+        raise Rejected("id_too_long", f"{where}: the id has {len(text):,} characters, over the limit of {MAX_ID_CHARS:,}")
+    return text
+
+
+def is_data_url(value: str) -> bool:
+    return value[:5].lower() == "data:"
+
+
+def data_url_bytes(value: str, where: str) -> bytes:
+    """The bytes of a `data:` URL (base64 or percent-encoded); an unreadable one is the sample's problem."""
+    m = _DATA_URL.match(value)
+    if m is None:
+        raise Rejected("image_unresolvable", f"{where}: a data: URL image without the ',' that starts its data")
+    mime = (m["mime"] or "").lower()
+    if mime and not mime.startswith("image/") and mime != "application/octet-stream":
+        raise Rejected("image_unresolvable", f"{where}: a data: URL of type {mime!r}, not an image")
+    body = value[m.end():]
+    if ";base64" in m["params"].lower():
+        text = re.sub(r"\s+", "", unquote_to_bytes(body).decode("ascii", "replace") if "%" in body else body)
+        try:
+            return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise Rejected("image_undecodable", f"{where}: a data: URL image is not valid base64") from None
+    return unquote_to_bytes(body)
+
+
+def metadata_json(meta: dict, where: str) -> tuple[str, int]:
+    """(strict JSON of the extra fields, how many NaN/Infinity numbers were stored as null).
+
+    JSON has no NaN or Infinity; storing them verbatim would make the column unreadable to strict parsers,
+    so they become null (and are counted in the ingest stats). Too deep or too large metadata rejects the
+    record: it would cost memory on every read of the pool.
+    """
+    if not meta:
+        return "{}", 0
+    _check_depth(meta, where)
+    try:
+        text = _META_ENCODER.encode(meta)
+        non_finite = 0
+    except ValueError:  # NaN or Infinity somewhere
+        meta, non_finite = _finite(meta)
+        text = _META_ENCODER.encode(meta)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from \ud800-style escapes: keep them escaped
+        text = _META_ENCODER_ASCII.encode(meta)
+    if len(text) > MAX_METADATA_BYTES:
+        raise Rejected("metadata_too_large", f"{where}: the extra fields take {len(text):,} characters as JSON, "
+                                             f"over the limit of {MAX_METADATA_BYTES:,}")
+    return text, non_finite
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return f"<{len(obj)} bytes>"
+    return str(obj)
+
+
+_META_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=_json_default, allow_nan=False)
+_META_ENCODER_ASCII = json.JSONEncoder(ensure_ascii=True, sort_keys=True, default=_json_default, allow_nan=False)
+
+
+def _check_depth(obj: Any, where: str) -> None:
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, (list, tuple)):
+            children = value
+        else:
+            continue
+        if depth > MAX_METADATA_DEPTH:
+            raise Rejected("record_too_deep", f"{where}: the extra fields nest deeper than {MAX_METADATA_DEPTH} levels")
+        stack.extend((c, depth + 1) for c in children)
+
+
+def _finite(value: Any) -> tuple[Any, int]:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, 1
+    if isinstance(value, dict):
+        out, n = {}, 0
+        for k, v in value.items():
+            out[k], m = _finite(v)
+            n += m
+        return out, n
+    if isinstance(value, (list, tuple)):
+        items = [_finite(v) for v in value]
+        return [v for v, _ in items], sum(m for _, m in items)
+    return value, 0
 
 
 def _image_ref(value: Any, where: str) -> ImageRef | None:
     if value is None:
         return None
     if isinstance(value, str):
-        m = _DATA_URI.match(value)
-        if m:
-            try:
-                return ImageRef(data=base64.b64decode(value[m.end():], validate=False))
-            except (binascii.Error, ValueError):
-                raise Rejected("image_undecodable", f"{where}: a data: URI image is not valid base64") from None
+        if is_data_url(value):
+            return ImageRef(data=data_url_bytes(value, where))
         return ImageRef(path=value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return ImageRef(data=bytes(value))
@@ -92,7 +191,7 @@ def _top_level_images(record: dict, where: str) -> list[ImageRef]:
         value = record.get("image")
     if value is None:
         return []
-    if type(value) is str and not value.startswith("data:"):  # the common case, fast
+    if type(value) is str and not is_data_url(value):  # the common case, fast
         return [ImageRef(path=value)]
     items = value if isinstance(value, (list, tuple)) else [value]
     refs = [_image_ref(v, where) for v in items]
@@ -209,7 +308,13 @@ def normalise(record: Any, where: str, fmt: str = "auto", max_turn_chars: int = 
         if len(value) > max_turn_chars:
             raise Rejected("turn_too_long", f"{label}: turn {n} has {len(value):,} characters, "
                                             f"over the limit of {max_turn_chars:,}")
-        placeholders += value.count(PLACEHOLDER)
+        count = value.count(PLACEHOLDER)
+        if "<" in value and len(_PLACEHOLDER_VARIANT.findall(value)) != count:
+            variant = next(v for v in _PLACEHOLDER_VARIANT.findall(value) if v != PLACEHOLDER)
+            raise Rejected("image_placeholder_variant",
+                           f"{label}: turn {n} holds {variant!r}, a misspelt {PLACEHOLDER} placeholder; "
+                           f"write it exactly as {PLACEHOLDER} (or remove it if it is meant as text)")
+        placeholders += count
     if want != "human":
         raise Rejected("bad_turn_order", f"{label}: the conversation ends with a human turn that has no answer")
 

@@ -3,10 +3,13 @@
 Each distinct file is checked once per run (cache keyed by resolved path, size and mtime), so a pool of
 100k samples sharing 1k images decodes 1k images. The format is sniffed from the bytes (PIL identifies
 by content, never by extension): a `.jpg` that is really WebP is recorded as WEBP.
+Memory stays bounded whatever a file holds: the size is checked before anything is read, the header
+before any pixel, and the content hash is streamed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
@@ -20,6 +23,7 @@ from .errors import Rejected
 from .hashing import sha256_bytes
 
 DEFAULT_MAX_PIXELS = 178_956_970  # 2 x PIL's MAX_IMAGE_PIXELS: where PIL itself raises DecompressionBombError
+DEFAULT_MAX_IMAGE_BYTES = 256 * 1024 * 1024  # a larger file is refused before it is read
 
 EXTENSIONS = {
     "JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tiff",
@@ -49,10 +53,11 @@ class ImageChecker:
     """Checks image references of one source against its image root; caches per run."""
 
     def __init__(self, root: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 embedded_dir: str | os.PathLike | None = None):
+                 embedded_dir: str | os.PathLike | None = None, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES):
         self.root = os.path.abspath(root)
         self.real_root = os.path.realpath(root)
         self.max_pixels = int(max_pixels)
+        self.max_bytes = int(max_bytes)
         self.embedded_dir = Path(embedded_dir) if embedded_dir is not None else None
         self._by_ref: dict[str, ImageInfo | Rejected] = {}
         self._by_file: dict[tuple[str, int, int], ImageInfo | Rejected] = {}
@@ -66,6 +71,8 @@ class ImageChecker:
         if not isinstance(ref, str) or not ref.strip() or "\x00" in ref:
             raise Rejected("image_unresolvable", f"image reference {ref!r} is empty or not a path")
         path = ref
+        if ref[:5].lower() == "data:":  # normalisation decodes data: URLs; one here is a bug upstream
+            raise Rejected("image_unresolvable", f"image {ref[:40]!r}... is a data: URL, not a file path")
         if "://" in ref:
             url = urlparse(ref)
             if url.scheme != "file":
@@ -118,30 +125,35 @@ class ImageChecker:
     def _check_file(self, ref: str, real: str, size: int) -> ImageInfo | Rejected:
         if size == 0:
             return Rejected("image_empty", f"image {ref!r} is an empty file ({real})")
+        if size > self.max_bytes:
+            return Rejected("image_too_large", f"image {ref!r} is a {size:,}-byte file, over the bound of "
+                                               f"{self.max_bytes:,} bytes ({real})")
         try:
             with open(real, "rb") as fh:
-                data = fh.read()
-        except OSError as exc:
-            return Rejected("image_missing", f"image {ref!r} cannot be read ({exc.strerror})")
-        try:
-            fmt, width, height, phash = self._decode(data, f"image {ref!r}")
+                fmt, width, height, phash = self._decode(fh, f"image {ref!r}")
+                fh.seek(0)
+                sha = hashlib.file_digest(fh, "sha256").hexdigest()
         except Rejected as rej:
             return rej
+        except OSError as exc:
+            return Rejected("image_missing", f"image {ref!r} cannot be read ({exc.strerror or exc})")
         ext = os.path.splitext(real)[1].lower()
         if fmt in _EXT_OF_FORMAT and ext not in _EXT_OF_FORMAT[fmt]:
             self.extension_mismatch += 1
-        return ImageInfo(real, fmt, width, height, sha256_bytes(data), phash)
+        return ImageInfo(real, fmt, width, height, sha, phash)
 
     # -- embedded bytes ------------------------------------------------------------------------
     def check_bytes(self, data: bytes, label: str = "embedded image") -> ImageInfo:
         """Check embedded image bytes and store them once under `embedded_dir/<sha256>.<ext>`."""
         if not data:
             raise Rejected("image_empty", f"{label} has zero bytes")
+        if len(data) > self.max_bytes:
+            raise Rejected("image_too_large", f"{label} has {len(data):,} bytes, over the bound of {self.max_bytes:,}")
         sha = sha256_bytes(data)
         info = self._by_sha.get(sha)
         if info is None:
             try:
-                fmt, width, height, phash = self._decode(data, label)
+                fmt, width, height, phash = self._decode(io.BytesIO(data), label)
                 if self.embedded_dir is None:
                     raise RuntimeError("ImageChecker needs embedded_dir to store embedded images")
                 path = self.embedded_dir / f"{sha}.{EXTENSIONS.get(fmt, fmt.lower())}"
@@ -158,8 +170,9 @@ class ImageChecker:
         return info
 
     # -- decoding ------------------------------------------------------------------------------
-    def _decode(self, data: bytes, label: str) -> tuple[str, int, int, int | None]:
-        """Sniff, bound and fully decode once; return (format, width, height, perceptual hash)."""
+    def _decode(self, fh, label: str) -> tuple[str, int, int, int | None]:
+        """Sniff, bound and fully decode once from a binary file object; return (format, width, height,
+        perceptual hash)."""
         from PIL import Image, UnidentifiedImageError
 
         from mmssr_core.dedup.image_hash import perceptual_hash
@@ -168,7 +181,7 @@ class ImageChecker:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(io.BytesIO(data)) as im:  # reads the header only
+                with Image.open(fh) as im:  # reads the header only
                     fmt = im.format or "UNKNOWN"
                     width, height = im.size
                     if width <= 0 or height <= 0:
@@ -178,7 +191,8 @@ class ImageChecker:
                                        f"{label}: declares {width}x{height} = {width * height:,} pixels, "
                                        f"over the bound of {self.max_pixels:,}")
                     im.verify()
-                with Image.open(io.BytesIO(data)) as im:
+                fh.seek(0)
+                with Image.open(fh) as im:
                     if fmt == "JPEG":
                         # decode the whole entropy-coded stream at 1/8 scale: truncation still fails
                         # (never below 64 px a side when the image is larger: the perceptual hash needs it)

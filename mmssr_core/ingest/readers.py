@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import IngestError
+from .json_stream import MAX_RECORD_BYTES, iter_json_array, parse_failure
 
 CONTAINERS = ("json", "jsonl", "parquet")
 POOL_SUFFIXES = (".json", ".jsonl", ".parquet")
@@ -83,16 +84,42 @@ class Reader:
 class JsonlReader(Reader):
     container = "jsonl"
 
+    def __init__(self, path: Path, max_record_bytes: int = MAX_RECORD_BYTES):
+        super().__init__(path)
+        self.max_record_bytes = max_record_bytes
+
+    def _lines(self, fh) -> Iterator[tuple[bytes, int | None]]:
+        """(line, None), or (b"", size) for a line over the limit, skipped without holding it."""
+        while True:
+            line = fh.readline(self.max_record_bytes + 1)
+            if not line:
+                return
+            self.done += len(line)
+            if len(line) <= self.max_record_bytes or line.endswith(b"\n"):
+                yield line, None
+                continue
+            size = len(line)
+            while line and not line.endswith(b"\n"):
+                line = fh.readline(1 << 20)
+                size += len(line)
+                self.done += len(line)
+            yield b"", size
+
     def __iter__(self) -> Iterator[RawRecord]:
         position = 0
         with open(self.path, "rb") as fh:
-            for lineno, line in enumerate(fh, 1):
-                self.done += len(line)
+            for lineno, (line, oversize) in enumerate(self._lines(fh), 1):
+                where = f"line {lineno}"
+                if oversize is not None:
+                    yield RawRecord(position, reason="record_too_large", where=where,
+                                    message=f"{where}: {oversize:,} bytes, over the per-record limit of "
+                                            f"{self.max_record_bytes:,}")
+                    position += 1
+                    continue
                 if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
                     line = line[3:]
                 if not line.strip():
                     continue  # blank lines are not records
-                where = f"line {lineno}"
                 try:
                     text = line.decode("utf-8")
                 except UnicodeDecodeError as exc:
@@ -101,9 +128,9 @@ class JsonlReader(Reader):
                 else:
                     try:
                         yield RawRecord(position, data=json.loads(text), where=where)
-                    except json.JSONDecodeError as exc:
-                        yield RawRecord(position, reason="malformed_record", where=where,
-                                        message=f"{where}: bad JSON ({exc.msg} at column {exc.colno})")
+                    except (ValueError, RecursionError) as exc:
+                        reason, message = parse_failure(exc, where)
+                        yield RawRecord(position, reason=reason, where=where, message=message)
                 position += 1
 
 
@@ -112,10 +139,12 @@ class JsonListReader(Reader):
 
     container = "json"
 
-    def __init__(self, path: Path, json_stream_threshold: int = JSON_STREAM_THRESHOLD, chunk_chars: int = 1 << 20):
+    def __init__(self, path: Path, json_stream_threshold: int = JSON_STREAM_THRESHOLD, chunk_chars: int = 1 << 20,
+                 max_record_bytes: int = MAX_RECORD_BYTES):
         super().__init__(path)
         self.threshold = json_stream_threshold
         self.chunk_chars = chunk_chars
+        self.max_record_chars = max_record_bytes
         self.strategy = ""  # "load", "ijson" or "incremental": which path was taken (tests check it)
 
     def __iter__(self) -> Iterator[RawRecord]:
@@ -123,8 +152,8 @@ class JsonListReader(Reader):
             raw = self.path.read_bytes()
             try:
                 items = json.loads(raw.decode("utf-8-sig"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                items = None  # broken somewhere: the incremental parser finds where, keeps what is before
+            except (ValueError, RecursionError):  # ValueError covers bad JSON and bad UTF-8
+                items = None  # broken somewhere: the incremental parser finds where, keeps the rest
             if isinstance(items, list):
                 self.strategy = "load"
                 for i, item in enumerate(items):
@@ -165,123 +194,18 @@ class JsonListReader(Reader):
                                         f"the rest of the file was not read")
 
     def _incremental(self, fh) -> Iterator[RawRecord]:
-        for pos, item, raw_text, err in iter_json_array(fh, self.chunk_chars, self):
+        for pos, item, raw_text, err in iter_json_array(fh, self.chunk_chars, self, self.max_record_chars):
             where = f"element {pos}"
             if err is not None:
+                if len(err) > 2:  # one element skipped, the list goes on
+                    yield RawRecord(pos, reason=err[0], message=f"{where}: {err[1]}", where=where)
+                    continue
                 yield RawRecord(pos, reason=err[0], message=f"{where} onwards: {err[1]}", where=where)
                 return
             if raw_text is not None and _BAD_BYTES.search(raw_text):
                 yield RawRecord(pos, reason="bad_encoding", where=where, message=f"{where}: not valid UTF-8")
                 continue
             yield RawRecord(pos, data=item, where=where)
-
-
-_WS = " \t\r\n"
-# A parse error this close to the end of the buffer may just mean the element continues past it.
-_NEAR_END = 32
-
-
-def iter_json_array(fh, chunk_chars: int = 1 << 20, progress: Reader | None = None):
-    """Parse a top-level JSON array element by element from a text stream.
-
-    Yields `(position, item, raw_text, None)` per element, or one final `(position, None, None,
-    (reason, message))` where the array breaks (`truncated_input` when the file ends inside it,
-    `malformed_record` for a syntax error); everything before the break has been yielded. Uses
-    `json.JSONDecoder.raw_decode` over a sliding buffer, so memory is bounded by the largest element.
-    """
-    decoder = json.JSONDecoder()
-    buf = ""
-    i = 0  # cursor in buf
-    offset = 0  # chars of the file before buf[0]
-    eof = False
-
-    def fill() -> bool:
-        nonlocal buf, i, offset, eof
-        if eof:
-            return False
-        # Grow geometrically so one element larger than a chunk is re-parsed O(log n) times, not O(n).
-        chunk = fh.read(max(chunk_chars, len(buf) - i))
-        if progress is not None:
-            progress.done += len(chunk)
-        if not chunk:
-            eof = True
-            return False
-        buf = buf[i:] + chunk
-        offset += i
-        i = 0
-        return True
-
-    def skip_ws() -> bool:
-        """Advance past whitespace; False at end of input."""
-        nonlocal i
-        while True:
-            while i < len(buf) and buf[i] in _WS:
-                i += 1
-            if i < len(buf):
-                return True
-            if not fill():
-                return False
-
-    position = 0
-
-    def broken(reason: str, what: str):
-        return (position, None, None, (reason, f"{what} at character {offset + i}; the rest of the file was not read"))
-
-    if not skip_ws():
-        yield broken("truncated_input", "the file ends before the JSON list starts")
-        return
-    if buf[i] != "[":
-        yield broken("malformed_record", f"expected '[' but found {buf[i]!r}")
-        return
-    i += 1
-    first = True
-    while True:
-        if not skip_ws():
-            yield broken("truncated_input", "the file ends inside the JSON list (truncated)")
-            return
-        if first and buf[i] == "]":
-            i += 1
-            break
-        while True:
-            try:
-                item, end = decoder.raw_decode(buf, i)
-            except json.JSONDecodeError as exc:
-                need_more = exc.pos >= len(buf) - _NEAR_END or exc.msg.startswith("Unterminated string")
-                if need_more and fill():
-                    continue
-                if need_more and eof:
-                    yield broken("truncated_input", f"the file ends inside element {position} (truncated)")
-                else:
-                    yield broken("malformed_record", f"bad JSON in element {position} ({exc.msg})")
-                return
-            if end > len(buf) - _NEAR_END and not eof and fill():
-                # A number may continue in the next chunk ("12" + ".5"): re-parse with lookahead.
-                continue
-            break
-        raw_text = buf[i:end]
-        i = end
-        yield position, item, raw_text, None
-        position += 1
-        first = False
-        if not skip_ws():
-            yield broken("truncated_input", "the file ends inside the JSON list (truncated)")
-            return
-        if buf[i] == ",":
-            i += 1
-            if not skip_ws():
-                yield broken("truncated_input", "the file ends inside the JSON list (truncated)")
-                return
-            if buf[i] == "]":
-                yield broken("malformed_record", "a trailing comma before ']'")
-                return
-            continue
-        if buf[i] == "]":
-            i += 1
-            break
-        yield broken("malformed_record", f"expected ',' or ']' after element {position - 1}, found {buf[i]!r}")
-        return
-    if skip_ws():
-        yield broken("malformed_record", "unexpected data after the end of the JSON list")
 
 
 class ParquetReader(Reader):
@@ -305,12 +229,13 @@ class ParquetReader(Reader):
                 position += 1
 
 
-def open_reader(path: Path, container: str | None = None, json_stream_threshold: int = JSON_STREAM_THRESHOLD) -> Reader:
+def open_reader(path: Path, container: str | None = None, json_stream_threshold: int = JSON_STREAM_THRESHOLD,
+                max_record_bytes: int = MAX_RECORD_BYTES) -> Reader:
     container = container or detect_container(path)
     if container == "parquet":
         return ParquetReader(path)
     if container == "json":
-        return JsonListReader(path, json_stream_threshold)
+        return JsonListReader(path, json_stream_threshold, max_record_bytes=max_record_bytes)
     if container == "jsonl":
-        return JsonlReader(path)
+        return JsonlReader(path, max_record_bytes)
     raise IngestError(f"unknown container {container!r}; expected one of {CONTAINERS}")

@@ -33,6 +33,14 @@ class Failure:
         return False
 
 
+class BackendUnavailable(RuntimeError):
+    """The engine itself cannot run (it failed to start, its package is missing): no sample can be scored.
+
+    Raised instead of per-sample failures so a run stops once, fast, with the root cause, rather than
+    recording the same error for every sample (or retrying the start for every batch).
+    """
+
+
 @dataclass(frozen=True)
 class ScoreRequest:
     """One sample to score: everything any backend needs, prepared once in shared code."""

@@ -1,11 +1,7 @@
 """The score cache: finished results keyed by (content_hash, scorer identity), flushed in chunks.
 
-Why chunks of immutable files: a scoring run may be killed at any moment (SIGKILL included). Each chunk is
-one Parquet file written to a temp name and renamed, so a chunk is either fully there or absent; a
-restarted run reads every chunk and computes only what no chunk holds. Several processes may append to
-the same identity at once (unique chunk names), and readers tolerate duplicates.
-
-Layout: `<store>/score_cache/<identity digest>/<uuid>.parquet` plus `identity.json` (for humans).
+The chunk files, their atomicity and the redaction of messages are `mmssr_core.chunk_cache`'s; this module
+says what a row means. Layout: `<store>/score_cache/<identity digest>/<uuid>.parquet` + `identity.json`.
 One row per (content_hash, target): target is a capability key or "styles"; a success carries `dist`
 (probabilities over the digits 0..5) or `labels` (ordered styles); a failure carries `reason`/`message`
 and is never treated as done: the next run retries it.
@@ -13,10 +9,7 @@ and is never treated as done: the next run retries it.
 
 from __future__ import annotations
 
-import json
-import os
 import time
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -24,10 +17,12 @@ from typing import Iterable, Sequence
 import numpy as np
 import polars as pl
 
+from mmssr_core.chunk_cache import ChunkCache
+from mmssr_core.schema import SCORE_CACHE_TABLE
 from mmssr_core.scoring.base import ScorerIdentity
-from mmssr_core.store import Store, atomic_write_bytes, atomic_write_parquet
+from mmssr_core.store import Store
 
-CACHE_TABLE = "score_cache"
+CACHE_TABLE = SCORE_CACHE_TABLE
 STYLES_TARGET = "styles"
 
 CACHE_SCHEMA: dict[str, pl.DataType] = {
@@ -116,45 +111,24 @@ def _ok_expr() -> pl.Expr:
     return pl.col("dist").is_not_null() | pl.col("labels").is_not_null()
 
 
-class ScoreCache:
+class ScoreCache(ChunkCache):
     """Append-only chunked cache of one scorer identity."""
 
+    schema = CACHE_SCHEMA
+
     def __init__(self, store: Store, identity: ScorerIdentity):
-        self.store = store
+        body = dict(asdict(identity), digest=identity.digest, label=identity.label())
+        super().__init__(store, CACHE_TABLE, identity.digest, body)
         self.identity = identity
-        self.dir = store.table_dir(CACHE_TABLE) / identity.digest
-
-    # -- files -------------------------------------------------------------------------------
-    def chunks(self) -> list[Path]:
-        if not self.dir.is_dir():
-            return []
-        # temp files of interrupted writes start with "." and are never read
-        return sorted(p for p in self.dir.glob("*.parquet") if not p.name.startswith("."))
-
-    def _ensure_dir(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        meta = self.dir / "identity.json"
-        if not meta.exists():
-            body = dict(asdict(self.identity), digest=self.identity.digest, label=self.identity.label())
-            atomic_write_bytes(meta, json.dumps(body, indent=2, sort_keys=True).encode())
 
     def append(self, rows: "Iterable[dict] | ChunkBuffer") -> Path | None:
         """Write one chunk atomically. Rows: content_hash, target, and dist | labels | reason(+message)."""
         buf = rows if isinstance(rows, ChunkBuffer) else ChunkBuffer.from_rows(rows)
         if not len(buf):
             return None
-        self._ensure_dir()
-        path = self.dir / f"{uuid.uuid4().hex}.parquet"
-        atomic_write_parquet(buf.frame(time.time()), path)
-        return path
+        return self.append_frame(buf.frame(time.time()))
 
     # -- reading -----------------------------------------------------------------------------
-    def scan(self) -> pl.LazyFrame:
-        files = self.chunks()
-        if not files:
-            return pl.LazyFrame(schema=CACHE_SCHEMA)
-        return pl.scan_parquet([str(p) for p in files], schema=CACHE_SCHEMA)
-
     def lookup(self, content_hashes: Iterable[str] | pl.Series | None = None) -> pl.DataFrame:
         """All cache rows for these hashes (all hashes when None), unresolved: use `resolve` next."""
         lf = self.scan()
@@ -200,24 +174,8 @@ class ScoreCache:
         return ok, bad
 
     def compact(self) -> Path | None:
-        """Merge all chunks into one resolved chunk, then remove the old ones.
-
-        Safe against a kill at any point: the merged chunk is written before anything is deleted, and
-        readers tolerate the temporary duplicates. Not safe while another process appends (its chunk
-        written between listing and deleting survives, since only listed files are removed).
-        """
-        files = self.chunks()
-        if len(files) <= 1:
-            return files[0] if files else None
-        merged = resolve(pl.scan_parquet([str(p) for p in files], schema=CACHE_SCHEMA).collect(), keep_failures=True)
-        path = self.dir / f"{uuid.uuid4().hex}.parquet"
-        atomic_write_parquet(merged.select(list(CACHE_SCHEMA)), path)
-        for p in files:
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
-        return path
+        """Merge all chunks into one resolved chunk (see ChunkCache.compact)."""
+        return super().compact(lambda rows: resolve(rows, keep_failures=True))
 
 
 def resolve(rows: pl.DataFrame, *, keep_failures: bool = True) -> pl.DataFrame:

@@ -11,174 +11,38 @@ Styles: a generation constrained by vLLM structured outputs (`structured_outputs
 older `guided_regex`) to a comma-separated list of the labels, validated with `prompts.parse_styles`.
 A server that rejects an extension with HTTP 400 naming it gets the request again without it (remembered).
 
-Robustness: bounded concurrency per replica; timeouts; retries with exponential backoff and jitter on
-connection errors, timeouts, 429 and 5xx (Retry-After honoured); malformed answers re-asked a bounded
-number of times, then a `Failure` with the reason; replicas spread least-loaded, a replica failing
-repeatedly is taken out of rotation for a cooldown (circuit breaker) and probed back in. The API key comes
-from an environment variable and is never logged or put in a message.
+Robustness: the transport (`http_transport.HttpTransport`) brings replicas, per-replica concurrency,
+retries with backoff, a whole-request deadline, a response size cap and redaction of every message;
+here, malformed answers (no digit, logprobs that are not log-probabilities) are re-asked a bounded number
+of times, then become a `Failure` with the reason. The API key comes from an environment variable and is
+never logged or put in a message.
 """
 
 from __future__ import annotations
 
 import base64
-import http.client
 import io
-import json
 import math
 import os
-import random
 import re
-import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Sequence
-from urllib.parse import urlsplit
 
 import numpy as np
 
 from mmssr_core.prompts import DIGITS, IMAGE_TOKEN, SYSTEM_PROMPT, PromptSet, load_scorer_image, parse_styles
 from mmssr_core.scoring.base import Failure, ScoreRequest, ScorerIdentity
+from mmssr_core.scoring.http_transport import (  # noqa: F401 - BadStatus/Malformed re-exported for the teacher
+    DEFAULT_MAX_BODY_BYTES,
+    BadStatus,
+    HttpTransport,
+    Malformed,
+    Replica,
+    ReplicaPool,
+)
 
-RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
-
-
-class _Retryable(Exception):
-    def __init__(self, reason: str, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.retry_after = retry_after
-
-
-class _NoReplica(Exception):
-    pass
-
-
-@dataclass
-class Replica:
-    """One base URL, its load and its health (the circuit breaker state)."""
-
-    url: str
-    limit: int
-    scheme: str = "http"
-    host: str = ""
-    port: int = 80
-    prefix: str = ""  # path prefix, e.g. /v1
-    in_flight: int = 0
-    requests: int = 0  # attempts sent
-    served: int = 0  # 2xx answers
-    failures: int = 0  # connection errors, timeouts, 5xx, 429
-    consecutive: int = 0
-    open_until: float = 0.0  # circuit open (out of rotation) until this monotonic time
-    trips: int = 0
-    probing: bool = False
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"base URL {self.url!r} must look like http://host:port/v1")
-        self.scheme = parts.scheme
-        self.host = parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.prefix = parts.path.rstrip("/")
-
-    def stats(self) -> dict:
-        return {
-            "url": self.url,
-            "requests": self.requests,
-            "served": self.served,
-            "failures": self.failures,
-            "in_flight": self.in_flight,
-            "trips": self.trips,
-            "open": self.open_until > time.monotonic(),
-        }
-
-
-class ReplicaPool:
-    """Least-loaded choice among healthy replicas, per-replica concurrency, circuit breaking."""
-
-    def __init__(self, urls: Sequence[str], limit: int, threshold: int, cooldown: float, max_cooldown: float):
-        self.replicas = [Replica(u.rstrip("/"), limit) for u in urls]
-        self.threshold = threshold
-        self.cooldown = cooldown
-        self.max_cooldown = max_cooldown
-        self.cond = threading.Condition()
-        self._rr = 0
-
-    def acquire(self, avoid: Replica | None = None, wait: float = 60.0) -> Replica:
-        """A replica with a free slot. While every replica is out of rotation (or being probed), wait up to
-        `wait` seconds for one to come back (its cooldown ending) before giving up with _NoReplica."""
-        deadline = time.monotonic() + wait
-        with self.cond:
-            while True:
-                now = time.monotonic()
-                usable = []
-                for r in self.replicas:
-                    if r.open_until > now:
-                        continue
-                    half_open = r.trips > 0 and r.consecutive >= self.threshold
-                    if half_open and r.probing:
-                        continue
-                    usable.append((r, half_open))
-                if not usable:
-                    if now >= deadline:
-                        raise _NoReplica("no replica available: every replica is out of rotation after failures")
-                    reopen = min((r.open_until for r in self.replicas if r.open_until > now), default=now + 0.05)
-                    self.cond.wait(max(0.001, min(deadline, reopen) - now))
-                    continue
-                free = [(r, h) for r, h in usable if r.in_flight < r.limit]
-                if free:
-                    if avoid is not None and len(free) > 1:
-                        free = [(r, h) for r, h in free if r is not avoid] or free
-                    self._rr += 1
-                    n = len(self.replicas)
-                    r, half_open = min(
-                        free, key=lambda rh: (rh[0].in_flight / rh[0].limit, (self.replicas.index(rh[0]) - self._rr) % n)
-                    )
-                    r.in_flight += 1
-                    r.requests += 1
-                    if half_open:
-                        r.probing = True
-                    return r
-                self.cond.wait(0.5)
-
-    def release(self, r: Replica, outcome: str) -> None:
-        """outcome: ok (any HTTP answer that is not a server-side failure), fail (counts against health)."""
-        with self.cond:
-            r.in_flight -= 1
-            r.probing = False
-            if outcome == "ok":
-                r.served += 1
-                r.consecutive = 0
-                r.trips = 0
-                r.open_until = 0.0
-            else:
-                r.failures += 1
-                r.consecutive += 1
-                if r.consecutive >= self.threshold:
-                    r.trips += 1
-                    r.open_until = time.monotonic() + min(self.cooldown * 2 ** (r.trips - 1), self.max_cooldown)
-            self.cond.notify_all()
-
-
-@dataclass
-class _Counters:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    calls: int = 0  # logical requests (one per sample x query)
-    attempts: int = 0
-    retries: int = 0
-    reasks: int = 0
-    failures: dict = field(default_factory=dict)
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self.lock:
-            setattr(self, name, getattr(self, name) + n)
-
-    def fail(self, reason: str) -> None:
-        with self.lock:
-            self.failures[reason] = self.failures.get(reason, 0) + 1
+_LOGPROB_SLACK = 1e-3  # servers round: a logprob of +1e-6 is a probability of 1
 
 
 class OpenAIBackend:
@@ -211,6 +75,8 @@ class OpenAIBackend:
         circuit_max_cooldown: float = 60.0,
         revision: str = "",
         batch_size: int | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        verify_inputs: bool = True,
     ):
         urls = list(base_urls or []) + ([base_url] if base_url else [])
         if not urls:
@@ -223,12 +89,20 @@ class OpenAIBackend:
             raise ValueError("image_placement must be 'parts' (image part where <image> stood) or 'inline'")
         if structured not in ("auto", "structured_outputs", "guided_regex", "none"):
             raise ValueError("structured must be auto, structured_outputs, guided_regex or none")
-        self.pool = ReplicaPool(urls, concurrency, circuit_threshold, circuit_cooldown, circuit_max_cooldown)
         self.model = model
         self.revision = revision
+        self.verify_inputs = bool(verify_inputs)
+        self._inputs_check: str | None = None
         self.api_key_env = api_key_env
         # An explicit key (e.g. resolved by Dagster from an EnvVar) wins over the environment variable.
         self._api_key = api_key or (os.environ.get(api_key_env) if api_key_env else None)
+        self.transport = HttpTransport(
+            urls, concurrency=concurrency, timeout=timeout, max_retries=max_retries, backoff_base=backoff_base,
+            backoff_max=backoff_max, circuit_threshold=circuit_threshold, circuit_cooldown=circuit_cooldown,
+            circuit_max_cooldown=circuit_max_cooldown, api_key=self._api_key, max_body_bytes=max_body_bytes,
+        )
+        self.pool = self.transport.pool
+        self.counters = self.transport.counters
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
         self.max_reasks = int(max_reasks)
@@ -246,27 +120,49 @@ class OpenAIBackend:
         self._digit_ids: list[int] | None = list(logprob_token_ids) if isinstance(logprob_token_ids, (list, tuple)) else None
         self._probe_ids = logprob_token_ids == "auto"
         self._lock = threading.Lock()
-        self._local = threading.local()
-        self._conns: list[http.client.HTTPConnection] = []
-        self._rng = random.Random()
-        self.counters = _Counters()
         n = len(self.pool.replicas)
         self.default_batch_size = batch_size or max(8, 2 * concurrency * n)
         self._executor = ThreadPoolExecutor(max_workers=concurrency * n, thread_name_prefix="mmssr-openai")
 
     def __repr__(self) -> str:  # never shows the key
-        return f"OpenAIBackend(model={self.model!r}, replicas={[r.url for r in self.pool.replicas]})"
+        return f"OpenAIBackend(model={self.model!r}, replicas={[r.display for r in self.pool.replicas]})"
 
     # -- identity ----------------------------------------------------------------------------
     def identity(self, prompts: PromptSet) -> ScorerIdentity:
-        """Replica URLs are not part of the identity: replicas of one model are interchangeable."""
+        """Replica URLs are not part of the identity: replicas of one model are interchangeable.
+
+        For the `reference` and `clean` profiles the server is asked once whether it feeds the reference
+        inputs (`openai_input_check`); the answer, verified or unverified, is part of the identity.
+        """
+        extra = (("image", self.image_format), ("placement", self.image_placement))
+        if prompts.profile.per_piece or prompts.profile.single_tile:
+            extra += (("inputs", self._checked_inputs()),)
         return ScorerIdentity(
             backend="openai",
             model=self._resolve_model(),
             revision=self.revision,
             prompt_version=prompts.version,
-            extra=(("image", self.image_format), ("placement", self.image_placement)),
+            extra=extra,
         )
+
+    def _checked_inputs(self) -> str:
+        if self._inputs_check is None:
+            from mmssr_core.scoring.openai_input_check import verify_reference_inputs
+
+            if not self.verify_inputs:
+                self._inputs_check = "unverified"
+            else:
+                self._inputs_check = verify_reference_inputs(
+                    lambda body: self._request("POST", "/chat/completions", body, max_retries=1),
+                    self._tokenize_text, self._resolve_model())
+        return self._inputs_check
+
+    def _tokenize_text(self, text: str) -> list[int] | None:
+        """vLLM's /tokenize of one piece of text (None when the server has no such endpoint)."""
+        res = self._request("POST", "/tokenize", {"model": self._resolve_model(), "prompt": text,
+                                                   "add_special_tokens": False}, root=True, max_retries=1)
+        tokens = res.get("tokens") if isinstance(res, dict) else None
+        return [int(t) for t in tokens] if isinstance(tokens, list) else None
 
     def _resolve_model(self) -> str:
         with self._lock:
@@ -294,118 +190,16 @@ class OpenAIBackend:
 
     @property
     def replica_hosts(self) -> list[str]:
-        return [r.host for r in self.pool.replicas]
+        return self.transport.replica_hosts
 
     @property
     def total_concurrency(self) -> int:
-        return sum(r.limit for r in self.pool.replicas)
+        return self.transport.total_concurrency
 
-    # -- HTTP --------------------------------------------------------------------------------
-    def _headers(self) -> dict:
-        h = {"Content-Type": "application/json", "Accept": "application/json", "Connection": "keep-alive"}
-        if self._api_key:
-            h["Authorization"] = f"Bearer {self._api_key}"
-        return h
-
-    def _connection(self, r: Replica, fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
-        conns = getattr(self._local, "conns", None)
-        if conns is None:
-            conns = self._local.conns = {}
-        conn = conns.get(r.url)
-        if conn is not None and not fresh:
-            return conn, True
-        if conn is not None:
-            conn.close()
-        cls = http.client.HTTPSConnection if r.scheme == "https" else http.client.HTTPConnection
-        conn = cls(r.host, r.port, timeout=self.timeout)
-        conns[r.url] = conn
-        with self._lock:
-            self._conns.append(conn)
-        return conn, False
-
-    def _drop_connection(self, r: Replica) -> None:
-        conns = getattr(self._local, "conns", {})
-        conn = conns.pop(r.url, None)
-        if conn is not None:
-            conn.close()
-
-    def _http_once(self, r: Replica, method: str, path: str, payload: bytes | None) -> tuple[int, dict, bytes]:
-        conn, reused = self._connection(r)
-        try:
-            conn.request(method, path, body=payload, headers=self._headers())
-            resp = conn.getresponse()
-            data = resp.read()
-        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-            self._drop_connection(r)
-            if not reused:
-                raise
-            # a kept-alive connection the server had already closed: one fresh try, not a failure
-            conn, _ = self._connection(r, fresh=True)
-            try:
-                conn.request(method, path, body=payload, headers=self._headers())
-                resp = conn.getresponse()
-                data = resp.read()
-            except BaseException:
-                self._drop_connection(r)
-                raise
-            del exc
-        except BaseException:
-            self._drop_connection(r)
-            raise
-        if resp.getheader("Connection", "").lower() == "close":
-            self._drop_connection(r)
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
-
+    # -- HTTP (the transport) ----------------------------------------------------------------
     def _request(self, method: str, path: str, body: dict | None, *, root: bool = False,
                  max_retries: int | None = None) -> Any:
-        """One logical request with retries/backoff over the replicas. Returns the parsed JSON (dict),
-        a `BadStatus` for a non-retryable HTTP error, `Malformed` for a 200 that is not JSON, or a Failure."""
-        payload = json.dumps(body).encode() if body is not None else None
-        attempt = 0
-        last: Replica | None = None
-        while True:
-            self.counters.add("attempts")
-            retry_after = None
-            try:
-                r = self.pool.acquire(avoid=last, wait=self.timeout)
-            except _NoReplica as exc:
-                err = _Retryable("connection_error", str(exc))
-            else:
-                last = r
-                full = (r.prefix.rsplit("/v1", 1)[0] if root else r.prefix) + path
-                outcome = "fail"
-                try:
-                    status, headers, data = self._http_once(r, method, full, payload)
-                except (socket.timeout, TimeoutError):
-                    err = _Retryable("timeout", f"no answer from {r.url} within {self.timeout:g}s")
-                except (OSError, http.client.HTTPException) as exc:
-                    err = _Retryable("connection_error", f"{r.url}: {type(exc).__name__}: {exc}")
-                else:
-                    if status in RETRYABLE_STATUS:
-                        reason = "http_429" if status == 429 else f"http_{status // 100}xx"
-                        retry_after = _retry_after(headers.get("retry-after"))
-                        err = _Retryable(reason, f"{r.url} answered HTTP {status}: {_error_text(data)}", retry_after)
-                        if status == 429:
-                            outcome = "ok"  # busy, not broken: keep it in rotation
-                    else:
-                        outcome = "ok"
-                        if status >= 400:
-                            return BadStatus(status, _error_text(data))
-                        try:
-                            return json.loads(data)
-                        except ValueError:
-                            return Malformed(f"HTTP {status} body is not JSON: {data[:80]!r}")
-                finally:
-                    self.pool.release(r, outcome)
-            attempt += 1
-            if attempt > (self.max_retries if max_retries is None else max_retries):
-                return Failure(err.reason, f"{err.message} (gave up after {attempt} attempts)")
-            self.counters.add("retries")
-            delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
-            delay = self._rng.uniform(delay / 2, delay)  # jitter
-            if err.retry_after is not None:
-                delay = max(delay, min(err.retry_after, self.backoff_max))
-            time.sleep(delay)
+        return self.transport.request(method, path, body, root=root, max_retries=max_retries)
 
     # -- digit token ids (vLLM logprob_token_ids) ----------------------------------------------
     def _digit_token_ids(self) -> list[int] | None:
@@ -554,17 +348,20 @@ class OpenAIBackend:
         for item in list(tops) + [entry]:
             try:
                 tok, lp = item["token"], float(item["logprob"])
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):
                 continue
             d = ids.get(tok, tok.strip() if isinstance(tok, str) else None)
             if d in DIGITS and math.isfinite(lp):
+                if lp > _LOGPROB_SLACK:  # e.g. 1e308: exp() would overflow, and no probability exceeds 1
+                    return f"logprob {lp!r} of digit {d!r} is not a log-probability (it must be <= 0)"
                 if item is entry and d in logps:
                     continue  # the sampled token repeats a top entry
                 logps[d] = float(np.logaddexp(logps[d], lp)) if d in logps else lp
         if not logps:
             shown = [t.get("token") for t in tops[:8] if isinstance(t, dict)]
             return f"no digit token 0..5 among top_logprobs {shown}"
-        probs = np.array([math.exp(logps[d]) if d in logps else 0.0 for d in DIGITS], dtype=np.float64)
+        top = max(logps.values())  # renormalise in log space: tiny logprobs never underflow to all-zero
+        probs = np.array([math.exp(logps[d] - top) if d in logps else 0.0 for d in DIGITS], dtype=np.float64)
         if probs.sum() <= 0:
             return "digit tokens carry no probability"
         return probs / probs.sum()
@@ -643,28 +440,7 @@ class OpenAIBackend:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for c in conns:
-            try:
-                c.close()
-            except OSError:
-                pass
-
-
-@dataclass
-class BadStatus:
-    """A non-retryable HTTP error answer (4xx other than 429)."""
-
-    status: int
-    message: str
-
-
-@dataclass
-class Malformed:
-    """A 200 answer whose body is not JSON."""
-
-    message: str
+        self.transport.close()
 
 
 def _regex_literal(text: str) -> str:
@@ -676,24 +452,3 @@ def styles_regex(labels: Sequence[str]) -> str:
     """A comma-separated list of one or more labels (what structured outputs constrain the styler to)."""
     one = "(" + "|".join(_regex_literal(s) for s in sorted(labels, key=len, reverse=True)) + ")"
     return f"{one}(, {one})*"
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
-def _error_text(data: bytes) -> str:
-    try:
-        obj = json.loads(data)
-        if isinstance(obj, dict):
-            err = obj.get("error", obj)
-            msg = err.get("message") if isinstance(err, dict) else err
-            return str(msg)[:300]
-    except ValueError:
-        pass
-    return data[:200].decode("utf-8", "replace")

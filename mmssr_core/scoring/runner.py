@@ -6,12 +6,13 @@ to the backend in batches, flush results to the cache every `chunk_size` samples
 tables from the cache: `capability_scores/<source>`, `style_labels/<source>` (exactly one row per
 accepted sample, null where scoring failed) and `score_failures/<source>` (one row per failed target).
 
-A kill at any moment loses at most the unflushed chunk; the next run resumes from the cache.
+Results are flushed every `chunk_size` samples and at least every `flush_seconds` (a batch that alone
+takes longer makes the next batches smaller), so a kill loses at most seconds of work; the next run
+resumes from the cache. The three per-source tables are committed together (one store transaction).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
@@ -21,16 +22,23 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import polars as pl
 
+from mmssr_core.chunk_cache import Flusher
 from mmssr_core.prompts import DIGITS, PromptSet
-from mmssr_core.schema import SCORER_COLUMN, argmax_column, scores_schema
-from mmssr_core.scoring.base import Failure, ScoreRequest, ScorerIdentity, ScoringBackend
+from mmssr_core.redact import redact
+from mmssr_core.schema import (
+    CAPABILITY_TABLE,
+    FAILURE_TABLE,
+    RAW_POOL_TABLE,
+    SCORER_COLUMN,
+    STYLE_TABLE,
+    argmax_column,
+)
+from mmssr_core.scoring.base import BackendUnavailable, Failure, ScoreRequest, ScorerIdentity, ScoringBackend
 from mmssr_core.scoring.cache import STYLES_TARGET, ChunkBuffer, ScoreCache
+from mmssr_core.scoring.scores_table import ScoresBuild, build_scores, build_scores_table  # noqa: F401 - importable here
 from mmssr_core.store import Store, StoreError
 from mmssr_core.taxonomy import Taxonomy, load_taxonomy
 
-CAPABILITY_TABLE = "capability_scores"
-STYLE_TABLE = "style_labels"
-FAILURE_TABLE = "score_failures"
 TARGET_GROUPS = ("capabilities", "styles")
 
 
@@ -119,7 +127,7 @@ def _fallback_hash(row: dict) -> str:
 
 def _read_pool(store: Store, source: str) -> pl.DataFrame:
     try:
-        df = store.read("raw_pool", source)
+        df = store.read(RAW_POOL_TABLE, source)
     except StoreError as exc:
         raise StoreError(f"source {source!r} has not been ingested: {exc}") from None
     cols = ["id", "source", "content_hash", "image_files", "conversations"]
@@ -174,7 +182,7 @@ def _check_styles(x: Any, labels: Sequence[str]) -> list[str] | Failure:
 
 
 def _exc_failure(exc: BaseException) -> Failure:
-    return Failure("backend_error", f"{type(exc).__name__}: {exc}"[:500])
+    return Failure("backend_error", redact(f"{type(exc).__name__}: {exc}")[:500])
 
 
 def _call_backend(
@@ -200,6 +208,8 @@ def _call_backend(
 
     try:
         return run(requests)
+    except BackendUnavailable:
+        raise  # the engine cannot run at all: stop the run once, with the root cause
     except Exception as exc:  # noqa: BLE001 - isolate the failing sample below
         if len(requests) == 1:
             f = _exc_failure(exc)
@@ -211,25 +221,6 @@ def _call_backend(
         dists_out.extend(d)
         styles_out.extend(s)
     return dists_out, styles_out
-
-
-@contextlib.contextmanager
-def _locked(store: Store, table: str, partition: str):
-    """Serialise read-modify-write of one partition across processes (POSIX advisory lock)."""
-    d = store.table_dir(table)
-    d.mkdir(parents=True, exist_ok=True)
-    lock_path = d / f".{partition}.lock"
-    fh = open(lock_path, "a+")
-    try:
-        try:
-            import fcntl
-
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - non-POSIX
-            pass
-        yield
-    finally:
-        fh.close()
 
 
 # -- the runner ------------------------------------------------------------------------------
@@ -244,12 +235,14 @@ def score_source(
     chunk_size: int = 256,
     progress: Callable[[ScoreProgress], None] | None = None,
     profile: str | None = None,
+    flush_seconds: float | None = None,
 ) -> ScoreRunResult:
     """Score every accepted sample of `source` not yet in the cache; write the per-source tables.
 
     `targets`: "capabilities", "styles" or both (styles and scores may come from different backends).
     `batch_size`: samples per backend call (None: the backend's `default_batch_size`, else 8).
-    `chunk_size`: samples per cache flush, i.e. the most work a kill can lose.
+    `chunk_size` and `flush_seconds` (default $MMSSR_FLUSH_SECONDS or 15 s): results go to the cache every
+    `chunk_size` samples and at least every `flush_seconds`, i.e. the most work a kill can lose.
     """
     t0 = time.monotonic()
     taxonomy = taxonomy or load_taxonomy()
@@ -259,11 +252,10 @@ def score_source(
     batch_size = int(
         batch_size or getattr(backend, "default_batch_size", None) or getattr(backend, "batch_size", None) or 8
     )
-    chunk_size = max(int(chunk_size), 1)
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
+    flusher = Flusher(chunk_size, flush_seconds)
     identity = backend.identity(prompts)
-    label = identity.label()
 
     pool = _read_pool(store, source)
     cache = ScoreCache(store, identity)
@@ -280,36 +272,64 @@ def score_source(
         for h, t in per_hash.join(todo.select("content_hash"), on="content_hash", how="semi").iter_rows()
     }
     cached_hashes = uniq.height - todo.height
-    query_of = dict(zip(prompts.capability_keys, prompts.capability_queries))
 
     def report(handled: int) -> None:
         if progress is not None:
             progress(ScoreProgress(source, cached_hashes + handled, uniq.height, cached_hashes, time.monotonic() - t0))
 
     report(0)
+    _score_missing(backend, todo, partial, wanted, prompts, cache, flusher, batch_size, report)
+    result = _commit_outputs(store, source, pool, cache, keys, todo, wanted, targets, prompts, identity, t0)
+    report(todo.height)
+    return result
+
+
+def _score_missing(backend, todo: pl.DataFrame, partial: dict, wanted: list[str], prompts: PromptSet,
+                   cache: ScoreCache, flusher: Flusher, batch_size: int, report: Callable[[int], None]) -> None:
+    """Send the missing (sample, target) pairs in batches, flushing results to the cache by count and time.
+
+    A batch that alone takes longer than the flush interval shrinks the batches after it, so the work a
+    kill can lose stays near the interval whatever the backend's speed (down to one sample per batch).
+    """
+    query_of = dict(zip(prompts.capability_keys, prompts.capability_queries))
     pending = ChunkBuffer()
     handled = 0
+    samples_pending = 0
     try:
-        for chunk in todo.iter_slices(chunk_size):
-            # group the chunk by its exact set of missing targets (normally all; retried failures fewer)
-            groups: dict[tuple[str, ...], list[dict]] = {}
+        for chunk in todo.iter_slices(flusher.every):
+            groups: dict[tuple[str, ...], list[dict]] = {}  # by the exact set of missing targets
             for row in chunk.iter_rows(named=True):
                 have = partial.get(row["content_hash"], ())
                 groups.setdefault(tuple(t for t in wanted if t not in have), []).append(row)
             for missing, rows in groups.items():
-                for b0 in range(0, len(rows), batch_size):
-                    batch_rows = rows[b0 : b0 + batch_size]
+                start = 0
+                while start < len(rows):
+                    batch_rows = rows[start : start + batch_size]
+                    began = time.monotonic()
                     _score_batch(backend, batch_rows, missing, prompts, query_of, pending)
+                    took = time.monotonic() - began
+                    start += len(batch_rows)
                     handled += len(batch_rows)
+                    samples_pending += len(batch_rows)
+                    if took > flusher.seconds and batch_size > 1:
+                        batch_size = max(1, int(batch_size * flusher.seconds / took))
+                    if flusher.due(samples_pending):
+                        cache.append(pending)
+                        pending.clear()
+                        samples_pending = 0
+                        flusher.flushed()
                     report(handled)
-            cache.append(pending)
-            pending.clear()
     finally:
-        # an interrupt (Ctrl-C) keeps the finished batches of the current chunk
+        # an interrupt (Ctrl-C) keeps the finished batches
         if len(pending):
             cache.append(pending)
 
-    # -- derive the output tables from the cache ------------------------------------------------
+
+def _commit_outputs(store: Store, source: str, pool: pl.DataFrame, cache: ScoreCache, keys: pl.DataFrame,
+                    todo: pl.DataFrame, wanted: list[str], targets: tuple[str, ...], prompts: PromptSet,
+                    identity: ScorerIdentity, t0: float) -> ScoreRunResult:
+    """Derive the per-source tables from the cache and commit them (and their summaries) as one unit."""
+    label = identity.label()
     ok, bad = cache.results(keys, wanted)
     ok_count = ok.group_by("content_hash").len()
     complete_now = ok_count.filter(pl.col("len") == len(wanted)).select("content_hash")
@@ -325,40 +345,41 @@ def score_source(
         )["status"]
     )
     count = dict(status.value_counts().iter_rows())
-
-    if "capabilities" in targets:
-        store.write(CAPABILITY_TABLE, source, _capability_table(pool, ok, prompts.capability_keys, label))
-    if "styles" in targets:
-        store.write(STYLE_TABLE, source, _style_table(pool, ok, label))
     fail_df = _failure_table(pool, ok, bad, wanted, complete_now, label)
-    with _locked(store, FAILURE_TABLE, source):
-        if store.exists(FAILURE_TABLE, source):
-            old = store.read(FAILURE_TABLE, source)
+    with store.transaction("scores", source) as tx:
+        if _fingerprint(_read_pool(store, source)) != _fingerprint(pool):  # a re-ingest landed meanwhile
+            raise StoreError(f"the raw pool of {source!r} changed while it was being scored; its results are "
+                             f"in the cache: run the scoring again to score the current pool")
+        if "capabilities" in targets:
+            tx.write(CAPABILITY_TABLE, _capability_table(pool, ok, prompts.capability_keys, label))
+        if "styles" in targets:
+            tx.write(STYLE_TABLE, _style_table(pool, ok, label))
+        old = tx.read(FAILURE_TABLE)
+        if old is not None:  # keep the other target group's failures (written by another backend's run)
             if SCORER_COLUMN not in old.columns:
                 old = old.with_columns(pl.lit(None, dtype=pl.Utf8).alias(SCORER_COLUMN))
             keep = old.filter(~pl.col("target").is_in(wanted)).select(list(SCORE_FAILURES_SCHEMA))
             fail_df = pl.concat([keep.cast(SCORE_FAILURES_SCHEMA), fail_df], how="vertical")
-        store.write(FAILURE_TABLE, source, fail_df)
-    mine = fail_df.filter(pl.col("target").is_in(wanted))
-    result = ScoreRunResult(
-        source=source,
-        scored=int(count.get("scored", 0)),
-        cached=int(count.get("cached", 0)),
-        failed=int(count.get("failed", 0)),
-        seconds=round(time.monotonic() - t0, 3),
-        identity=label,
-        total=pool.height,
-        computed=todo.height,
-        digest=identity.digest,
-        targets=targets,
-        failures_by_reason={r: int(n) for r, n in mine["reason"].value_counts().iter_rows()} if mine.height else {},
-    )
-    meta = {"identity": asdict(identity), "label": label, "digest": identity.digest,
-            "pool_fingerprint": _fingerprint(pool), "result": result.to_dict()}
-    for group, table in (("capabilities", CAPABILITY_TABLE), ("styles", STYLE_TABLE)):
-        if group in targets:
-            store.write_json(table, source, meta)
-    report(todo.height)
+        tx.write(FAILURE_TABLE, fail_df)
+        mine = fail_df.filter(pl.col("target").is_in(wanted))
+        result = ScoreRunResult(
+            source=source,
+            scored=int(count.get("scored", 0)),
+            cached=int(count.get("cached", 0)),
+            failed=int(count.get("failed", 0)),
+            seconds=round(time.monotonic() - t0, 3),
+            identity=label,
+            total=pool.height,
+            computed=todo.height,
+            digest=identity.digest,
+            targets=targets,
+            failures_by_reason={r: int(n) for r, n in mine["reason"].value_counts().iter_rows()} if mine.height else {},
+        )
+        meta = {"identity": asdict(identity), "label": label, "digest": identity.digest,
+                "pool_fingerprint": _fingerprint(pool), "result": result.to_dict()}
+        for group, table in (("capabilities", CAPABILITY_TABLE), ("styles", STYLE_TABLE)):
+            if group in targets:
+                tx.write_json(table, meta)
     return result
 
 
@@ -453,7 +474,8 @@ def _failure_table(
     grid = grid.join(ok.select("content_hash", "target"), on=["content_hash", "target"], how="anti", maintain_order="left")
     out = grid.join(bad, on=["content_hash", "target"], how="left", maintain_order="left").with_columns(
         pl.col("reason").fill_null("not_scored"),
-        pl.col("message").fill_null("no result in the cache (interrupted run?)"),
+        pl.col("message").fill_null("no result in the cache (interrupted run?)")
+        .map_elements(redact, return_dtype=pl.Utf8),  # caches written before redaction existed, too
         pl.lit(label).alias(SCORER_COLUMN),
     )
     return out.select(list(SCORE_FAILURES_SCHEMA)).cast(SCORE_FAILURES_SCHEMA)
@@ -485,56 +507,3 @@ def score_targets_done(
         if meta.get("digest") != identity.digest or meta.get("pool_fingerprint") != fp:
             return False
     return True
-
-
-def build_scores_table(
-    store: Store,
-    sources: Sequence[str] | None = None,
-    taxonomy: Taxonomy | None = None,
-) -> pl.DataFrame:
-    """The pool-wide scores table of DESIGN.md 2.2 (schema.scores_schema), from the per-source tables.
-
-    Capabilities missing from a source's table (taxonomy grew since it was scored) are null; a source with
-    capability scores but no style labels gets null styles (and the reverse); `scorer` names the
-    capability scorer, plus the styler when it differs.
-    """
-    taxonomy = taxonomy or load_taxonomy()
-    keys = taxonomy.keys
-    schema = scores_schema(keys)
-    if sources is None:
-        sources = sorted(set(store.partitions(CAPABILITY_TABLE)) | set(store.partitions(STYLE_TABLE)))
-    frames = []
-    for source in sources:
-        has_c = store.exists(CAPABILITY_TABLE, source)
-        has_s = store.exists(STYLE_TABLE, source)
-        if not (has_c or has_s):
-            raise StoreError(f"source {source!r} has not been scored (no {CAPABILITY_TABLE} or {STYLE_TABLE})")
-        caps = store.read(CAPABILITY_TABLE, source) if has_c else None
-        sty = store.read(STYLE_TABLE, source) if has_s else None
-        if caps is None:
-            caps = sty.select("id", "source", pl.lit(None, dtype=pl.Utf8).alias(SCORER_COLUMN))
-        cols = [pl.col("id"), pl.col("source")]
-        for k in keys:
-            cols.append(pl.col(k).cast(pl.Float64) if k in caps.columns else pl.lit(None, dtype=pl.Float64).alias(k))
-            a = argmax_column(k)
-            cols.append(pl.col(a).cast(pl.Int8) if a in caps.columns else pl.lit(None, dtype=pl.Int8).alias(a))
-        cols.append(pl.col(SCORER_COLUMN).alias("_cap_scorer"))
-        df = caps.select(cols)
-        if sty is not None:
-            df = df.join(
-                sty.select("id", "styles", pl.col(SCORER_COLUMN).alias("_sty_scorer")), on="id", how="left"
-            )
-        else:
-            df = df.with_columns(pl.lit(None, dtype=pl.List(pl.Utf8)).alias("styles"), pl.lit(None, dtype=pl.Utf8).alias("_sty_scorer"))
-        df = df.with_columns(
-            pl.when(pl.col("_cap_scorer").is_null())
-            .then(pl.lit("styles:") + pl.col("_sty_scorer"))
-            .when(pl.col("_sty_scorer").is_null() | (pl.col("_sty_scorer") == pl.col("_cap_scorer")))
-            .then(pl.col("_cap_scorer"))
-            .otherwise(pl.col("_cap_scorer") + pl.lit(" + styles:") + pl.col("_sty_scorer"))
-            .alias(SCORER_COLUMN)
-        )
-        frames.append(df.select(list(schema)).cast(schema))
-    if not frames:
-        return pl.DataFrame(schema=schema)
-    return pl.concat(frames, how="vertical")

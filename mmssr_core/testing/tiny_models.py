@@ -209,34 +209,12 @@ def build_tiny_llava_onevision(
 
 
 def save_llava_hf_layout(model, directory: str | Path) -> None:
-    """`save_pretrained`, then name the SigLIP weights as llava-hf checkpoints do (`vision_tower.vision_model.*`).
-
-    Transformers 5 writes the vision tower without its `vision_model.` level; vLLM (and every llava-hf
-    checkpoint on the hub) expect that level, and transformers loads both. Writing the hub layout lets the
-    same tiny checkpoint load in transformers and in vLLM.
-    """
-    from safetensors.torch import load_file, save_file
+    """`save_pretrained`, then name the SigLIP weights as llava-hf checkpoints do (`vision_tower.vision_model.*`),
+    so the same tiny checkpoint loads in transformers and in vLLM (see `mmssr_core.checkpoint_layout`)."""
+    from mmssr_core.checkpoint_layout import relayout
 
     model.save_pretrained(directory)
-    for path in sorted(Path(directory).glob("*.safetensors")):
-        tensors = load_file(str(path))
-        renamed = {_llava_hf_key(k): v for k, v in tensors.items()}
-        if renamed.keys() != tensors.keys():
-            save_file(renamed, str(path), metadata={"format": "pt"})
-    index = Path(directory) / "model.safetensors.index.json"
-    if index.is_file():
-        import json
-
-        doc = json.loads(index.read_text())
-        doc["weight_map"] = {_llava_hf_key(k): v for k, v in doc["weight_map"].items()}
-        index.write_text(json.dumps(doc, indent=2))
-
-
-def _llava_hf_key(key: str) -> str:
-    prefix = "vision_tower."
-    if key.startswith(prefix) and not key.startswith(prefix + "vision_model."):
-        return prefix + "vision_model." + key[len(prefix):]
-    return key
+    relayout(directory)
 
 
 def _to_llava_qwen_key(key: str) -> str:
@@ -257,7 +235,9 @@ def _to_llava_qwen_key(key: str) -> str:
     raise ValueError(f"no llava_qwen name for {key!r}")
 
 
-def write_llava_qwen_checkpoint(hf_dir: str | Path, out_dir: str | Path, *, shards: int = 2) -> Path:
+def write_llava_qwen_checkpoint(
+    hf_dir: str | Path, out_dir: str | Path, *, shards: int = 2, qwen2_vocab: bool = False
+) -> Path:
     """Fabricate a checkpoint in the released mmSSR (LLaVA-NeXT "llava_qwen") layout from an HF one.
 
     Same weights under the original names, split over `shards` safetensors files with an index, a
@@ -321,5 +301,10 @@ def write_llava_qwen_checkpoint(hf_dir: str | Path, out_dir: str | Path, *, shar
         "tokenizer_padding_side": "right",
     }
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    build_tokenizer(image_tokens=False).save_pretrained(out)
+    if qwen2_vocab:
+        from mmssr_core.testing.qwen2_tokenizer import build_qwen2_tokenizer
+
+        build_qwen2_tokenizer(llava_tokens=False).save_pretrained(out)
+    else:
+        build_tokenizer(image_tokens=False).save_pretrained(out)
     return out
