@@ -97,7 +97,7 @@ def find_duplicates(open_batches: Callable[[], Iterable[pl.DataFrame]], config: 
             buckets = near_buckets(sk, exact, config)
             cand_rows = buckets["rows"].explode().to_numpy() if buckets.height else np.zeros(0, np.int64)
             candidates = int(np.unique(cand_rows).size)
-            data = load_candidates(open_batches, cand_rows) if candidates else {}
+            data = load_candidates(open_batches, cand_rows)
             near, compared = near_edges(buckets, data, config)
             near_pairs = int(near.shape[0])
             edges = np.concatenate([edges, near]) if near.size else edges
