@@ -1,0 +1,132 @@
+"""Which score decides, per capability: eligibility (score > threshold) and the ranking key.
+
+The paper's rule uses the integer score the scorer writes (`<key>__argmax`, the digit it would answer):
+a sample qualifies for a capability when that integer is above the threshold, and candidates are ranked by
+the integer, highest first; the expected score (`<key>`, a float) only orders samples with the same
+integer, and the seeded id hash orders what is still equal. A table without integer scores (an external
+scorer that writes floats only) is ranked and thresholded on its float. Ranking purely on the expected score
+is an opt-in (`rank="expected"`): with threshold 0 it makes nearly every sample eligible everywhere, so
+capabilities never run dry and keep taking samples their scorer rated 0.
+
+Why one packed key: the engine's partial sorts work on one float64 per sample. For the integer rule the
+key is 8 * integer + expected (expected is in 0..5, or -1 when missing), which keeps every integer class
+apart and orders each class by the expected score. The sum can round two expected scores closer than
+~1e-14 to the same key; the engine then consults the exact expected score (`tie_scores`) before the hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from mmssr_core.schema import argmax_column
+from mmssr_core.selection.errors import SelectionInputError
+
+RANK_MODES = ("integer", "expected")
+DEFAULT_RANK = "integer"
+SCORE_RANGE = (0.0, 5.0)
+CLASS_WIDTH = 8.0  # > (max expected score) - (missing marker -1): integer classes never overlap
+MISSING_EXPECTED = -1.0
+
+
+@dataclass(frozen=True)
+class CapabilityRule:
+    """How one capability scores samples for selection.
+
+    basis: "integer" (the paper's rule), "expected" (the opt-in rank on the expected score) or "float"
+    (the table has no integer score for it: an external scorer's float). `integer` / `expected` name the
+    columns used (expected: the float column; with the integer basis it only breaks ties).
+    """
+
+    key: str
+    basis: str
+    integer: str | None
+    expected: str | None
+
+    @property
+    def eligibility_column(self) -> str:
+        return self.integer if self.basis == "integer" else self.expected
+
+    def describe(self, threshold: float) -> str:
+        return f"{self.basis} > {threshold:g}"
+
+
+def check_rank_mode(rank: str) -> str:
+    if rank not in RANK_MODES:
+        raise SelectionInputError(f"unknown rank mode {rank!r}; choose one of {', '.join(RANK_MODES)}")
+    return rank
+
+
+def capability_rules(scores: pl.DataFrame, caps: list[str], rank: str = DEFAULT_RANK) -> list[CapabilityRule]:
+    """The rule of each capability for a scores table (or its clean frame).
+
+    With rank "integer", a capability uses its integer column when the table has one holding at least one
+    value; else its float column. With rank "expected", the float column. Raises when the needed column
+    is absent.
+    """
+    check_rank_mode(rank)
+    rules = []
+    for k in caps:
+        a = argmax_column(k)
+        expected = k if k in scores.columns else None
+        # an integer column without a value counts as absent, unless there is nothing else to rank on
+        has_integer = a in scores.columns and (scores[a].null_count() < scores.height or expected is None)
+        if rank == "integer" and has_integer:
+            rules.append(CapabilityRule(k, "integer", a, expected))
+        elif expected is None:
+            need = "an expected score column" if rank == "expected" else "a score column"
+            raise SelectionInputError(f"rank {rank!r} needs {need} {k!r}; the scores table has none")
+        else:
+            rules.append(CapabilityRule(k, "expected" if rank == "expected" else "float", None, expected))
+    return rules
+
+
+def rule_summary(rules: list[CapabilityRule], threshold: float) -> dict[str, str]:
+    """capability -> "integer > 0" (what summaries, reports and metadata show)."""
+    return {r.key: r.describe(threshold) for r in rules}
+
+
+def eligible_expr(rule: CapabilityRule, threshold: float) -> pl.Expr:
+    """True where a sample qualifies for the capability (missing and NaN never do): for reports."""
+    col = pl.col(rule.eligibility_column).cast(pl.Float64)
+    return (col.fill_nan(None) > float(threshold)).fill_null(False)
+
+
+def passing_counts(scores: pl.DataFrame, keys: list[str], threshold: float, rank: str = DEFAULT_RANK) -> tuple[dict, int, dict]:
+    """(samples passing per capability, samples passing any, rule per capability) under the rule selection uses."""
+    rules = capability_rules(scores, keys, rank)
+    exprs = [eligible_expr(r, threshold).sum().alias(r.key) for r in rules]
+    exprs.append(pl.any_horizontal([eligible_expr(r, threshold) for r in rules]).sum().alias("\x00any"))
+    row = scores.select(exprs).row(0, named=True)
+    return {r.key: int(row[r.key]) for r in rules}, int(row["\x00any"]), rule_summary(rules, threshold)
+
+
+def rank_key(clean: pl.DataFrame, rule: CapabilityRule, threshold: float) -> np.ndarray:
+    """One capability's ranking key per input row (float64): higher ranks first; -inf = not eligible."""
+    t = float(threshold)
+    if rule.basis != "integer":
+        e = _column(clean, rule.expected)
+        return np.where(e > t, e, -np.inf)
+    i = _column(clean, rule.integer)
+    if rule.expected is None:
+        return np.where(i > t, CLASS_WIDTH * i + MISSING_EXPECTED, -np.inf)
+    e = _column(clean, rule.expected)
+    inside = np.where(np.isfinite(e), e, MISSING_EXPECTED)
+    return np.where(i > t, CLASS_WIDTH * i + inside, -np.inf)
+
+
+def tie_scores(clean: pl.DataFrame, rule: CapabilityRule) -> np.ndarray | None:
+    """The exact expected scores (-inf missing) that order equal keys of the integer rule; None otherwise."""
+    if rule.basis != "integer" or rule.expected is None:
+        return None
+    return _column(clean, rule.expected)
+
+
+def _column(clean: pl.DataFrame, name: str) -> np.ndarray:
+    """A score column as float64, missing as -inf (never above any threshold)."""
+    s = clean[name]
+    if s.dtype != pl.Float64:
+        s = s.cast(pl.Float64)
+    return (s.fill_null(-np.inf) if s.null_count() else s).to_numpy()
