@@ -235,6 +235,108 @@ def test_same_id_in_two_sources_is_allowed_and_ordered_by_source():
 
 
 # ---------------------------------------------------------------------------------------------
+# the paper's rule: the integer score decides, the expected score breaks ties
+# ---------------------------------------------------------------------------------------------
+PAPER_ROWS = [  # one capability, one bin: only the ranking matters
+    {"id": "a", "source": "x", "styles": ["yes/no"], "ocr__argmax": 3, "ocr": 2.6},
+    {"id": "b", "source": "x", "styles": ["yes/no"], "ocr__argmax": 2, "ocr": 2.9},
+    {"id": "c", "source": "x", "styles": ["yes/no"], "ocr__argmax": 3, "ocr": 3.1},
+    {"id": "d", "source": "x", "styles": ["yes/no"], "ocr__argmax": 0, "ocr": 4.9},
+    {"id": "e", "source": "x", "styles": ["yes/no"], "ocr__argmax": 3, "ocr": None},
+    {"id": "f", "source": "x", "styles": ["yes/no"], "ocr__argmax": None, "ocr": 4.0},
+    {"id": "g", "source": "x", "styles": ["yes/no"], "ocr__argmax": 1, "ocr": 1.0},
+]
+
+
+def test_integer_score_decides_and_expected_breaks_ties():
+    """Integer 3 beats integer 2 whatever the expected scores; within integer 3, expected 3.1 > 2.6 > missing.
+    d (integer 0, the highest expected score) and f (no integer) never qualify: 5 of 6, short."""
+    sel = run(PAPER_ROWS, 6, caps=["ocr"])
+    assert [p[0] for p in picks(sel)] == ["c", "a", "e", "b", "g"]
+    assert sel.short and "integer score > 0" in sel.reason
+    assert sel.rank_mode == "integer" and sel.rules == {"ocr": "integer > 0"}
+    assert sel.summary()["rules"] == {"ocr": "integer > 0"} and sel.summary()["rank"] == "integer"
+    assert [p[0] for p in picks(run(PAPER_ROWS, 3, caps=["ocr"], threshold=2))] == ["c", "a", "e"]
+
+
+def test_expected_score_ranking_is_an_opt_in():
+    sel = run(PAPER_ROWS, 6, caps=["ocr"], rank="expected")
+    assert [p[0] for p in picks(sel)] == ["d", "f", "c", "b", "a", "g"]
+    assert not sel.short and sel.rank_mode == "expected" and sel.rules == {"ocr": "expected > 0"}
+
+
+def test_float_only_tables_and_empty_integer_columns_rank_on_the_float():
+    rows = [{k: v for k, v in r.items() if k != "ocr__argmax"} for r in PAPER_ROWS]
+    sel = run(rows, 6, caps=["ocr"])
+    assert [p[0] for p in picks(sel)] == ["d", "f", "c", "b", "a", "g"] and sel.rules == {"ocr": "float > 0"}
+    empty = [dict(r, ocr__argmax=None) for r in PAPER_ROWS]  # an integer column without a value
+    assert picks(run(empty, 6, caps=["ocr"])) == picks(sel)
+    only_integers = [{k: v for k, v in r.items() if k != "ocr"} for r in PAPER_ROWS]
+    sel = run(only_integers, 5, caps=["ocr"])  # no expected score: ties straight to the id hash
+    assert [p[0] for p in picks(sel)] == sorted("ace", key=lambda i: tie_key(i, 0)) + ["b", "g"]
+
+
+def test_rows_with_expected_but_no_integer_score_are_counted_in_a_warning():
+    sel = run(PAPER_ROWS, 2, caps=["ocr"])
+    assert any("1 score(s) have an expected score but no integer score" in w for w in sel.warnings)
+
+
+def sparse_table(n=2000, seed=0):
+    """Capabilities ocr and math rate ~1% of samples above 0; chart and count ~60%. Expected scores are
+    above 0 almost everywhere (as a scorer's are), so only the integer tells the 1% apart."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        row = {"id": f"s{i}", "source": rng.choice("ab"),
+               "styles": rng.sample(["yes/no", "multi-choice", "comparison"], rng.randint(1, 2))}
+        for c, p in (("ocr", 0.01), ("math", 0.01), ("chart", 0.6), ("count", 0.6)):
+            integer = rng.randint(1, 5) if rng.random() < p else 0
+            row[c + "__argmax"] = integer
+            row[c] = round(min(integer + rng.random() * 0.9, 5.0), 3) if integer else round(0.1 + rng.random() * 0.8, 3)
+        rows.append(row)
+    return rows
+
+
+def test_sparse_capabilities_never_pick_samples_their_integer_rates_zero():
+    """The issue's case: at 30%, ranking on the expected score took ~1/4 of the picks from samples the picking
+    capability rated 0. Under the integer rule the sparse capabilities run dry and drop out; the others fill."""
+    rows = sparse_table()
+    by_id = {r["id"]: r for r in rows}
+    sel = run(rows, "30%", caps=CAPS)
+    assert sel.selected == sel.requested == 600 and not sel.short
+    for sample, cap, _ in picks(sel):
+        assert by_id[sample][cap + "__argmax"] > 0, (sample, cap)
+    for cap in ("ocr", "math"):
+        eligible = sum(r[cap + "__argmax"] > 0 for r in rows)
+        assert 0 < sel.per_capability[cap] <= eligible < 40
+    assert sel.per_capability["chart"] + sel.per_capability["count"] >= 600 - 80
+    check_against_reference(rows, CAPS, 600, 0.0, 0)
+
+
+def test_every_capability_running_dry_gives_a_short_selection_not_a_crash():
+    rows = sparse_table(600, seed=1)
+    eligible = sum(any(r[c + "__argmax"] > 3 for c in CAPS) for r in rows)
+    sel = run(rows, 300, caps=CAPS, threshold=3)
+    assert sel.short and sel.selected == eligible < 300
+    assert "exhausted in order: ocr, math" in sel.reason or "exhausted in order: math, ocr" in sel.reason
+    assert "integer score > 3" in sel.reason
+
+
+def test_pool_size_makes_fractions_of_the_ingested_pool():
+    """A deduplicated table: 10% means 10% of the pool as ingested; a count stays a count."""
+    rows = [{"id": f"s{i}", "source": "x", "styles": ["yes/no"], "ocr": 1 + (i % 4)} for i in range(100)]
+    res = select(frame(rows, ["ocr"]), ["10%", 0.5, 7], capabilities=["ocr"], taxonomy=TAX, pool_size=180)
+    assert [s.requested for s in res.values()] == [18, 90, 7]
+    assert res["10%"].summary()["pool_size"] == 180 and res["10%"].summary()["table_rows"] == 100
+    plain = select(frame(rows, ["ocr"]), ["10%"], capabilities=["ocr"], taxonomy=TAX)["10%"]
+    assert plain.requested == 10 and plain.pool_size == plain.table_rows == 100
+    with pytest.raises(SelectionInputError, match=r"asks for 108 samples \(of a pool of 180\) but the scores table"):
+        select(frame(rows, ["ocr"]), [0.6], capabilities=["ocr"], taxonomy=TAX, pool_size=180)
+    with pytest.raises(SelectionInputError, match="pool_size 50 must be"):
+        select(frame(rows, ["ocr"]), [0.1], capabilities=["ocr"], taxonomy=TAX, pool_size=50)
+
+
+# ---------------------------------------------------------------------------------------------
 # the fast engine equals the straightforward reference, exactly
 # ---------------------------------------------------------------------------------------------
 STYLE_POOL = ["yes/no", "multi-choice", " comparison", "comparison", "", None, "odd style"]

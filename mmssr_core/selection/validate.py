@@ -202,10 +202,11 @@ def _bad_value(col: pl.Expr, integer: bool) -> pl.Expr:
 def _out_of_range_message(scores: pl.DataFrame, bad: dict[str, int], integer_cols: set[str]) -> str:
     lo, hi = SCORE_RANGE
     cols = ", ".join(f"{c} ({n} row{'s' * (n > 1)})" for c, n in bad.items())
-    flagged = scores.filter(pl.any_horizontal([_bad_value(_as_float(scores, c), c in integer_cols) for c in bad]))
+    flags = [_bad_value(_as_float(scores, c), c in integer_cols).alias(f"bad\x1f{c}") for c in bad]
+    flagged = scores.select("id", "source", *bad, *flags).filter(pl.any_horizontal(flags))
     examples = []
     for row in flagged.head(EXAMPLES).iter_rows(named=True):
-        values = ", ".join(f"{c} = {row[c]!r}" for c in bad if row[c] is not None)
+        values = ", ".join(f"{c} = {row[c]!r}" for c in bad if row[f"bad\x1f{c}"])
         examples.append(f"{row['id']!r} (source {row['source']!r}): {values}")
     what = "integers " if set(bad) <= integer_cols else ""
     return (f"scores must be {what}within {lo:g}..{hi:g} (the scorer's scale): column(s) {cols} hold other values, "
