@@ -32,7 +32,7 @@ from mmssr_core.selection.rules import (
     CapabilityRule,
     capability_rules,
     eligible_expr,
-    passing_counts,
+    rule_summary,
 )
 from mmssr_core.selection.tie_keys import tie_keys
 from mmssr_core.selection.validate import normalise_styles, prepare_table, validate_scores
@@ -40,6 +40,6 @@ from mmssr_core.selection.validate import normalise_styles, prepare_table, valid
 __all__ = [
     "select", "UNSTYLED", "BinLayout", "bin_labels", "Budget", "budget_key", "parse_budget", "Engine", "RunResult",
     "SelectionInputError", "METHODS", "OUTPUT_SCHEMA", "Selection", "DEFAULT_RANK", "RANK_MODES", "CapabilityRule",
-    "capability_rules", "eligible_expr", "passing_counts", "tie_keys", "normalise_styles", "prepare_table",
+    "capability_rules", "eligible_expr", "rule_summary", "tie_keys", "normalise_styles", "prepare_table",
     "validate_scores",
 ]

@@ -94,15 +94,6 @@ def eligible_expr(rule: CapabilityRule, threshold: float) -> pl.Expr:
     return (col.fill_nan(None) > float(threshold)).fill_null(False)
 
 
-def passing_counts(scores: pl.DataFrame, keys: list[str], threshold: float, rank: str = DEFAULT_RANK) -> tuple[dict, int, dict]:
-    """(samples passing per capability, samples passing any, rule per capability) under the rule selection uses."""
-    rules = capability_rules(scores, keys, rank)
-    exprs = [eligible_expr(r, threshold).sum().alias(r.key) for r in rules]
-    exprs.append(pl.any_horizontal([eligible_expr(r, threshold) for r in rules]).sum().alias("\x00any"))
-    row = scores.select(exprs).row(0, named=True)
-    return {r.key: int(row[r.key]) for r in rules}, int(row["\x00any"]), rule_summary(rules, threshold)
-
-
 def rank_key(clean: pl.DataFrame, rule: CapabilityRule, threshold: float) -> np.ndarray:
     """One capability's ranking key per input row (float64): higher ranks first; -inf = not eligible."""
     t = float(threshold)
