@@ -53,8 +53,6 @@ def select(
     base = _pool_size(pool_size, rows)
     sizes = {b.key: _size(b, base, rows) for b in parsed}
     runner = engine_for(method, table, t)
-    if method not in SCORE_FREE_METHODS:
-        _require_something_eligible(runner, table, t, method)
     rules = {} if method in SCORE_FREE_METHODS else rule_summary(table.rules, t)
     facts = dict(method=method, rank_mode=rank, rules=rules, threshold=t, table_rows=rows, pool_size=base)
     return _run_budgets(runner, table, sizes, facts)
@@ -90,18 +88,15 @@ def _size(budget, base: int, rows: int) -> int:
     return n
 
 
-def _require_something_eligible(runner: MethodEngine, table: PreparedTable, t: float, method: str) -> None:
+def _nothing_selectable(table: PreparedTable, t: float, method: str) -> SelectionInputError:
     """Nothing qualifying is an error, not an empty file: say why, per capability."""
-    eligible = runner.engine.eligible_per_capability()
-    if eligible.sum():
-        return
     missing = table.report["missing_scores"]
     detail = "; ".join(
         f"{r.key}: {r.describe(t)} holds for none ({missing.get(r.key, 0)} of {table.clean.height} missing)"
         for r in table.rules
     )
     what = "the mean score" if method == "mean" else "any capability"
-    raise SelectionInputError(f"nothing to select: no sample qualifies for {what} ({detail})")
+    return SelectionInputError(f"nothing to select: no sample qualifies for {what} ({detail})")
 
 
 def _run_budgets(runner: MethodEngine, table: PreparedTable, sizes: dict[str, int], facts: dict) -> dict[str, Selection]:
@@ -110,6 +105,8 @@ def _run_budgets(runner: MethodEngine, table: PreparedTable, sizes: dict[str, in
     results: dict[str, Selection] = {}
     for key, n in sorted(sizes.items(), key=lambda kv: -kv[1]):  # largest first: it grows the rankings
         res = runs[n] = runs[n] if n in runs else runner.engine.run(n)
+        if res.items.size == 0:  # the largest budget took nothing: no sample qualifies anywhere
+            raise _nothing_selectable(table, facts["threshold"], facts["method"])
         frame = result_frame(ids, res, table.source_codes, table.source_names, runner.picked_by, runner.bins)
         per_cap: dict[str, int] = {}
         if runner.picked_by is not None:

@@ -57,7 +57,7 @@ class Engine:
     keys: (C, n) ranking keys in the layout's internal order (internal sample i is input row
     layout.input_row[i]), NOT_ELIGIBLE (-inf) where a sample does not qualify, never NaN;
     tie_keys: (n,) unique tie keys in input-row order; tie_scores: per capability None or a callable giving
-    the exact tie scores in internal order (see ranking.TieBreak).
+    the exact tie scores in input-row order (see ranking.TieBreak).
     """
 
     min_chunk = 256  # smallest partial sort of a bin list (tests lower it to exercise the extensions)
@@ -70,7 +70,8 @@ class Engine:
         self.names = names
         self.layout = layout
         internal_tk = layout.to_internal(tie_keys)
-        self.ties = [TieBreak(internal_tk, (tie_scores or [None] * len(names))[c]) for c in range(len(names))]
+        loaders = tie_scores or [None] * len(names)
+        self.ties = [TieBreak(internal_tk, loaders[c], layout.input_row) for c in range(len(names))]
         self.n_caps, self.n = keys.shape
         self.eligible = np.empty((self.n, self.n_caps), bool)  # (n, C): one row per sample
         for c in range(self.n_caps):
@@ -82,10 +83,6 @@ class Engine:
         self._prefixes: dict[tuple[int, int, int], RankedPrefix] = {}
         self._list_eligible: dict[int, list[list[int]]] = {}  # c -> [bin][position] eligible members
         self._bin_eligible: dict[int, np.ndarray] = {}  # c -> eligible samples per bin
-
-    def eligible_per_capability(self) -> np.ndarray:
-        """How many samples qualify for each capability."""
-        return self.eligible.sum(axis=0)
 
     # -- per capability, shared across budgets -------------------------------------------------------
     def _count_eligible(self, c: int) -> None:

@@ -65,7 +65,7 @@ def _capability_engine(table: PreparedTable, layout: BinLayout, threshold: float
     parallel_map(fill, list(range(len(rules))), clean.height)
 
     def loader(rule):
-        return None if tie_scores(clean, rule) is None else lambda: layout.to_internal(tie_scores(clean, rule))
+        return None if rule.basis != "integer" or rule.expected is None else lambda: tie_scores(clean, rule)
 
     return Engine(keys, [r.key for r in rules], layout, table.tie_keys, [loader(r) for r in rules],
                   qualifies=_qualifies(table, threshold))

@@ -22,21 +22,24 @@ NOT_ELIGIBLE = -np.inf
 class TieBreak:
     """Orders samples whose ranking keys are equal: the tie score (when the rule has one), then the tie key.
 
-    `tie_scores` is a callable giving the internal-order array (built on first use: on continuous scores
-    equal keys are rare, so it is often never needed) or None.
+    tie_keys: per internal sample. tie_scores: None, or a callable giving the tie scores per input row
+    (called on first use; on continuous scores equal keys are rare) read through `input_row` (internal
+    sample -> input row), so no full reordered copy is ever made.
     """
 
-    def __init__(self, tie_keys: np.ndarray, tie_scores: Callable[[], np.ndarray] | None = None):
+    def __init__(self, tie_keys: np.ndarray, tie_scores: Callable[[], np.ndarray] | None = None,
+                 input_row: np.ndarray | None = None):
         self.tie_keys = tie_keys
         self._load = tie_scores
+        self._input_row = input_row
         self._scores: np.ndarray | None = None
 
-    def scores(self, rows: np.ndarray) -> np.ndarray | None:
+    def scores(self, rows: np.ndarray | int) -> np.ndarray | None:
         if self._load is None:
             return None
         if self._scores is None:
             self._scores = self._load()
-        return self._scores[rows]
+        return self._scores[rows if self._input_row is None else self._input_row[rows]]
 
     def best(self, rows: np.ndarray, need: int) -> np.ndarray:
         """Positions (into rows) of the `need` best of rows, which all have the same key."""
@@ -59,19 +62,28 @@ class TieBreak:
         s = self.scores(rows)
         if s is None:
             return tk > self.tie_keys[last]
-        s_last = self._scores[last]
+        s_last = self.scores(last)
         return (s < s_last) | ((s == s_last) & (tk > self.tie_keys[last]))
 
     def order(self, keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """The permutation that puts rows (with their keys) in rank order."""
+        """The permutation that puts rows (with their keys) in rank order.
+
+        One sort by key, then only the runs of equal keys are re-sorted by (tie score, tie key): with
+        integer-valued or clipped scores those runs are a minority of a chunk.
+        """
         order = np.argsort(-keys)
         sorted_keys = keys[order]
-        if sorted_keys.size < 2 or not (sorted_keys[1:] == sorted_keys[:-1]).any():
+        equal_next = sorted_keys[1:] == sorted_keys[:-1]
+        if not equal_next.any():
             return order
-        s = self.scores(rows)
-        if s is None:
-            return np.lexsort((self.tie_keys[rows], -keys))
-        return np.lexsort((self.tie_keys[rows], -s, -keys))
+        tied = np.flatnonzero(np.concatenate([equal_next, [False]]) | np.concatenate([[False], equal_next]))
+        run = np.cumsum(np.concatenate([[True], ~equal_next]))[tied]  # increases with the key's rank
+        members = order[tied]
+        r = rows[members]
+        s = self.scores(r)
+        sort_keys = (self.tie_keys[r], run) if s is None else (self.tie_keys[r], -s, run)
+        order[tied] = members[np.lexsort(sort_keys)]
+        return order
 
 
 class RankedPrefix:

@@ -95,17 +95,19 @@ def eligible_expr(rule: CapabilityRule, threshold: float) -> pl.Expr:
 
 
 def rank_key(clean: pl.DataFrame, rule: CapabilityRule, threshold: float) -> np.ndarray:
-    """One capability's ranking key per input row (float64): higher ranks first; -inf = not eligible."""
+    """One capability's ranking key per input row (float64): higher ranks first; -inf = not eligible.
+
+    One polars pass (no numpy temporaries): the float score, or 8 * integer + expected (-1 when missing).
+    """
     t = float(threshold)
     if rule.basis != "integer":
-        e = _column(clean, rule.expected)
-        return np.where(e > t, e, -np.inf)
-    i = _column(clean, rule.integer)
-    if rule.expected is None:
-        return np.where(i > t, CLASS_WIDTH * i + MISSING_EXPECTED, -np.inf)
-    e = _column(clean, rule.expected)
-    inside = np.where(np.isfinite(e), e, MISSING_EXPECTED)
-    return np.where(i > t, CLASS_WIDTH * i + inside, -np.inf)
+        score = pl.col(rule.expected).cast(pl.Float64)
+        key = pl.when(score > t).then(score)
+    else:
+        integer = pl.col(rule.integer)
+        inside = pl.lit(MISSING_EXPECTED) if rule.expected is None else pl.col(rule.expected).fill_null(MISSING_EXPECTED)
+        key = pl.when(integer > t).then(integer.cast(pl.Float64) * CLASS_WIDTH + inside)
+    return clean.select(key.otherwise(-np.inf).alias("key"))["key"].to_numpy()
 
 
 def tie_scores(clean: pl.DataFrame, rule: CapabilityRule) -> np.ndarray | None:

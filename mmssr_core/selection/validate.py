@@ -167,21 +167,33 @@ def _score_columns(scores: pl.DataFrame, rules: list[CapabilityRule]) -> list[st
 
 
 def _check_score_values(scores, rules, columns) -> tuple[dict[str, int], dict[str, int]]:
-    """Reject scores outside 0..5 (and non-integral integer scores); return (NaN counts, missing counts)."""
+    """Reject scores outside 0..5 (and non-integral integer scores); return (NaN counts, missing counts).
+
+    One pass of reductions (min, max, NaN and null counts) per column; rows are only examined when a
+    column's range is already known to be wrong.
+    """
     integer_cols = {r.integer for r in rules if r.integer}
     exprs = []
     for c in columns:
-        col = _as_float(scores, c)
-        exprs.append(_bad_value(col, c in integer_cols).sum().alias(f"bad\x1f{c}"))
+        exprs += [pl.col(c).min().alias(f"min\x1f{c}"), pl.col(c).max().alias(f"max\x1f{c}"),
+                  pl.col(c).null_count().alias(f"null\x1f{c}")]
         if scores.schema[c].is_float():
             exprs.append(pl.col(c).is_nan().sum().alias(f"nan\x1f{c}"))
-        exprs.append(col.is_null().sum().alias(f"null\x1f{c}"))
+            if c in integer_cols:
+                exprs.append(_bad_value(_as_float(scores, c), True).sum().alias(f"frac\x1f{c}"))
     stats = scores.select(exprs).row(0, named=True)
-    bad = {c: int(stats[f"bad\x1f{c}"]) for c in columns if stats[f"bad\x1f{c}"]}
-    if bad:
+    lo, hi = SCORE_RANGE
+    suspect = [c for c in columns if stats.get(f"frac\x1f{c}")] + [
+        c for c in columns
+        if stats[f"min\x1f{c}"] is not None and (stats[f"min\x1f{c}"] < lo or stats[f"max\x1f{c}"] > hi)
+    ]
+    if suspect:
+        counts = scores.select([_bad_value(_as_float(scores, c), c in integer_cols).sum().alias(c) for c in columns])
+        bad = {c: int(v) for c, v in counts.row(0, named=True).items() if v}
         raise SelectionInputError(_out_of_range_message(scores, bad, integer_cols))
-    nan_counts = {c: int(stats.get(f"nan\x1f{c}") or 0) for c in columns if stats.get(f"nan\x1f{c}")}
-    missing = {r.key: int(stats[f"null\x1f{r.eligibility_column}"]) for r in rules}
+    nan_counts = {c: int(stats[f"nan\x1f{c}"]) for c in columns if stats.get(f"nan\x1f{c}")}
+    missing = {r.key: int(stats[f"null\x1f{r.eligibility_column}"]) + nan_counts.get(r.eligibility_column, 0)
+               for r in rules}
     return nan_counts, missing
 
 
