@@ -265,14 +265,27 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="mmssr_bench_sel_"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"load average at start: {os.getloadavg()} on {os.cpu_count()} cores", flush=True)
+    paths = tables(work, args.rows)
+    report: dict = {"rows": args.rows, "budgets": BUDGETS}
+    report.update(run_fast(paths, work))
+    report.update(run_pandas(paths, work, report, args.pandas_cap))
+    print(f"load average at end: {os.getloadavg()}", flush=True)
+    print(json.dumps(report, default=str))
+
+
+def tables(work: Path, rows: int) -> dict[str, Path]:
+    """The synthetic tables in `work` (reused when they have the right size)."""
     paths = {k: work / f"{k}.parquet" for k in ("paper", "integer", "sample")}
-    if all(p.exists() for p in paths.values()) and pl.scan_parquet(paths["paper"]).select(pl.len()).collect().item() == args.rows:
+    if all(p.exists() for p in paths.values()) and pl.scan_parquet(paths["paper"]).select(pl.len()).collect().item() == rows:
         print(f"reusing the synthetic tables in {work}", flush=True)
     else:
-        g = sub(["--phase", "gen", "--rows", str(args.rows), "--workdir", str(work)])
-        print(f"synthetic tables ({args.rows:,} rows) written to {work} in {g['seconds']:.1f} s", flush=True)
+        g = sub(["--phase", "gen", "--rows", str(rows), "--workdir", str(work)])
+        print(f"synthetic tables ({rows:,} rows) written to {work} in {g['seconds']:.1f} s", flush=True)
+    return paths
 
-    report: dict = {"rows": args.rows, "budgets": BUDGETS}
+
+def run_fast(paths: dict[str, Path], work: Path) -> dict:
+    report = {}
     runs = {"paper": ("paper", "integer"), "expected": ("paper", "expected"), "integer": ("integer", "integer"),
             "sample": ("sample", "integer")}
     for kind, (table, rank) in runs.items():
@@ -282,38 +295,38 @@ def main() -> None:
         print(f"mmssr_core {kind:10s} {r['rows']:>9,} rows: select (3 budgets) {r['select_wall_s']:.2f} s wall, "
               f"{r['select_cpu_s']:.2f} s CPU; with Parquet read {r['total_wall_s']:.2f} s; "
               f"peak RSS {r['peak_rss_mb']:.0f} MB (after read {r['rss_after_read_mb']:.0f} MB)", flush=True)
+    return report
 
+
+def run_pandas(paths: dict[str, Path], work: Path, fast: dict, cap: float) -> dict:
+    """The pandas re-sort on the 10% sample (to the end) and on the full table (under `cap` seconds)."""
+    report = {}
     r = sub(["--phase", "pandas", "--scores", str(paths["sample"]), "--out", str(work / "pandas_sample.parquet"),
              "--pandas-cap", "100000"])
     report["pandas_sample"] = r
-    fs = report["fast_sample"]
+    fs = fast["fast_sample"]
     report["ratio_sample_wall"] = r["wall_s"] / fs["select_wall_s"]
     report["ratio_sample_cpu"] = r["cpu_s"] / fs["select_cpu_s"]
     report["check_sample"] = same(str(work / "fast_sample.parquet"), str(work / "pandas_sample.parquet"))
     print(f"pandas re-sort  sample     {r['rows']:>9,} rows: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, "
           f"peak RSS {r['peak_rss_mb']:.0f} MB -> mmssr_core is {report['ratio_sample_wall']:.0f}x faster (wall), "
           f"{report['ratio_sample_cpu']:.0f}x (CPU); same chosen sets: {report['check_sample']}", flush=True)
-
-    r = sub(["--phase", "pandas", "--scores", str(paths["paper"]), "--out",
-             str(work / "pandas_paper.parquet"), "--pandas-cap", str(args.pandas_cap)],
-            timeout=args.pandas_cap * 3 + 600)
+    r = sub(["--phase", "pandas", "--scores", str(paths["paper"]), "--out", str(work / "pandas_paper.parquet"),
+             "--pandas-cap", str(cap)], timeout=cap * 3 + 600)
     report["pandas_full"] = r
-    ff = report["fast_paper"]
+    ff = fast["fast_paper"]
+    report["check_full"] = same(str(work / "fast_paper.parquet"), str(work / "pandas_paper.parquet"))
     if r["finished"]:
         report["ratio_full_wall"] = r["wall_s"] / ff["select_wall_s"]
-        report["check_full"] = same(str(work / "fast_paper.parquet"), str(work / "pandas_paper.parquet"))
         print(f"pandas re-sort  full       {r['rows']:>9,} rows: {r['wall_s']:.1f} s wall -> "
               f"{report['ratio_full_wall']:.0f}x; same chosen sets: {report['check_full']}", flush=True)
     else:
         done = ", ".join(f"{b} in {s:.0f} s" for b, s in r["budgets"].items()) or "no budget"
-        print(f"pandas re-sort  full       {r['rows']:>9,} rows: stopped at the {args.pandas_cap:.0f} s cap "
-              f"({done} finished) -> mmssr_core is more than {args.pandas_cap / ff['select_wall_s']:.0f}x faster",
-              flush=True)
-        report["check_full"] = same(str(work / "fast_paper.parquet"), str(work / "pandas_paper.parquet"))
+        print(f"pandas re-sort  full       {r['rows']:>9,} rows: stopped at the {cap:.0f} s cap "
+              f"({done} finished) -> mmssr_core is more than {cap / ff['select_wall_s']:.0f}x faster", flush=True)
         if report["check_full"]:
             print(f"  budgets it finished, same chosen sets: {report['check_full']}", flush=True)
-    print(f"load average at end: {os.getloadavg()}", flush=True)
-    print(json.dumps(report, default=str))
+    return report
 
 
 if __name__ == "__main__":
