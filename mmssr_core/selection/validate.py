@@ -226,8 +226,10 @@ def _out_of_range_message(scores: pl.DataFrame, bad: dict[str, int], integer_col
 
 
 def _clean_column(scores: pl.DataFrame, c: str, integer: bool) -> pl.Expr:
+    """Integer scores as Int8 (already checked to be whole numbers in 0..5), floats as Float64 without NaN."""
     if integer:
-        return pl.col(c).cast(pl.Float64).round(0).cast(pl.Int8).alias(c)
+        col = pl.col(c) if scores.schema[c].is_integer() else _as_float(scores, c).round(0)
+        return col.cast(pl.Int8).alias(c)
     return _as_float(scores, c).alias(c)
 
 
