@@ -51,7 +51,7 @@ def select(
     if rows == 0:
         raise SelectionInputError("the scores table is empty")
     base = _pool_size(pool_size, rows)
-    sizes = {b.key: _size(b, base, rows) for b in parsed}
+    sizes = {b.key: _size(b, base, rows, pool_size is not None) for b in parsed}
     runner = engine_for(method, table, t)
     rules = {} if method in SCORE_FREE_METHODS else rule_summary(table.rules, t)
     facts = dict(method=method, rank_mode=rank, rules=rules, threshold=t, table_rows=rows, pool_size=base)
@@ -78,13 +78,12 @@ def _pool_size(pool_size, rows: int) -> int:
     return int(pool_size)
 
 
-def _size(budget, base: int, rows: int) -> int:
+def _size(budget, base: int, rows: int, pool_given: bool) -> int:
+    """The budget as a count. More than the table holds is an error, unless the caller said the table is part
+    of a larger pool (pool_size): then the selection is short and says why."""
     n = budget.size(base)
-    if n > rows:
-        of = f" (of a pool of {base})" if base != rows and budget.fraction is not None else ""
-        raise SelectionInputError(
-            f"budget {budget.key!r} asks for {n} samples{of} but the scores table has only {rows} rows"
-        )
+    if n > rows and not pool_given:
+        raise SelectionInputError(f"budget {budget.key!r} asks for {n} samples but the scores table has only {rows} rows")
     return n
 
 
@@ -113,10 +112,14 @@ def _run_budgets(runner: MethodEngine, table: PreparedTable, sizes: dict[str, in
             counts = np.bincount(res.caps, minlength=len(runner.picked_by))
             per_cap = {name: int(v) for name, v in zip(runner.picked_by, counts)}
         warnings = list(table.report["warnings"])
-        if res.reason:
-            warnings.append(f"budget {key}: {res.reason}")
+        reason = res.reason
+        if n > table.clean.height:
+            reason = (f"the scores table holds {table.clean.height} samples, fewer than the {n} asked for "
+                      f"(pool of {facts['pool_size']}); {reason}")
+        if reason:
+            warnings.append(f"budget {key}: {reason}")
         results[key] = Selection(
             budget=key, requested=n, selected=int(res.items.size), frame=frame, short=res.short,
-            reason=res.reason, per_capability=per_cap, warnings=warnings, **facts,
+            reason=reason, per_capability=per_cap, warnings=warnings, **facts,
         )
     return {key: results[key] for key in sizes}
