@@ -56,14 +56,14 @@ class Engine:
 
     keys: (C, n) ranking keys in the layout's internal order (internal sample i is input row
     layout.input_row[i]), NOT_ELIGIBLE (-inf) where a sample does not qualify, never NaN;
-    tie_keys: (n,) unique tie keys in input-row order; tie_scores: per capability None or a callable giving
-    the exact tie scores in input-row order (see ranking.TieBreak).
+    tie_keys: (n,) unique tie keys in input-row order; tie_scores: per capability None or a function from
+    input rows to their exact tie scores (see ranking.TieBreak).
     """
 
     min_chunk = 256  # smallest partial sort of a bin list (tests lower it to exercise the extensions)
 
     def __init__(self, keys: np.ndarray, names: list[str], layout: BinLayout, tie_keys: np.ndarray,
-                 tie_scores: list[Callable[[], np.ndarray] | None] | None = None,
+                 tie_scores: list[Callable[[np.ndarray], np.ndarray] | None] | None = None,
                  qualifies: str = "samples that qualify"):
         self.keys = keys
         self.qualifies = qualifies  # what a short selection's reason says ran out

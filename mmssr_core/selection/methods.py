@@ -64,10 +64,7 @@ def _capability_engine(table: PreparedTable, layout: BinLayout, threshold: float
 
     parallel_map(fill, list(range(len(rules))), clean.height)
 
-    def loader(rule):
-        return None if rule.basis != "integer" or rule.expected is None else lambda: tie_scores(clean, rule)
-
-    return Engine(keys, [r.key for r in rules], layout, table.tie_keys, [loader(r) for r in rules],
+    return Engine(keys, [r.key for r in rules], layout, table.tie_keys, [tie_scores(clean, r) for r in rules],
                   qualifies=_qualifies(table, threshold))
 
 
@@ -85,7 +82,7 @@ def _mean_engine(table: PreparedTable, layout: BinLayout, threshold: float) -> E
     inside = np.where(np.isfinite(mean_expected), mean_expected, MISSING_EXPECTED)
     # sums of integers are whole numbers: 8 * sum keeps the classes of equal means apart (see rules.py)
     key = np.where(mean_integer > t, CLASS_WIDTH * np.round(mean_integer * len(rules)) + inside, -np.inf)
-    ties = [(lambda: mean_expected) if expected else None]
+    ties = [mean_expected.__getitem__ if expected else None]
     return Engine(key[None, :], ["mean"], layout, table.tie_keys, ties,
                   qualifies=f"samples with a mean integer score > {t:g}")
 

@@ -22,24 +22,21 @@ NOT_ELIGIBLE = -np.inf
 class TieBreak:
     """Orders samples whose ranking keys are equal: the tie score (when the rule has one), then the tie key.
 
-    tie_keys: per internal sample. tie_scores: None, or a callable giving the tie scores per input row
-    (called on first use; on continuous scores equal keys are rare) read through `input_row` (internal
-    sample -> input row), so no full reordered copy is ever made.
+    tie_keys: per internal sample. tie_scores: None, or a function from input rows to their tie scores;
+    it is asked only for the few samples in runs of equal keys, read through `input_row` (internal sample ->
+    input row), so no full copy of the scores is made.
     """
 
-    def __init__(self, tie_keys: np.ndarray, tie_scores: Callable[[], np.ndarray] | None = None,
+    def __init__(self, tie_keys: np.ndarray, tie_scores: Callable[[np.ndarray], np.ndarray] | None = None,
                  input_row: np.ndarray | None = None):
         self.tie_keys = tie_keys
-        self._load = tie_scores
+        self._scores_at = tie_scores
         self._input_row = input_row
-        self._scores: np.ndarray | None = None
 
-    def scores(self, rows: np.ndarray | int) -> np.ndarray | None:
-        if self._load is None:
+    def scores(self, rows: np.ndarray) -> np.ndarray | None:
+        if self._scores_at is None:
             return None
-        if self._scores is None:
-            self._scores = self._load()
-        return self._scores[rows if self._input_row is None else self._input_row[rows]]
+        return self._scores_at(rows if self._input_row is None else self._input_row[rows])
 
     def best(self, rows: np.ndarray, need: int) -> np.ndarray:
         """Positions (into rows) of the `need` best of rows, which all have the same key."""
@@ -59,10 +56,10 @@ class TieBreak:
     def after(self, rows: np.ndarray, last: int) -> np.ndarray:
         """Mask of rows (with the same key as sample `last`) that rank after `last`."""
         tk = self.tie_keys[rows]
-        s = self.scores(rows)
+        s = self.scores(np.append(rows, last))
         if s is None:
             return tk > self.tie_keys[last]
-        s_last = self.scores(last)
+        s, s_last = s[:-1], s[-1]
         return (s < s_last) | ((s == s_last) & (tk > self.tie_keys[last]))
 
     def order(self, keys: np.ndarray, rows: np.ndarray) -> np.ndarray:

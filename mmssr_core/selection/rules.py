@@ -17,6 +17,7 @@ apart and orders each class by the expected score. The sum can round two expecte
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -110,11 +111,39 @@ def rank_key(clean: pl.DataFrame, rule: CapabilityRule, threshold: float) -> np.
     return clean.select(key.otherwise(-np.inf).alias("key"))["key"].to_numpy()
 
 
-def tie_scores(clean: pl.DataFrame, rule: CapabilityRule) -> np.ndarray | None:
-    """The exact expected scores (-inf missing) that order equal keys of the integer rule; None otherwise."""
+def tie_scores(clean: pl.DataFrame, rule: CapabilityRule) -> Callable[[np.ndarray], np.ndarray] | None:
+    """For the integer rule: a function giving the exact expected scores (-inf missing) of input rows, which
+    orders equal keys; None for rules whose key is the score itself."""
     if rule.basis != "integer" or rule.expected is None:
         return None
-    return _column(clean, rule.expected)
+    return ColumnReader(clean[rule.expected])
+
+
+class ColumnReader:
+    """Float values of a column at given rows (missing as -inf), reading its chunks in place.
+
+    Why: a polars gather per call is slow for thousands of small reads, and a contiguous numpy copy of every
+    capability's column would cost 8 bytes x rows x capabilities; chunks without nulls are numpy views.
+    """
+
+    def __init__(self, column: pl.Series):
+        self._column = column
+        self._chunks: list[np.ndarray] | None = None
+        self._starts: np.ndarray | None = None
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        if self._chunks is None:
+            self._chunks = [_column(c.to_frame(), c.name) for c in self._column.get_chunks()]
+            self._starts = np.cumsum([0] + [c.size for c in self._chunks[:-1]])
+        if len(self._chunks) == 1:
+            return self._chunks[0][rows]
+        out = np.empty(np.size(rows))
+        for k in range(len(self._chunks) - 1, -1, -1):  # from the last chunk down: one comparison each
+            start = self._starts[k]
+            mine = rows >= start if k == len(self._chunks) - 1 else (rows >= start) & (rows < self._starts[k + 1])
+            if mine.any():
+                out[mine] = self._chunks[k][rows[mine] - start]
+        return out
 
 
 def _column(clean: pl.DataFrame, name: str) -> np.ndarray:
