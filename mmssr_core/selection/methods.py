@@ -54,9 +54,10 @@ def _capability_engine(table: PreparedTable, layout: BinLayout, threshold: float
     """One ranking per capability under its rule (rules.py), in the layout's internal order."""
     clean, rules = table.clean, table.rules
     keys = np.empty((len(rules), clean.height), np.float64)
+    exact: list[np.ndarray | None] = [None] * len(rules)
 
     def fill(i: int) -> None:
-        key = rank_key(clean, rules[i], threshold)
+        key, exact[i] = rank_key(clean, rules[i], threshold)
         if layout.internal_index is None:
             keys[i] = key
         else:
@@ -64,7 +65,7 @@ def _capability_engine(table: PreparedTable, layout: BinLayout, threshold: float
 
     parallel_map(fill, list(range(len(rules))), clean.height)
 
-    return Engine(keys, [r.key for r in rules], layout, table.tie_keys, [tie_scores(clean, r) for r in rules],
+    return Engine(keys, [r.key for r in rules], layout, table.tie_keys, [tie_scores(clean, r, x) for r, x in zip(rules, exact)],
                   qualifies=_qualifies(table, threshold))
 
 

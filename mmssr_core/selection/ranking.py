@@ -22,12 +22,12 @@ NOT_ELIGIBLE = -np.inf
 class TieBreak:
     """Orders samples whose ranking keys are equal: the tie score (when the rule has one), then the tie key.
 
-    tie_keys: per internal sample. tie_scores: None, or a function from input rows to their tie scores;
-    it is asked only for the few samples in runs of equal keys, read through `input_row` (internal sample ->
-    input row), so no full copy of the scores is made.
+    tie_keys: per internal sample. tie_scores: None, or a function from input rows (samples sharing a key)
+    to their tie scores, or to None when those are known to be equal; it is asked only for the few samples
+    in runs of equal keys, read through `input_row` (internal sample -> input row).
     """
 
-    def __init__(self, tie_keys: np.ndarray, tie_scores: Callable[[np.ndarray], np.ndarray] | None = None,
+    def __init__(self, tie_keys: np.ndarray, tie_scores: Callable[[np.ndarray], np.ndarray | None] | None = None,
                  input_row: np.ndarray | None = None):
         self.tie_keys = tie_keys
         self._scores_at = tie_scores

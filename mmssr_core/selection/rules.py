@@ -95,28 +95,36 @@ def eligible_expr(rule: CapabilityRule, threshold: float) -> pl.Expr:
     return (col.fill_nan(None) > float(threshold)).fill_null(False)
 
 
-def rank_key(clean: pl.DataFrame, rule: CapabilityRule, threshold: float) -> np.ndarray:
-    """One capability's ranking key per input row (float64): higher ranks first; -inf = not eligible.
+def rank_key(clean: pl.DataFrame, rule: CapabilityRule, threshold: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """One capability's ranking key per input row (float64; higher ranks first; -inf = not eligible) and, for
+    the integer rule with expected scores, where the packed key is exact (see PackedTieScores); else None.
 
     One polars pass (no numpy temporaries): the float score, or 8 * integer + expected (-1 when missing).
     """
     t = float(threshold)
     if rule.basis != "integer":
         score = pl.col(rule.expected).cast(pl.Float64)
-        key = pl.when(score > t).then(score)
-    else:
-        integer = pl.col(rule.integer)
-        inside = pl.lit(MISSING_EXPECTED) if rule.expected is None else pl.col(rule.expected).fill_null(MISSING_EXPECTED)
-        key = pl.when(integer > t).then(integer.cast(pl.Float64) * CLASS_WIDTH + inside)
-    return clean.select(key.otherwise(-np.inf).alias("key"))["key"].to_numpy()
+        return clean.select(pl.when(score > t).then(score).otherwise(-np.inf).alias("key"))["key"].to_numpy(), None
+    integer = pl.col(rule.integer)
+    shifted = integer.cast(pl.Float64) * CLASS_WIDTH
+    if rule.expected is None:
+        key = pl.when(integer > t).then(shifted + MISSING_EXPECTED).otherwise(-np.inf)
+        return clean.select(key.alias("key"))["key"].to_numpy(), None
+    e = pl.col(rule.expected)
+    key = pl.when(integer > t).then(shifted + e.fill_null(MISSING_EXPECTED)).otherwise(-np.inf)
+    exact = e.is_null() | ((shifted + e) - shifted == e)
+    out = clean.select(key.alias("key"), exact.alias("exact"))
+    return out["key"].to_numpy(), out["exact"].to_numpy()
 
 
-def tie_scores(clean: pl.DataFrame, rule: CapabilityRule) -> Callable[[np.ndarray], np.ndarray] | None:
-    """For the integer rule: a function giving the exact expected scores (-inf missing) of input rows, which
-    orders equal keys; None for rules whose key is the score itself."""
+def tie_scores(clean: pl.DataFrame, rule: CapabilityRule, exact: np.ndarray | None
+               ) -> Callable[[np.ndarray], np.ndarray | None] | None:
+    """For the integer rule: a function giving the exact expected scores (-inf missing) of input rows that
+    share a key, or None when their keys are exact (then their expected scores are equal too); None for
+    rules whose key is the score itself. exact: from rank_key."""
     if rule.basis != "integer" or rule.expected is None:
         return None
-    return ColumnReader(clean[rule.expected])
+    return PackedTieScores(ColumnReader(clean[rule.expected]), exact)
 
 
 class ColumnReader:
@@ -144,6 +152,21 @@ class ColumnReader:
             if mine.any():
                 out[mine] = self._chunks[k][rows[mine] - start]
         return out
+
+
+class PackedTieScores:
+    """The expected scores behind the integer rule's packed keys, read only where packing lost something.
+
+    8 * integer + expected is exact for most expected scores (any with fewer than ~48 significant bits, e.g.
+    from float32 probabilities, and every missing one); samples whose keys are equal and exact have equal
+    expected scores, so the column is only read when a run of equal keys holds an inexact one.
+    """
+
+    def __init__(self, read: "ColumnReader", exact: np.ndarray):
+        self._read, self._exact = read, exact
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray | None:
+        return None if self._exact[rows].all() else self._read(rows)
 
 
 def _column(clean: pl.DataFrame, name: str) -> np.ndarray:
