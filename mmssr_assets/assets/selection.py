@@ -27,7 +27,8 @@ def registered_scored_sources(instance: dg.DagsterInstance, st) -> list[str]:
     owners=OWNERS,
     tags={"stage": "select"},
     description=(
-        "The pool-wide scores table of DESIGN 2.2 (id, source, styles, one column per capability): "
+        "The pool-wide scores table (id, source, styles, per capability the expected score and the integer "
+        "score `<key>__argmax`): "
         "every scored source concatenated into `scores/pool.parquet`. What selection reads."
     ),
 )
@@ -76,27 +77,32 @@ def build_selected_subset(recipes: list[Recipe]) -> dg.AssetsDefinition:
         metadata={"recipes": dg.MetadataValue.md(table)},
         description=(
             "The subset one recipe selects from the scores table (mmSSR: round-robin over capabilities, "
-            "balanced over style x source bins): `selections/<recipe>.parquet` with id, source, rank, "
+            "balanced over style x source bins; a sample qualifies when its integer score is above the "
+            "threshold unless the recipe opts into rank = expected): `selections/<recipe>.parquet` with id, source, rank, "
             "picked_by, bin. Recipes: defaults mmssr_5pct/10pct/30pct plus the store's recipes.toml or "
             "$MMSSR_RECIPES."
         ),
     )
     def selected_subset(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
-        from mmssr_core.selection import select
+        from mmssr_core.selection import SelectionInputError, select
 
         recipe = by_name[context.partition_key]
         st = store.store()
         if not st.exists(SCORES_TABLE, SCORES_PARTITION):
             raise dg.Failure("the scores table is missing: materialize scores_table first")
         scores = st.read(SCORES_TABLE, SCORES_PARTITION)
-        result = select(
-            scores,
-            [recipe.budget],
-            method=recipe.method,
-            capabilities=list(recipe.capabilities) if recipe.capabilities else None,
-            threshold=recipe.threshold,
-            seed=recipe.seed,
-        )
+        try:
+            result = select(
+                scores,
+                [recipe.budget],
+                method=recipe.method,
+                capabilities=list(recipe.capabilities) if recipe.capabilities else None,
+                threshold=recipe.threshold,
+                seed=recipe.seed,
+                rank=recipe.rank,
+            )
+        except SelectionInputError as exc:
+            raise dg.Failure(f"recipe {recipe.name}: {exc}") from None
         sel = next(iter(result.values()))
         path = st.path(SELECTIONS_TABLE, recipe.name)
         summary = {
@@ -107,6 +113,8 @@ def build_selected_subset(recipes: list[Recipe]) -> dg.AssetsDefinition:
             "short": bool(sel.short),
             "reason": sel.reason or "",
             "per_capability": {str(k): v for k, v in (sel.per_capability or {}).items()},
+            "rank": sel.rank_mode,
+            "rules": sel.rules,
             "path": str(path),
         }
         with st.transaction("selection", recipe.name) as tx:  # the subset and its summary land together
@@ -121,6 +129,8 @@ def build_selected_subset(recipes: list[Recipe]) -> dg.AssetsDefinition:
             "pool_size": scores.height,
             "short": summary["short"],
             "reason": summary["reason"] or "-",
+            "rank": sel.rank_mode,
+            "rules": dg.MetadataValue.md(md_table(["capability", "qualifies when"], list(sel.rules.items()))),
             "dagster/row_count": sel.frame.height,
             "path": path_md(path),
             "preview": frame_md(sel.frame, 10),
