@@ -1,4 +1,4 @@
-"""Scoring throughput: the reference approach vs the transformers backend, same model, same run.
+"""Scoring throughput: the reference approach vs the transformers backend vs vLLM, same model, same run.
 
 Model: a random LLaVA-OneVision-architecture checkpoint built from a config (Qwen2 text model with
 --layers/--hidden, SigLIP tower on 384-px images with --patch, default 14 as the real SigLIP: 729 patches
@@ -13,7 +13,10 @@ the reference's max_new_tokens=1024 would measure nonsense. We cap it at those a
 --style-tokens (default 32) for the style query, the same cap our constrained style decoding gets.
 
 Ours: TransformersBackend with the shared prefix (one prefill per sample, batched with left padding,
-KV cache reused by all 15 queries), digit distributions from one forward pass, constrained styles.
+KV cache reused by all 15 queries), digit distributions from one forward pass, constrained styles; and
+the vLLM backend (vLLM's CPU build here: prefix caching, one request per query, structured styles) on the
+same checkpoint, timed after the other two (its engine keeps its own threads busy). Every approach is fed
+the `reference` input profile (the released scorer's token stream, 730 image features at patch 14).
 
 Agreement: our argmax over the digit distribution vs the reference's first generated token with the
 vocabulary restricted to the digits 0..5 at that first step (a random model's unrestricted first token is
@@ -68,9 +71,6 @@ def reference(backend, requests, prompts, score_tokens: int, style_tokens: int):
     import torch
     from transformers import LogitsProcessor, LogitsProcessorList
 
-    from mmssr_core.prompts import chatml, load_scorer_image
-    from mmssr_core.scoring.vllm_backend import user_text
-
     digit_ids = backend.digit_ids
 
     class DigitsAtFirstStep(LogitsProcessor):
@@ -86,14 +86,13 @@ def reference(backend, requests, prompts, score_tokens: int, style_tokens: int):
                 scores = scores + mask
             return scores
 
-    model, processor = backend.model, backend.processor
+    model, inputs = backend.model, backend._inputs(prompts.profile)
     digits = []
     for req in requests:
-        image = load_scorer_image(req.image_file)
-        user = user_text(req, image is not None)
+        (item,), _ = backend._items([req], inputs)
         row = []
         for query in list(prompts.capability_queries) + [prompts.style_query]:
-            enc = processor(text=[chatml(user + query)], images=[image], return_tensors="pt").to(backend.device)
+            enc = inputs.full_batch([item.user], [query], [item.image], backend.device)
             start = enc["input_ids"].shape[1]
             is_score = query != prompts.style_query
             with torch.inference_mode():
@@ -109,6 +108,36 @@ def reference(backend, requests, prompts, score_tokens: int, style_tokens: int):
                 row.append(digit_ids.index(int(out[0, start])))
         digits.append(row)
     return digits
+
+
+def run_vllm(model_dir: Path, requests, prompts, args):
+    """(samples/s, distributions) of the vLLM backend on all requests, after a one-sample warm-up."""
+    from mmssr_core.scoring.vllm_backend import VLLMBackend
+
+    backend = VLLMBackend(str(model_dir), dtype="float32" if args.dtype == "auto" else args.dtype,
+                          enforce_eager=True, max_model_len=8192, max_style_tokens=args.style_tokens)
+    try:
+        backend.digit_distributions(requests[:1], prompts.capability_queries, prompts)
+        backend.styles(requests[:1], prompts)
+        t0 = time.perf_counter()
+        dists = []
+        for start in range(0, len(requests), args.batch_size):
+            chunk = requests[start : start + args.batch_size]
+            dists += backend.digit_distributions(chunk, prompts.capability_queries, prompts)
+            backend.styles(chunk, prompts)
+        seconds = time.perf_counter() - t0
+    finally:
+        backend.close()
+    return len(requests) / seconds, dists
+
+
+def agreement(a, b, margin: float = 1e-3) -> float:
+    """Share of (sample, query) whose argmax agrees, among those whose top two digits differ by > margin."""
+    import numpy as np
+
+    pairs = [(x, y) for ra, rb in zip(a, b) for x, y in zip(ra, rb)
+             if hasattr(x, "shape") and hasattr(y, "shape") and np.diff(np.sort(x)[-2:])[0] > margin]
+    return sum(int(np.argmax(x) == np.argmax(y)) for x, y in pairs) / max(len(pairs), 1)
 
 
 def main(argv=None) -> int:
@@ -127,6 +156,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ref-score-tokens", type=int, default=2)
     ap.add_argument("--style-tokens", type=int, default=32)
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--no-vllm", action="store_true", help="skip the vLLM backend")
     ap.add_argument("--json", action="store_true", help="print a one-line JSON summary last")
     args = ap.parse_args(argv)
 
@@ -158,6 +188,7 @@ def main(argv=None) -> int:
             str(model_dir), device=args.device, dtype=args.dtype, batch_size=args.batch_size,
             max_style_tokens=args.style_tokens,
         )
+        backend._inputs(prompts.profile)
         backend._load()
         n_params = sum(p.numel() for p in backend.model.parameters())
         print(
@@ -199,6 +230,8 @@ def main(argv=None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+        backend.close()
+        vllm_rate, vllm_dists = (None, None) if args.no_vllm else run_vllm(model_dir, requests, prompts, args)
 
     failures = sum(1 for row in dists for d in row if not isinstance(d, np.ndarray))
     style_failures = sum(1 for s in styles if not isinstance(s, list))
@@ -222,15 +255,24 @@ def main(argv=None) -> int:
         "ref_score_tokens": args.ref_score_tokens,
         "style_tokens": args.style_tokens,
     }
+    if vllm_rate is not None:
+        summary.update(vllm_samples_per_s=round(vllm_rate, 4), vllm_speedup=round(vllm_rate / ref_rate, 2),
+                       vllm_vs_transformers=round(vllm_rate / ours_rate, 2),
+                       vllm_argmax_agreement=agreement(vllm_dists, dists))
     print(f"reference (15 generate calls/sample, batch 1): {ref_rate:.3f} samples/s")
     print(f"ours (prefix prefilled once, packed queries, 1 forward/score): {ours_rate:.3f} samples/s")
     print(f"speedup: {ours_rate / ref_rate:.1f}x")
+    if vllm_rate is not None:
+        print(f"vLLM backend (prefix caching, structured styles): {vllm_rate:.3f} samples/s = "
+              f"{vllm_rate / ref_rate:.1f}x the reference, {vllm_rate / ours_rate:.2f}x the transformers backend; "
+              f"integer agreement with transformers: {100 * summary['vllm_argmax_agreement']:.1f}%")
     print(f"integer score agreement (argmax vs digit-restricted greedy first token): {100 * agree:.1f}% of {len(pairs)}")
     print(f"styles: {len(styles) - style_failures}/{len(styles)} parsed (a random model may not finish a label "
           f"within {args.style_tokens} tokens); score failures: {failures}")
     if args.json:
         print(json.dumps(summary, sort_keys=True))
-    return 0 if agree == 1.0 and failures == 0 else 1
+    ok = agree == 1.0 and failures == 0 and (vllm_rate is None or summary["vllm_argmax_agreement"] == 1.0)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -4,13 +4,17 @@
     .venv/bin/python benchmarks/selection.py --rows 200000   # smaller
     .venv/bin/python benchmarks/selection.py --pandas-cap 120  # time cap of the pandas run on the full table
 
-Synthetic scores table: 14 capabilities, 1-3 styles per sample, 20 sources of Zipf-like sizes, continuous
-(expected) scores in [0, 5] and, separately, integer scores 0-5 (massive ties). Every measurement runs in
-a fresh subprocess (`--phase ...`) so wall time, CPU time and peak RSS (ru_maxrss) are its own.
+Synthetic scores table: 14 capabilities, 1-3 styles per sample, 20 sources of Zipf-like sizes. Three runs:
+- `paper`: what the scorer writes, an expected score in [0, 5] and an integer score 0-5 (`<key>__argmax`)
+  per capability, selected with the default rule (the integer decides, the expected score breaks ties);
+- `expected`: the same table with the opt-in `rank="expected"` (continuous scores, few ties);
+- `integer`: a float-only table of whole numbers 0-5 (an external scorer's integers: massive ties).
+Every measurement runs in a fresh subprocess (`--phase ...`) so wall time, CPU time and peak RSS are its own.
 
 The pandas implementation is what the reference code does: every capability, every round, it filters and
 re-sorts all remaining candidates, then melts the style labels and groups them into bins. It is run on a
-10% sample (all budgets) and on the full table under a time cap; chosen sets are compared.
+10% sample of the `paper` table (all budgets, the default rule) and on the full table under a time cap;
+chosen sets are compared.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ BUDGETS = ["5%", "10%", "30%"]
 # data
 # ------------------------------------------------------------------------------------------------
 def synth(n: int, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(continuous, integer) scores tables with the same ids, sources and styles."""
+    """(paper, integer) scores tables with the same ids, sources and styles: the paper table has an expected
+    score and an integer score (near the rounded expected score, as a scorer's argmax is) per capability."""
     from mmssr_core.taxonomy import Taxonomy
 
     tax = Taxonomy()
@@ -62,13 +67,13 @@ def synth(n: int, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
     )
     quality = rng.normal(2.6, 0.9, n)
     strength = rng.normal(0, 0.6, (20, len(caps)))
-    cont, integ = {}, {}
+    paper, integ = {}, {}
     for j, k in enumerate(caps):
         v = np.clip(quality + strength[src, j] + rng.normal(0, 0.8, n), 0, 5)
-        cont[k] = v
-        integ[k] = np.round(v)
-    return frame.with_columns(**{k: pl.Series(v) for k, v in cont.items()}), frame.with_columns(
-        **{k: pl.Series(v) for k, v in integ.items()})
+        paper[k] = pl.Series(v)
+        paper[f"{k}__argmax"] = pl.Series(np.clip(np.round(v + rng.normal(0, 0.4, n)), 0, 5).astype(np.int8))
+        integ[k] = pl.Series(np.round(v))
+    return frame.with_columns(**paper), frame.with_columns(**integ)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -92,11 +97,12 @@ def pandas_prepare(path: str):
         rows.append(combos[key])
     width = max(len(r) for r in rows)
     pdf = df.drop("styles").to_pandas()
+    caps = [c for c in df.columns if c not in ("id", "source", "styles") and not c.endswith("__argmax")]
     for p in range(width):
         pdf[f"sty_{p + 1}"] = [r[p] if p < len(r) else None for r in rows]
     pdf["tk"] = tk
     pdf.index = pd.RangeIndex(len(pdf), name="idx")
-    return pdf, [c for c in df.columns if c not in ("id", "source", "styles")], parse_budget
+    return pdf, caps, lambda b, pool: parse_budget(b).size(pool)
 
 
 def pandas_balanced_take(ranked, k: int) -> list[int]:
@@ -131,7 +137,12 @@ def pandas_select(pdf, caps: list[str], N: int, deadline: float, threshold: floa
             if time.perf_counter() > deadline:
                 return None
             share = min(share, N - len(chosen))
-            ranked = remaining[remaining[c] > threshold].sort_values([c, "tk"], ascending=[False, True])
+            integer = f"{c}__argmax"
+            if integer in remaining.columns:  # the default rule: integer > t, integer then expected then tie key
+                ranked = remaining[remaining[integer] > threshold].sort_values(
+                    [integer, c, "tk"], ascending=[False, False, True])
+            else:
+                ranked = remaining[remaining[c] > threshold].sort_values([c, "tk"], ascending=[False, True])
             got = pandas_balanced_take(ranked, share) if len(ranked) else []
             if not got:
                 drop.append(c)
@@ -162,13 +173,13 @@ def rss_mb() -> float:
 def phase_gen(rows: int, work: Path) -> dict:
     t = time.perf_counter()
     cont, integ = synth(rows)
-    cont.write_parquet(work / "continuous.parquet")
+    cont.write_parquet(work / "paper.parquet")
     integ.write_parquet(work / "integer.parquet")
     cont.sample(fraction=0.1, seed=1).write_parquet(work / "sample.parquet")
     return {"rows": rows, "seconds": time.perf_counter() - t}
 
 
-def phase_fast(scores: str, out: str) -> dict:
+def phase_fast(scores: str, out: str, rank: str) -> dict:
     from mmssr_core.selection import select
 
     w0, c0 = time.perf_counter(), time.process_time()
@@ -176,7 +187,7 @@ def phase_fast(scores: str, out: str) -> dict:
     read_s = time.perf_counter() - w0
     rss_read = rss_mb()
     w1, c1 = time.perf_counter(), time.process_time()
-    res = select(df, BUDGETS)
+    res = select(df, BUDGETS, rank=rank)
     sel_wall, sel_cpu = time.perf_counter() - w1, time.process_time() - c1
     pl.DataFrame({
         "budget": [k for k, s in res.items() for _ in range(s.selected)],
@@ -239,12 +250,13 @@ def main() -> None:
     ap.add_argument("--phase", choices=["gen", "fast", "pandas"], help=argparse.SUPPRESS)
     ap.add_argument("--scores", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--rank", default="integer", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.phase == "gen":
         print(json.dumps(phase_gen(args.rows, Path(args.workdir))))
         return
     if args.phase == "fast":
-        print(json.dumps(phase_fast(args.scores, args.out)))
+        print(json.dumps(phase_fast(args.scores, args.out, args.rank)))
         return
     if args.phase == "pandas":
         print(json.dumps(phase_pandas(args.scores, args.out, args.pandas_cap)))
@@ -253,52 +265,68 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="mmssr_bench_sel_"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"load average at start: {os.getloadavg()} on {os.cpu_count()} cores", flush=True)
-    paths = {k: work / f"{k}.parquet" for k in ("continuous", "integer", "sample")}
-    if all(p.exists() for p in paths.values()) and pl.scan_parquet(paths["continuous"]).select(pl.len()).collect().item() == args.rows:
+    paths = tables(work, args.rows)
+    report: dict = {"rows": args.rows, "budgets": BUDGETS}
+    report.update(run_fast(paths, work))
+    report.update(run_pandas(paths, work, report, args.pandas_cap))
+    print(f"load average at end: {os.getloadavg()}", flush=True)
+    print(json.dumps(report, default=str))
+
+
+def tables(work: Path, rows: int) -> dict[str, Path]:
+    """The synthetic tables in `work` (reused when they have the right size)."""
+    paths = {k: work / f"{k}.parquet" for k in ("paper", "integer", "sample")}
+    if all(p.exists() for p in paths.values()) and pl.scan_parquet(paths["paper"]).select(pl.len()).collect().item() == rows:
         print(f"reusing the synthetic tables in {work}", flush=True)
     else:
-        g = sub(["--phase", "gen", "--rows", str(args.rows), "--workdir", str(work)])
-        print(f"synthetic tables ({args.rows:,} rows) written to {work} in {g['seconds']:.1f} s", flush=True)
+        g = sub(["--phase", "gen", "--rows", str(rows), "--workdir", str(work)])
+        print(f"synthetic tables ({rows:,} rows) written to {work} in {g['seconds']:.1f} s", flush=True)
+    return paths
 
-    report: dict = {"rows": args.rows, "budgets": BUDGETS}
-    for kind in ("continuous", "integer", "sample"):
-        r = sub(["--phase", "fast", "--scores", str(paths[kind]), "--out", str(work / f"fast_{kind}.parquet")])
+
+def run_fast(paths: dict[str, Path], work: Path) -> dict:
+    report = {}
+    runs = {"paper": ("paper", "integer"), "expected": ("paper", "expected"), "integer": ("integer", "integer"),
+            "sample": ("sample", "integer")}
+    for kind, (table, rank) in runs.items():
+        r = sub(["--phase", "fast", "--scores", str(paths[table]), "--rank", rank,
+                 "--out", str(work / f"fast_{kind}.parquet")])
         report[f"fast_{kind}"] = r
         print(f"mmssr_core {kind:10s} {r['rows']:>9,} rows: select (3 budgets) {r['select_wall_s']:.2f} s wall, "
               f"{r['select_cpu_s']:.2f} s CPU; with Parquet read {r['total_wall_s']:.2f} s; "
               f"peak RSS {r['peak_rss_mb']:.0f} MB (after read {r['rss_after_read_mb']:.0f} MB)", flush=True)
+    return report
 
+
+def run_pandas(paths: dict[str, Path], work: Path, fast: dict, cap: float) -> dict:
+    """The pandas re-sort on the 10% sample (to the end) and on the full table (under `cap` seconds)."""
+    report = {}
     r = sub(["--phase", "pandas", "--scores", str(paths["sample"]), "--out", str(work / "pandas_sample.parquet"),
              "--pandas-cap", "100000"])
     report["pandas_sample"] = r
-    fs = report["fast_sample"]
+    fs = fast["fast_sample"]
     report["ratio_sample_wall"] = r["wall_s"] / fs["select_wall_s"]
     report["ratio_sample_cpu"] = r["cpu_s"] / fs["select_cpu_s"]
     report["check_sample"] = same(str(work / "fast_sample.parquet"), str(work / "pandas_sample.parquet"))
     print(f"pandas re-sort  sample     {r['rows']:>9,} rows: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, "
           f"peak RSS {r['peak_rss_mb']:.0f} MB -> mmssr_core is {report['ratio_sample_wall']:.0f}x faster (wall), "
           f"{report['ratio_sample_cpu']:.0f}x (CPU); same chosen sets: {report['check_sample']}", flush=True)
-
-    r = sub(["--phase", "pandas", "--scores", str(paths["continuous"]), "--out",
-             str(work / "pandas_continuous.parquet"), "--pandas-cap", str(args.pandas_cap)],
-            timeout=args.pandas_cap * 3 + 600)
+    r = sub(["--phase", "pandas", "--scores", str(paths["paper"]), "--out", str(work / "pandas_paper.parquet"),
+             "--pandas-cap", str(cap)], timeout=cap * 3 + 600)
     report["pandas_full"] = r
-    ff = report["fast_continuous"]
+    ff = fast["fast_paper"]
+    report["check_full"] = same(str(work / "fast_paper.parquet"), str(work / "pandas_paper.parquet"))
     if r["finished"]:
         report["ratio_full_wall"] = r["wall_s"] / ff["select_wall_s"]
-        report["check_full"] = same(str(work / "fast_continuous.parquet"), str(work / "pandas_continuous.parquet"))
         print(f"pandas re-sort  full       {r['rows']:>9,} rows: {r['wall_s']:.1f} s wall -> "
               f"{report['ratio_full_wall']:.0f}x; same chosen sets: {report['check_full']}", flush=True)
     else:
         done = ", ".join(f"{b} in {s:.0f} s" for b, s in r["budgets"].items()) or "no budget"
-        print(f"pandas re-sort  full       {r['rows']:>9,} rows: stopped at the {args.pandas_cap:.0f} s cap "
-              f"({done} finished) -> mmssr_core is more than {args.pandas_cap / ff['select_wall_s']:.0f}x faster",
-              flush=True)
-        report["check_full"] = same(str(work / "fast_continuous.parquet"), str(work / "pandas_continuous.parquet"))
+        print(f"pandas re-sort  full       {r['rows']:>9,} rows: stopped at the {cap:.0f} s cap "
+              f"({done} finished) -> mmssr_core is more than {cap / ff['select_wall_s']:.0f}x faster", flush=True)
         if report["check_full"]:
             print(f"  budgets it finished, same chosen sets: {report['check_full']}", flush=True)
-    print(f"load average at end: {os.getloadavg()}", flush=True)
-    print(json.dumps(report, default=str))
+    return report
 
 
 if __name__ == "__main__":

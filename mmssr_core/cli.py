@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "mmssr_core.commands.convert_checkpoint",
         "convert a released mmSSR (LLaVA-NeXT llava_qwen) checkpoint to HF LLaVA-OneVision",
     ),
+    "serve-vllm": (
+        "mmssr_core.commands.serve_vllm",
+        "start vLLM's OpenAI-compatible server feeding the scorer the reference inputs",
+    ),
     "label": ("mmssr_core.commands.label", "label a stratified sample with a teacher model"),
     "agreement": ("mmssr_core.commands.agreement", "agreement of a scorer with teacher labels"),
     "export-scorer-data": (

@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from mmssr_core.image_prep import IMAGE_SIZE
+
 # Towers whose shape the weights cannot tell (heads); everything else is read from the tensors.
 KNOWN_VISION_TOWERS = {
-    "google/siglip-so400m-patch14-384": {"num_attention_heads": 16, "layer_norm_eps": 1e-6},
+    "google/siglip-so400m-patch14-384": {"num_attention_heads": 16, "layer_norm_eps": 1e-6, "image_size": 384},
 }
 QWEN2_FIELDS = (
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -136,16 +138,16 @@ def vision_config_from(src_config: dict, shapes: dict, vision_heads: int | None 
         raise ConversionError(f"vision tower tensor missing: {exc}") from None
     layers = 1 + max(int(m.group(1)) for k in shapes if (m := re.match(re.escape(p) + r"encoder\.layers\.(\d+)\.", k)))
     side = int(round(math.sqrt(positions)))
+    given = dict(src_config.get("vision_config") or {})
+    known = KNOWN_VISION_TOWERS.get(src_config.get("mm_vision_tower", ""), {})
     cfg = {
         "hidden_size": hidden,
         "intermediate_size": intermediate,
         "num_hidden_layers": layers,
         "patch_size": patch,
-        "image_size": side * patch,
+        "image_size": _image_size(side, patch, given, known),
         "vision_use_head": False,
     }
-    given = dict(src_config.get("vision_config") or {})
-    known = KNOWN_VISION_TOWERS.get(src_config.get("mm_vision_tower", ""), {})
     heads = vision_heads or given.get("num_attention_heads") or known.get("num_attention_heads")
     if not heads:
         raise ConversionError(
@@ -155,6 +157,17 @@ def vision_config_from(src_config: dict, shapes: dict, vision_heads: int | None 
     cfg["num_attention_heads"] = int(heads)
     cfg["layer_norm_eps"] = given.get("layer_norm_eps", known.get("layer_norm_eps", 1e-6))
     return cfg
+
+
+def _image_size(side: int, patch: int, given: dict, known: dict) -> int:
+    """Pixels per tile. The tensors only give the patch grid (27 x 27 at patch 14, i.e. 378 px), but the
+    tower is fed 384 px (the last 6 rows and columns fall outside the grid): the processor must resize to
+    384, as the reference does, or every image differs. So: the known or given size, else 384 when that
+    is the scorer's tile for this grid, else grid x patch."""
+    size = known.get("image_size") or given.get("image_size")
+    if size:
+        return int(size)
+    return IMAGE_SIZE if IMAGE_SIZE // patch == side else side * patch
 
 
 def _write_portable_processor_files(dst: Path) -> None:

@@ -19,6 +19,7 @@ File format (TOML shown; JSON takes the same mapping)::
     method = "mmssr"                  # optional, default mmssr
     threshold = 0.0                   # optional
     seed = 0                          # optional
+    rank = "integer"                  # optional: "integer" (the paper's rule) or "expected" (opt-in)
     dedup = true                      # optional: false, or a table such as {text_threshold = 0.9}
                                       # (settings: near, text_threshold, image_distance)
 """
@@ -31,6 +32,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mmssr_core.dedup.config import DedupConfig, DedupConfigError, dedup_config
+from mmssr_core.selection.budget import parse_budget
+from mmssr_core.selection.errors import SelectionInputError
+from mmssr_core.selection.rules import DEFAULT_RANK, RANK_MODES
 from mmssr_core.store import StoreError, check_name
 
 ENV_RECIPES = "MMSSR_RECIPES"
@@ -41,34 +45,6 @@ class RecipeError(ValueError):
     """A recipe or recipe file that cannot be used; the message names the recipe and the field."""
 
 
-def parse_budget(value) -> float | int:
-    """`0.1`, `"10%"` -> 0.1 (a fraction); `500`, `"500"` -> 500 (a count)."""
-    if isinstance(value, bool):
-        raise RecipeError(f"budget {value!r} is not a number")
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            if text.endswith("%"):
-                value = float(text[:-1]) / 100.0
-            elif any(c in text for c in ".eE"):
-                value = float(text)
-            else:
-                value = int(text)
-        except ValueError:
-            raise RecipeError(f"budget {value!r} is not a fraction, a percentage or a count") from None
-    if isinstance(value, float) and value.is_integer() and value >= 1:
-        value = int(value)
-    if isinstance(value, int):
-        if value < 1:
-            raise RecipeError(f"budget count {value} must be >= 1")
-        return value
-    if isinstance(value, float):
-        if not 0 < value < 1:
-            raise RecipeError(f"budget fraction {value} must be in (0, 1)")
-        return value
-    raise RecipeError(f"budget {value!r} is not a number")
-
-
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -77,6 +53,7 @@ class Recipe:
     capabilities: tuple[str, ...] | None = None  # None: all capabilities of the taxonomy
     threshold: float = 0.0
     seed: int = 0
+    rank: str = DEFAULT_RANK  # "integer" (the paper's rule) or "expected" (rank on the expected score, opt-in)
     dedup: DedupConfig = DedupConfig()  # duplicates removed before selection (recipe file: true/false/table)
 
     def __post_init__(self) -> None:
@@ -84,7 +61,12 @@ class Recipe:
             check_name(self.name, "recipe")
         except StoreError as exc:
             raise RecipeError(str(exc)) from None
-        object.__setattr__(self, "budget", parse_budget(self.budget))
+        try:
+            object.__setattr__(self, "budget", parse_budget(self.budget).value)
+        except SelectionInputError as exc:
+            raise RecipeError(f"recipe {self.name!r}: {exc}") from None
+        if self.rank not in RANK_MODES:
+            raise RecipeError(f"recipe {self.name!r}: rank must be one of {', '.join(RANK_MODES)}, not {self.rank!r}")
         if self.capabilities is not None:
             if isinstance(self.capabilities, str):
                 raise RecipeError(f"recipe {self.name!r}: capabilities must be a list, not a string")
@@ -117,8 +99,9 @@ class Recipe:
     def describe(self) -> str:
         caps = "all capabilities" if self.capabilities is None else ", ".join(self.capabilities)
         budget = f"{self.budget:.0%}" if isinstance(self.budget, float) else f"{self.budget} samples"
-        return (f"{self.method} at {budget} over {caps} (threshold {self.threshold:g}, seed {self.seed}; "
-                f"{self.dedup.describe()})")
+        rank = "integer score" if self.rank == "integer" else "expected score (opt-in)"
+        return (f"{self.method} at {budget} over {caps}, ranked on the {rank} (threshold {self.threshold:g}, "
+                f"seed {self.seed}; {self.dedup.describe()})")
 
 
 DEFAULT_RECIPES: tuple[Recipe, ...] = (
@@ -127,7 +110,7 @@ DEFAULT_RECIPES: tuple[Recipe, ...] = (
     Recipe("mmssr_30pct", budget=0.30),
 )
 
-_FIELDS = {"name", "method", "budget", "capabilities", "threshold", "seed", "dedup"}
+_FIELDS = {"name", "method", "budget", "capabilities", "threshold", "seed", "rank", "dedup"}
 
 
 def recipe_from_dict(data: dict) -> Recipe:

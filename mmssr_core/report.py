@@ -116,7 +116,8 @@ def _capability_markdown(summary: dict) -> str:
 
     prof = summary["profiles"]
     cols = [n for n in ("selected", "random", "pool") if n in prof]
-    head = "| capability | " + " | ".join(f"mean {n}" for n in cols) + " | >=4 selected | >=4 random | picked by | pool passing |"
+    passing = f"pool passing ({M.passing_label(summary['threshold'])})"
+    head = "| capability | " + " | ".join(f"mean {n}" for n in cols) + f" | >=4 selected | >=4 random | picked by | {passing} |"
     lines = [head, "|---|" + "---:|" * (len(cols) + 4)]
     for k in summary["capabilities"]:
         pb = summary.get("picked_by", {}).get(k, {})
@@ -212,6 +213,7 @@ def build_report(
     seed: int = 0,
     budget: float | int | str | None = None,
     threshold: float = 0.0,
+    rank: str = "integer",
     capabilities: list[str] | None = None,
     taxonomy=None,
     failures: pl.DataFrame | None = None,
@@ -226,12 +228,14 @@ def build_report(
     """Build and write the report of one recipe's selection.
 
     selection: id, source (+ rank, picked_by, bin) of the selected samples; scores: the scored pool
-    (DESIGN 2.2). pool: the raw_pool rows (for text, turns, image sizes and example thumbnails).
+    (schema.scores_schema). pool: the raw_pool rows (for text, turns, image sizes and example thumbnails).
     baselines: other subsets at the same budget by name (e.g. {"mean": ..., "style_only": ...}); a
     seeded random subset of the same size is always drawn here (seed). budget_selections: this
     recipe's selections at several budgets by label (overlap matrix and nesting check). failures:
-    the score_failures table. dedup: the selection's duplicates summary (what `selections/<recipe>.json`
-    holds under "dedup"). Returns a ReportResult; files land under `<store>/reports/`.
+    the score_failures table. threshold and rank: the selection's rule, so "pool passing" counts what the
+    selection could pick (rank "integer": the integer score where the table has one). dedup: the
+    selection's duplicates summary (what `selections/<recipe>.json` holds under "dedup"). Returns a
+    ReportResult; files land under `<store>/reports/`.
     """
     st = _store(store)
     check_name(recipe_name, "recipe")
@@ -294,7 +298,8 @@ def build_report(
         "capabilities": keys,
         "profiles": profiles,
         "picked_by": M.picked_by_shares(selection, keys),
-        "threshold": M.threshold_effects(scores, keys, threshold),
+        "rank": rank,
+        "threshold": M.threshold_effects(scores, keys, threshold, rank),
         "overlap": M.overlap(overlap_sets, nested_order),
         "failures": M.failure_summary(failures, selection, pool_size),
         "dedup": dedup_section(dedup, pool_size, sel_rows.height),
@@ -382,7 +387,7 @@ def related_selections(store, recipe, recipes, selections_table: str = "selectio
     st = _store(store)
 
     def family(r):
-        return (r.method, r.capabilities, r.threshold, r.seed)
+        return (r.method, r.capabilities, r.threshold, r.seed, r.rank)
 
     baselines: dict[str, pl.DataFrame] = {}
     budgets: dict[str, pl.DataFrame] = {}

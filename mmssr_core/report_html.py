@@ -11,6 +11,8 @@ import html
 import io
 from pathlib import Path
 
+from mmssr_core.report_metrics import passing_label
+
 THUMB_PX = 128
 
 CSS = """
@@ -106,7 +108,7 @@ def render(summary: dict, plots: dict[str, bytes], examples: dict[str, list[dict
         f"<style>{CSS}</style></head><body>",
         f"<h1>Selection report: {esc(s['recipe'])}</h1>",
         f'<p class="muted">{esc(s["size"])} of {esc(s["pool_size"])} scored samples '
-        f'({esc(fmt(100 * s["fraction"], 2))}%), budget {esc(s.get("budget"))}, threshold {esc(s["threshold"]["threshold"])}, '
+        f'({esc(fmt(100 * s["fraction"], 2))}%), budget {esc(s.get("budget"))}, threshold {esc(s["threshold"]["threshold"])} (rank mode {esc(s["threshold"].get("rank", "integer"))}), '
         f'random baseline seed {esc(s["seed"])}, capabilities: {esc(len(s["capabilities"]))}. '
         f"Generated {esc(s.get('generated_at'))}.</p>",
         "<h2>Headline</h2>",
@@ -114,6 +116,7 @@ def render(summary: dict, plots: dict[str, bytes], examples: dict[str, list[dict
     ]
     # capabilities
     caps = s["capabilities"]
+    passing = passing_label(s["threshold"])
     rows = []
     for k in caps:
         row = [k]
@@ -131,9 +134,9 @@ def render(summary: dict, plots: dict[str, bytes], examples: dict[str, list[dict
     parts += [
         "<h2>Capabilities</h2>",
         f'<p class="muted">Mean expected score and count of samples scoring at least 4, per subset; share of the '
-        f"selection picked by the capability's turn; samples of the pool passing the threshold "
-        f"(score &gt; {esc(s['threshold']['threshold'])}).</p>",
-        table(["capability"] + [f"mean {n}" for n in names] + [f"≥4 {n}" for n in names] + ["picked by (%)", "pool passing"], rows),
+        f"selection picked by the capability's turn; samples of the pool that qualify under the selection's "
+        f"rule ({esc(passing)}).</p>",
+        table(["capability"] + [f"mean {n}" for n in names] + [f"≥4 {n}" for n in names] + ["picked by (%)", f"pool passing ({passing})"], rows),
     ]
     if plots:
         parts.append('<h2>Plots</h2><div class="plots">')
@@ -184,7 +187,9 @@ def render(summary: dict, plots: dict[str, bytes], examples: dict[str, list[dict
     ]
     parts += [
         "<h2>Threshold effects</h2>",
-        '<p class="muted">Samples of the scored pool eligible per capability (score &gt; t) at several thresholds.</p>',
+        f'<p class="muted">Samples of the scored pool eligible per capability under the selection\'s rule '
+        f"({esc(' / '.join(th.get('bases') or ['score']))} &gt; t) "
+        "at several thresholds.</p>",
         table(["capability"] + [f"t={t}" for t in th["sweep"]], sweep_rows),
     ]
     # failures

@@ -3,7 +3,7 @@
 Why a separate module: the same profile (capability scores, style x source mix, text and image
 statistics) is computed for every subset we compare (the selection, a seeded random subset of the same
 size, other baselines, the pool), so comparisons are like for like. Everything here is polars
-expressions over the scores table (DESIGN 2.2), the selection frame (id, source, rank, picked_by, bin)
+expressions over the scores table (schema.scores_schema), the selection frame (id, source, rank, picked_by, bin)
 and, optionally, the raw pool (schema.RAW_POOL_SCHEMA) and the score_failures table.
 """
 
@@ -13,6 +13,8 @@ import math
 from typing import Iterable
 
 import polars as pl
+
+from mmssr_core.selection.rules import DEFAULT_RANK, capability_rules, eligible_expr, rule_summary
 
 KEY = ["id", "source"]  # ids are unique per source only
 HIGH_SCORE = 4.0  # "scores at least 4": the paper's notion of a clearly helpful sample
@@ -238,17 +240,21 @@ def picked_by_shares(selection: pl.DataFrame, keys: list[str]) -> dict[str, dict
     return out
 
 
-def threshold_effects(scores: pl.DataFrame, keys: list[str], threshold: float) -> dict:
-    """Samples per capability with score > t (the selection's eligibility rule), at t and a sweep."""
+def threshold_effects(scores: pl.DataFrame, keys: list[str], threshold: float, rank: str = DEFAULT_RANK) -> dict:
+    """Samples per capability that qualify under the rule selection uses (rank mode `rank`: the integer score
+    > t where the table has one, else the float), at t and a sweep of thresholds."""
+    rules = capability_rules(scores, keys, rank)
     sweep = sorted(set(THRESHOLD_SWEEP) | {float(threshold)})
-    exprs = [(pl.col(k) > t).sum().alias(f"{k}\x1f{t}") for k in keys for t in sweep]
+    exprs = [eligible_expr(r, t).sum().alias(f"{r.key}\x1f{t}") for r in rules for t in sweep]
     exprs += [
-        pl.any_horizontal([pl.col(k) > t for k in keys]).fill_null(False).sum().alias(f"\x00any\x1f{t}")
-        for t in sweep
+        pl.any_horizontal([eligible_expr(r, t) for r in rules]).sum().alias(f"\x00any\x1f{t}") for t in sweep
     ]
     row = scores.select(exprs).row(0, named=True) if keys else {}
     return {
         "threshold": float(threshold),
+        "rank": rank,
+        "rules": rule_summary(rules, threshold),
+        "bases": sorted({r.basis for r in rules}),
         "pool_size": scores.height,
         "passing": {k: int(row.get(f"{k}\x1f{float(threshold)}") or 0) for k in keys},
         "eligible_any": int(row.get(f"\x00any\x1f{float(threshold)}") or 0),
@@ -260,6 +266,12 @@ def threshold_effects(scores: pl.DataFrame, keys: list[str], threshold: float) -
             for t in sweep
         },
     }
+
+
+def passing_label(threshold_summary: dict) -> str:
+    """The rule "pool passing" counts, for headers: "integer > 0", or the distinct rules when they differ."""
+    rules = sorted(set(threshold_summary.get("rules", {}).values()))
+    return " / ".join(rules) if rules else f"score > {threshold_summary['threshold']:g}"
 
 
 def overlap(subsets: dict[str, pl.DataFrame], nested_order: list[str] | None = None) -> dict:

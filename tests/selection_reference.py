@@ -1,4 +1,4 @@
-"""A slow, straightforward implementation of the mmSSR rule (DESIGN.md 1.5) for the tests.
+"""A slow, straightforward implementation of the mmSSR selection rule for the tests.
 
 Written the way the rule reads: re-rank the remaining candidates of every capability in every round,
 rebuild the bins from that ranking, walk them. Plain Python lists and dicts; no shared state with the
@@ -70,23 +70,48 @@ def balanced_take(ranking: list, labels: dict, k: int) -> list[tuple]:
     return taken
 
 
-def reference_select(rows: list[dict], caps: list[str], N: int, threshold: float = 0.0, seed: int = 0,
-                     single_bin: bool = False):
-    """rows: dicts with id, source, styles and the capability scores (None/NaN = missing).
+def _present(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
 
-    Samples are identified by (source, id): ids are unique per source only. Ties in score are broken by
-    the seeded hash of the id, then by source.
+
+def capability_basis(rows: list[dict], cap: str, rank: str = "integer") -> str:
+    """integer | expected | float: the integer score decides when the table has it (a column with at least
+    one value, or the only column there is) and the rank mode is "integer"."""
+    integer_col = f"{cap}__argmax"
+    has_col = any(integer_col in r for r in rows)
+    has_values = any(_present(r.get(integer_col)) for r in rows)
+    has_float = any(cap in r for r in rows)
+    if rank == "integer" and has_col and (has_values or not has_float):
+        return "integer"
+    return "expected" if rank == "expected" else "float"
+
+
+def reference_select(rows: list[dict], caps: list[str], N: int, threshold: float = 0.0, seed: int = 0,
+                     single_bin: bool = False, rank: str = "integer"):
+    """rows: dicts with id, source, styles, per capability `<cap>` (float, the expected score) and optionally
+    `<cap>__argmax` (the integer score); None/NaN = missing.
+
+    Eligibility for a capability: its integer score > threshold (missing never qualifies); ranking: integer
+    descending, then expected descending (missing last), then the seeded hash of the id, then the source
+    (ids are unique per source only; samples are identified by (source, id)). A capability without integer
+    scores (or rank "expected") uses its float score for both.
     Returns (list of (id, picked_by, bin) in selection order, short).
     """
     uid = [(r["source"], r["id"]) for r in rows]
     key = {(r["source"], r["id"]): (tie_key(r["id"], seed), r["source"]) for r in rows}
     labels = {u: (["all"] if single_bin else bin_labels(r["styles"], r["source"])) for u, r in zip(uid, rows)}
-    score = {c: {} for c in caps}
-    for u, r in zip(uid, rows):
-        for c in caps:
-            v = r.get(c)
-            if v is not None and not (isinstance(v, float) and not math.isfinite(v)):
-                score[c][u] = float(v)
+    sort_key = {c: {} for c in caps}  # capability -> sample -> ranking tuple (smaller ranks first), eligible only
+    for c in caps:
+        basis = capability_basis(rows, c, rank)
+        for u, r in zip(uid, rows):
+            e = r.get(c)
+            e = float(e) if _present(e) else None
+            if basis == "integer":
+                i = r.get(f"{c}__argmax")
+                if _present(i) and i > threshold:
+                    sort_key[c][u] = (-i, -e if e is not None else math.inf, key[u])
+            elif e is not None and e > threshold:
+                sort_key[c][u] = (-e, key[u])
     remaining = set(uid)
     chosen: list[tuple[str, str, str]] = []
     active = list(caps)
@@ -95,10 +120,7 @@ def reference_select(rows: list[dict], caps: list[str], N: int, threshold: float
         drop = []
         for c in active:
             share = min(share, N - len(chosen))
-            ranking = sorted(
-                (u for u in remaining if u in score[c] and score[c][u] > threshold),
-                key=lambda u: (-score[c][u], key[u]),
-            )
+            ranking = sorted((u for u in remaining if u in sort_key[c]), key=lambda u: sort_key[c][u])
             got = balanced_take(ranking, labels, share) if ranking else []
             if not got:
                 drop.append(c)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mmssr_core.recipes import DEFAULT_RECIPES, Recipe, RecipeError, get_recipe, load_recipes, parse_budget
+from mmssr_core.recipes import DEFAULT_RECIPES, Recipe, RecipeError, get_recipe, load_recipes, recipe_from_dict
 
 
 def test_defaults_are_the_papers_budgets():
@@ -19,13 +19,23 @@ def test_defaults_are_the_papers_budgets():
 @pytest.mark.parametrize("value,expected", [(0.1, 0.1), ("10%", 0.1), ("0.3", 0.3), (500, 500), ("500", 500),
                                             (500.0, 500)])
 def test_budget_forms(value, expected):
-    assert parse_budget(value) == expected
+    budget = Recipe("r", budget=value).budget
+    assert budget == expected and type(budget) is type(expected)
 
 
-@pytest.mark.parametrize("value", [0, -1, 1.5, "abc", True, "150%", None])
+@pytest.mark.parametrize("value", [0, -1, 1.5, "abc", True, "150%", None, "1e1", "+5", "1_0", "nan"])
 def test_bad_budgets(value):
-    with pytest.raises(RecipeError):
-        parse_budget(value)
+    """The same strict syntax as `mmssr select --budget` (one parser for both), named with the recipe."""
+    with pytest.raises(RecipeError, match="recipe 'r': budget"):
+        Recipe("r", budget=value)
+
+
+def test_rank_mode_is_part_of_the_recipe():
+    assert all(r.rank == "integer" for r in DEFAULT_RECIPES) and "integer score" in DEFAULT_RECIPES[0].describe()
+    r = recipe_from_dict({"name": "e", "budget": "10%", "rank": "expected"})
+    assert r.rank == "expected" and r.to_dict()["rank"] == "expected" and "expected score (opt-in)" in r.describe()
+    with pytest.raises(RecipeError, match="rank must be one of integer, expected"):
+        Recipe("bad", budget=0.1, rank="float")
 
 
 def test_store_file_adds_an_ocr_recipe_and_env_overrides(tmp_path, monkeypatch):

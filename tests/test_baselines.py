@@ -73,18 +73,37 @@ def test_mean_is_top_n_by_mean_with_missing_as_zero():
 
 
 def test_mean_uses_the_chosen_capabilities_and_threshold():
-    rows = [{"id": f"s{i}", "source": "x", "styles": [], "ocr": float(i), "math": float(10 - i)} for i in range(10)]
+    rows = [{"id": f"s{i}", "source": "x", "styles": [], "ocr": i / 2, "math": (10 - i) / 2} for i in range(10)]
     sel = select(frame(rows, ["ocr", "math"]), [3], method="mean", capabilities=["ocr"], taxonomy=TAX)["3"]
     assert sel.frame["id"].to_list() == ["s9", "s8", "s7"]
-    sel = select(frame(rows, ["ocr", "math"]), [5], method="mean", capabilities=["ocr"], threshold=6,
+    sel = select(frame(rows, ["ocr", "math"]), [5], method="mean", capabilities=["ocr"], threshold=3,
                  taxonomy=TAX)["5"]
     assert sel.frame["id"].to_list() == ["s9", "s8", "s7"] and sel.short
+
+
+def test_mean_under_the_integer_rule_ranks_by_mean_integer_then_mean_expected():
+    """Integer scores present: the mean integer decides (and must exceed the threshold), the mean expected
+    score orders equal means, the id hash what is still equal; a missing score counts as 0."""
+    rows = [
+        {"id": "a", "source": "x", "styles": [], "ocr__argmax": 2, "ocr": 2.1, "math__argmax": 2, "math": 2.0},
+        {"id": "b", "source": "x", "styles": [], "ocr__argmax": 3, "ocr": 2.6, "math__argmax": 1, "math": 1.4},
+        {"id": "c", "source": "x", "styles": [], "ocr__argmax": 0, "ocr": 4.9, "math__argmax": 3, "math": 4.9},
+        {"id": "d", "source": "x", "styles": [], "ocr__argmax": 4, "ocr": 3.5, "math__argmax": None, "math": None},
+        {"id": "e", "source": "x", "styles": [], "ocr__argmax": 0, "ocr": 0.4, "math__argmax": 0, "math": 0.2},
+    ]
+    sel = select(frame(rows, ["ocr", "math"]), [5], method="mean", capabilities=["ocr", "math"], taxonomy=TAX)["5"]
+    # means of integers: a 2, b 2, c 1.5, d 2, e 0 (never qualifies); means of expected: a 2.05, b 2.0, d 1.75
+    assert sel.frame["id"].to_list() == ["a", "b", "d", "c"] and sel.short
+    assert sel.rules == {"ocr": "integer > 0", "math": "integer > 0"}
+    by_expected = select(frame(rows, ["ocr", "math"]), [5], method="mean", capabilities=["ocr", "math"],
+                         taxonomy=TAX, rank="expected")["5"]
+    assert by_expected.frame["id"].to_list() == ["c", "a", "b", "d", "e"]
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tables())
 def test_style_only_equals_reference_with_constant_scores(case):
-    rows, caps, N, threshold, seed = case
+    rows, caps, N, threshold, seed, _ = case
     sel = select(frame(rows, caps), [N], method="style-only", capabilities=caps, threshold=threshold, seed=seed,
                  taxonomy=TAX)[str(N)]
     const = [dict(r, const=1.0) for r in rows]
@@ -105,7 +124,7 @@ def test_style_only_balances_bins():
 
 def test_capability_only_takes_each_share_from_the_top():
     rows = [{"id": f"s{i}", "source": "x", "styles": ["yes/no" if i % 2 else "comparison"],
-             "ocr": float(i), "math": float(100 - i)} for i in range(100)]
+             "ocr": i / 20, "math": (100 - i) / 20} for i in range(100)]
     sel = select(frame(rows, ["ocr", "math"]), [6], method="capability-only", capabilities=["ocr", "math"],
                  taxonomy=TAX)["6"]
     assert picks(sel) == [("s99", "ocr", None), ("s98", "ocr", None), ("s97", "ocr", None),

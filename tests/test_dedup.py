@@ -155,7 +155,7 @@ def test_selection_never_takes_two_members_of_a_group_and_keeps_the_ingested_bud
     groups = groups.with_columns(("p/g" + pl.col("grp").cast(pl.Utf8)).alias("group"), kind=pl.lit("near"))
     caps = {k: rng.integers(0, 6, n) for k in ("optical_character_recognition", "data_understanding", "humanities")}
     scores = pl.DataFrame({"id": ids, "source": "p", "styles": [["yes/no"]] * n,
-                           **{k: v.astype(float) + rng.random(n) for k, v in caps.items()},
+                           **{k: np.clip(v + rng.random(n) - 0.5, 0, 5) for k, v in caps.items()},
                            **{f"{k}__argmax": pl.Series(v, dtype=pl.Int8) for k, v in caps.items()}})
     results, outcome = select_deduplicated(scores, ["10%", 150], groups, seed=0)
     assert outcome.pool_size == n and outcome.deduplicated_size == n - outcome.summary["removed"]
@@ -166,8 +166,8 @@ def test_selection_never_takes_two_members_of_a_group_and_keeps_the_ingested_bud
         assert repeated_groups(sel.frame, groups).height == 0
     # a budget larger than the deduplicated pool is short and says why
     big, out = select_deduplicated(scores, ["0.99"], groups)
-    assert big["0.99"].short and big["0.99"].requested == 1980 and "deduplicated pool" in big["0.99"].reason
-    assert big["0.99"].selected == out.deduplicated_size
+    assert big["0.99"].short and big["0.99"].requested == 1980 and "fewer than the 1980" in big["0.99"].reason
+    assert 0 < big["0.99"].selected <= out.deduplicated_size  # all-zero samples never qualify
     plain, none = select_deduplicated(scores, ["10%"], None)
     assert none is None and repeated_groups(plain["10%"].frame, groups).height > 0  # what dedup prevents
 
@@ -246,7 +246,7 @@ def test_real_pools_copies_across_sources_and_selection(store):
     caps = ("optical_character_recognition", "logical_deduction")
     ints = {k: rng.integers(0, 6, pool.height) for k in caps}
     scores = pool.with_columns(pl.lit(["multi-choice"]).alias("styles"),
-                               *[pl.Series(k, ints[k] + rng.random(pool.height)) for k in caps],
+                               *[pl.Series(k, np.clip(ints[k] + rng.random(pool.height) - 0.5, 0, 5)) for k in caps],
                                *[pl.Series(f"{k}__argmax", ints[k], dtype=pl.Int8) for k in caps])
     results, outcome = select_deduplicated(scores, ["30%"], g)
     sel = results["30%"]
@@ -257,7 +257,7 @@ def test_real_pools_copies_across_sources_and_selection(store):
 
 def test_report_shows_what_deduplication_left_out(tmp_path):
     """Groups and samples removed per source, examples, and the budget against both pools."""
-    from test_report import make_pool, selection_of
+    from test_report import TAX, make_pool, selection_of
 
     from mmssr_core.report import build_report
     from mmssr_core.store import Store
@@ -266,10 +266,10 @@ def test_report_shows_what_deduplication_left_out(tmp_path):
     groups = pl.DataFrame({"source": ["a", "a", "b", "b", "b"], "id": ["s00", "s01", "s20", "s21", "s22"],
                            "group": ["a/s00", "a/s00", "b/s20", "b/s20", "b/s20"], "group_size": [2, 2, 3, 3, 3],
                            "kind": ["exact", "exact", "near", "near", "near"]})
-    results, outcome = select_deduplicated(scores, ["25%"], groups, capabilities=None)
+    results, outcome = select_deduplicated(scores, ["25%"], groups, capabilities=["ocr", "spatial"], taxonomy=TAX)
     sel = results["25%"].frame
     dedup = {"deduplicated_pool_size": outcome.deduplicated_size, **outcome.summary}
-    res = build_report(Store(tmp_path / "st"), "r", sel, scores, pool=raw, dedup=dedup, make_plots=False)
+    res = build_report(Store(tmp_path / "st"), "r", sel, scores, pool=raw, dedup=dedup, make_plots=False, taxonomy=TAX)
     d = res.summary["dedup"]
     assert d["removed"] == 3 and d["groups"] == 2 and d["exact_groups"] == 1 and d["near_groups"] == 1
     assert d["deduplicated_pool_size"] == 37 and d["fraction_of_pool"] == pytest.approx(10 / 40)
@@ -279,7 +279,8 @@ def test_report_shows_what_deduplication_left_out(tmp_path):
     page = res.html_path.read_text()
     assert "<h2>Duplicates</h2>" in page and "27.03% of the 37 left after deduplication" in page
     assert res.metrics["duplicates_removed"] == 3.0
-    plain = build_report(Store(tmp_path / "st2"), "r", selection_of(scores, ["s00"]), scores, make_plots=False)
+    plain = build_report(Store(tmp_path / "st2"), "r", selection_of(scores, ["s00"]), scores, make_plots=False,
+                         taxonomy=TAX)
     assert plain.summary["dedup"] is None and "no removal recorded" in plain.markdown
 
 

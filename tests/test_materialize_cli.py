@@ -76,4 +76,4 @@ def test_unusable_arguments_are_one_line_errors(tmp_path):
     (tmp_path / "empty" / "src").mkdir()
     (tmp_path / "empty" / "src" / "pool.json").write_text("[]")
     proc = _run(["--sources", str(tmp_path / "empty"), "--store", str(tmp_path / "s"), "--recipes", str(bad)])
-    assert proc.returncode == 2 and "budget fraction 1.5 must be in (0, 1)" in proc.stderr
+    assert proc.returncode == 2 and "recipe 'x': budget '1.5' is neither a fraction (0 < r < 1) nor a whole count" in proc.stderr

@@ -24,9 +24,7 @@ from mmssr_core.scoring.reference_stream import (
     single_tile_features,
 )
 from mmssr_core.taxonomy import Taxonomy
-
-GOLDEN = Path(__file__).parent / "golden" / "reference_ids.json"
-QWEN_IMAGE_ID = 151646
+from golden_support import GOLDEN, QWEN_IMAGE_ID, collapse_image_runs as _collapse, golden_ids as _golden_ids, load_golden_requests
 
 
 def _chars(text: str) -> list[int]:
@@ -69,43 +67,7 @@ def qwen2_tokenizer():
 
 @pytest.fixture(scope="module")
 def golden_requests(shared_data, tmp_path_factory):
-    """(golden row, ScoreRequest built by the project's ingest + runner code) for every golden sample."""
-    from mmssr_core.ingest import ingest_source
-    from mmssr_core.scoring.runner import _request
-    from mmssr_core.store import Store
-
-    store = Store(tmp_path_factory.mktemp("golden-store"))
-    demo = shared_data / "llamafactory_mllm_demo" / "data"
-    ingest_source(shared_data / "math_vision_testmini", "mathv", store)
-    ingest_source(demo / "mllm_demo.json", "mllm-demo", store, image_root=demo)
-    mathv = {r["id"]: r for r in store.read("raw_pool", "mathv").to_dicts()}
-    mllm = {r["position"]: r for r in store.read("raw_pool", "mllm-demo").to_dicts()}
-    prompts = PromptSet.from_taxonomy(Taxonomy(), profile="reference")
-    doc = json.loads(GOLDEN.read_text())
-    out = []
-    for row in doc["samples"]:
-        raw = mathv[row["key"]] if row["source"] == "math_vision_testmini" else mllm[row["key"]]
-        out.append((row, _request(raw, prompts)))
-    return doc, prompts, out
-
-
-def _golden_ids(row: dict, keyword: str) -> list[int]:
-    return row["prefix"] + row["tails"][keyword]
-
-
-def _collapse(ids: list[int], image_id: int, placeholder: int) -> tuple[list[int], list[int]]:
-    """Each run of image ids -> one placeholder; also the run lengths."""
-    out, runs, in_run = [], [], False
-    for i in ids:
-        if i == image_id and in_run:
-            runs[-1] += 1
-        elif i == image_id:
-            out.append(placeholder)
-            runs.append(1)
-        else:
-            out.append(i)
-        in_run = i == image_id
-    return out, runs
+    return load_golden_requests(shared_data, tmp_path_factory.mktemp("golden-store"))
 
 
 def _single_tile_inputs(tokenizer):

@@ -122,12 +122,27 @@ def test_dominant_capability(store, pool):
     assert rnd["size"] == 10
     assert rnd["capabilities"]["ocr"]["mean"] <= 5.0
     assert r.metrics["mean_score_gain_vs_random"] == pytest.approx(sel["mean_score"] - rnd["mean_score"])
-    # threshold: score > 1 -> ocr: 10 samples; spatial: 30 (all non-OCR, 2.0..3.0); humanities: 0
+    # pool passing under the selection's rule: the integer score > 1 -> ocr 10 (integer 5), spatial 0 (integer 1
+    # everywhere although its expected scores reach 3.0), humanities 0 (integer 0)
     th = s["threshold"]
-    assert th["passing"] == {"ocr": 10, "spatial": 30, "humanities": 0}
-    assert th["eligible_any"] == 40
+    assert th["rank"] == "integer" and th["rules"] == {k: "integer > 1" for k in CAPS}
+    assert th["passing"] == {"ocr": 10, "spatial": 0, "humanities": 0}
+    assert th["eligible_any"] == 10
+    assert th["sweep"]["0.0"] == {"eligible_any": 40, "ocr": 40, "spatial": 40, "humanities": 0}
+    assert "pool passing (integer > 1)" in r.markdown
+    # the opt-in rank on the expected score counts with that rule: score > 1 -> ocr 10, spatial 30, humanities 0
+    r2 = build_report(store, "ocr10e", selection_of(scores, ids), scores, taxonomy=TAX, threshold=1.0, rank="expected",
+                      make_html=False, make_plots=False)
+    th = r2.summary["threshold"]
+    assert th["passing"] == {"ocr": 10, "spatial": 30, "humanities": 0} and th["eligible_any"] == 40
     assert th["sweep"]["4.0"]["ocr"] == 10 and th["sweep"]["4.0"]["spatial"] == 0
     assert th["sweep"]["0.0"]["humanities"] == 39  # the missing score never qualifies
+    assert "pool passing (expected > 1)" in r2.markdown and r2.summary["rank"] == "expected"
+    # a table without integer scores (an external scorer) counts on its float
+    r3 = build_report(store, "ocr10f", selection_of(scores, ids), scores.drop([f"{k}__argmax" for k in CAPS]),
+                      taxonomy=TAX, threshold=1.0, make_html=False, make_plots=False)
+    assert r3.summary["threshold"]["passing"] == {"ocr": 10, "spatial": 30, "humanities": 0}
+    assert "pool passing (float > 1)" in r3.markdown
     # failures
     f = s["failures"]
     assert f["rows"] == 3 and f["samples"] == 2 and f["in_selection"] == 1

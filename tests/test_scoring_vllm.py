@@ -1,9 +1,8 @@
-"""The vLLM backend around the engine: vLLM needs CUDA, so a fake `vllm` module stands in for it.
+"""The vLLM backend's logic for what the real engine cannot show on this machine.
 
-Checked: the engine settings passed through (tensor/data parallel, prefix caching), the prompts built
-(exact ChatML text, image placeholder, 384x384 image), the SamplingParams (max_tokens=1, greedy,
-logprob_token_ids / allowed_token_ids over the digits; structured outputs for styles), parsing of the
-returned logprobs into distributions, and failures (empty output, missing logprobs, bad image).
+The real engine (vLLM's CPU build) is tested in `test_vllm_engine.py`. A fake `vllm` module stands in here
+only for what cannot run here: several GPUs (data parallelism), an older vLLM without
+`logprob_token_ids` (the top-k fallback), and malformed engine outputs (empty completions, no logprobs).
 """
 
 from __future__ import annotations
@@ -71,6 +70,8 @@ def make_fake_vllm(*, logprob_token_ids=True, structured=True, style_answer="mul
     sp = types.ModuleType("vllm.sampling_params")
 
     class SamplingParams:
+        __struct_fields__ = ("max_tokens", "logprobs") + (("logprob_token_ids",) if logprob_token_ids else ())
+
         def __init__(self, **kwargs):
             if "logprob_token_ids" in kwargs and not logprob_token_ids:
                 raise TypeError("unexpected keyword argument 'logprob_token_ids'")
@@ -140,6 +141,10 @@ def make_fake_vllm(*, logprob_token_ids=True, structured=True, style_answer="mul
 
 @pytest.fixture
 def fake_vllm(monkeypatch):
+    from mmssr_core.scoring import vllm_plugin
+
+    monkeypatch.setattr(vllm_plugin, "register", lambda: None)  # the fake has no model registry
+
     def install(**kwargs):
         mod = make_fake_vllm(**kwargs)
         monkeypatch.setitem(sys.modules, "vllm", mod)
@@ -189,41 +194,12 @@ def test_engine_settings_pass_through(fake_vllm, requests_, prompts):
     assert kw["enforce_eager"] is True
     assert kw["limit_mm_per_prompt"] == {"image": 1}
     assert "data_parallel_size" not in kw  # vLLM refuses single-process DP; we fan out ourselves
+    # the reference profile runs mmssr's plugin: single-tile model variant, per-piece tokenizer mode
+    assert kw["hf_overrides"] == {"architectures": ["MmssrSingleTileLlavaOnevision"]}
+    assert kw["tokenizer_mode"] == "mmssr_reference"
     ident = backend.identity(prompts)
     assert ident.backend == "vllm" and ident.model == "mmssr-7b-scorer"
-
-
-def test_prompts_and_sampling_params(fake_vllm, requests_, prompts):
-    mod = fake_vllm()
-    backend = VLLMBackend("/ckpt/m")
-    queries = prompts.capability_queries
-    out = backend.digit_distributions(requests_, queries, prompts)
-    (llm,) = mod.LLM.instances
-    (batch, params), = llm.calls
-    assert len(batch) == len(requests_) * len(queries)
-    # sample-major order: the 14 queries of a sample are consecutive (prefix-cache friendly)
-    for r, req in enumerate(requests_):
-        for j, q in enumerate(queries):
-            p = batch[r * len(queries) + j]
-            if req.image_file:
-                assert p["prompt"] == chatml(req.prefix + q)
-                assert p["prompt"].count(IMAGE_TOKEN) == 1
-                assert p["multi_modal_data"]["image"].size == (384, 384)
-                assert p["multi_modal_data"]["image"].mode == "RGB"
-            else:
-                assert p["prompt"] == chatml(req.prefix + q) and IMAGE_TOKEN not in p["prompt"]
-                assert "multi_modal_data" not in p
-    assert batch[0]["prompt"].startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
-    assert batch[0]["prompt"].endswith("?<|im_end|>\n<|im_start|>assistant\n")
-    assert params.max_tokens == 1 and params.temperature == 0.0
-    assert params.logprob_token_ids == DIGIT_IDS and params.allowed_token_ids == DIGIT_IDS
-    # parsing: the renormalised softmax of exactly the logprobs the engine returned
-    for r, req in enumerate(requests_):
-        for j, q in enumerate(queries):
-            lps = np.array(fake_logprobs(batch[r * len(queries) + j]["prompt"]))
-            expected = np.exp(lps) / np.exp(lps).sum()
-            np.testing.assert_allclose(out[r][j], expected, rtol=1e-12)
-            assert math.isclose(out[r][j].sum(), 1.0)
+    assert dict(ident.extra) == {"dtype": "auto", "input": "reference", "digits": "exact"}
 
 
 def test_topk_fallback_without_logprob_token_ids(fake_vllm, requests_, prompts):
@@ -231,7 +207,8 @@ def test_topk_fallback_without_logprob_token_ids(fake_vllm, requests_, prompts):
     backend = VLLMBackend("/ckpt/m", fallback_logprobs=20)
     out = backend.digit_distributions(requests_[:1], prompts.capability_queries[:2], prompts)
     params, exact = backend.score_params()
-    assert not exact and params.logprobs == 20 and params.allowed_token_ids == DIGIT_IDS
+    assert not exact and params.logprobs == 20
+    assert dict(backend.identity(prompts).extra)["digits"] == "top-20"  # the approximation is recorded
     for dist in out[0]:
         assert abs(dist.sum() - 1) < 1e-12
         assert (dist == 0).sum() == 3  # digits outside the top-k get no mass (documented approximation)
@@ -265,7 +242,6 @@ def test_styles_structured_outputs(fake_vllm, requests_, prompts, structured):
     assert out == [["word/short-phrase", "chain-of-thought (step-by-step)"]] * len(requests_)
     (llm,) = mod.LLM.instances
     (batch, params), = llm.calls
-    assert [p["prompt"] for p in batch][0] == chatml(requests_[0].prefix + prompts.style_query)
     assert params.max_tokens == 40 and params.temperature == 0.0 and IM_END in params.stop_token_ids
     spec = params.structured_outputs if structured else params.guided_decoding
     rx = re.compile(spec.regex)
@@ -310,5 +286,25 @@ def test_data_parallel_fans_out_to_one_engine_per_gpu_group(fake_vllm, requests_
 
 def test_data_parallel_needs_enough_gpus(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    from mmssr_core.scoring.vllm_data_parallel import device_groups
+
     with pytest.raises(RuntimeError, match="needs 2 GPUs"):
-        VLLMBackend("/ckpt/m", data_parallel_size=2)._device_groups()
+        device_groups(2, 1)
+
+
+def test_a_failed_engine_start_stops_the_run_once(fake_vllm, requests_, prompts):
+    from mmssr_core.scoring.base import BackendUnavailable
+
+    mod = fake_vllm()
+    starts = []
+
+    def failing_llm(**kwargs):
+        starts.append(kwargs)
+        raise RuntimeError("Engine core initialization failed") from MemoryError("KV cache does not fit")
+
+    mod.LLM = failing_llm
+    backend = VLLMBackend("/ckpt/m")
+    for _ in range(3):
+        with pytest.raises(BackendUnavailable, match="KV cache does not fit"):
+            backend.digit_distributions(requests_[:1], prompts.capability_queries[:1], prompts)
+    assert len(starts) == 1  # remembered, never retried per batch

@@ -34,6 +34,7 @@ def build_eval_report(recipes: list[Recipe], selected_subset: dg.AssetsDefinitio
         ),
     )
     def eval_report(context: dg.AssetExecutionContext, store: StoreResource, scorer: ScorerResource) -> dg.MaterializeResult:
+        from mmssr_core import report_metrics as M
         from mmssr_core.report import build_report
 
         recipe = by_name[context.partition_key]
@@ -50,11 +51,12 @@ def build_eval_report(recipes: list[Recipe], selected_subset: dg.AssetsDefinitio
         failures = st.scan("score_failures", with_failures).collect() if with_failures else None
         result = build_report(
             st, recipe.name, selection, scores, pool=pool, seed=recipe.seed, budget=recipe.budget,
-            threshold=recipe.threshold, capabilities=list(recipe.capabilities) if recipe.capabilities else None,
+            threshold=recipe.threshold, rank=recipe.rank, capabilities=list(recipe.capabilities) if recipe.capabilities else None,
             taxonomy=scorer.taxonomy(), failures=failures, recipe=recipe.to_dict(),
             dedup=st.read_json(SELECTIONS_TABLE, recipe.name).get("dedup"),
         )
-        meta: dict = {"selected": selection.height}
+        meta: dict = {"selected": selection.height, "rank": recipe.rank,
+                      "pool_passing_rule": M.passing_label(result.summary["threshold"])}
         for name, kind, value in result.metadata_entries():
             meta[name] = _KINDS[kind](value)
         return dg.MaterializeResult(metadata=meta)

@@ -27,7 +27,8 @@ def registered_scored_sources(instance: dg.DagsterInstance, st) -> list[str]:
     owners=OWNERS,
     tags={"stage": "select"},
     description=(
-        "The pool-wide scores table of DESIGN 2.2 (id, source, styles, one column per capability): "
+        "The pool-wide scores table (id, source, styles, per capability the expected score and the integer "
+        "score `<key>__argmax`): "
         "every scored source concatenated into `scores/pool.parquet`. What selection reads."
     ),
 )
@@ -76,7 +77,8 @@ def build_selected_subset(recipes: list[Recipe]) -> dg.AssetsDefinition:
         metadata={"recipes": dg.MetadataValue.md(table)},
         description=(
             "The subset one recipe selects from the scores table (mmSSR: round-robin over capabilities, "
-            "balanced over style x source bins): `selections/<recipe>.parquet` with id, source, rank, "
+            "balanced over style x source bins; a sample qualifies when its integer score is above the "
+            "threshold unless the recipe opts into rank = expected): `selections/<recipe>.parquet` with id, source, rank, "
             "picked_by, bin. At most one sample per duplicate group (the best-scored) is a candidate; a "
             "fractional budget counts the pool as ingested. Recipes: defaults mmssr_5pct/10pct/30pct plus the "
             "store's recipes.toml or $MMSSR_RECIPES."
@@ -85,6 +87,7 @@ def build_selected_subset(recipes: list[Recipe]) -> dg.AssetsDefinition:
     def selected_subset(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
         from mmssr_core.dedup.budget import select_deduplicated
         from mmssr_core.dedup.table import read_duplicates
+        from mmssr_core.selection import SelectionInputError
         from mmssr_core.store import StoreError
 
         recipe = by_name[context.partition_key]
@@ -97,15 +100,19 @@ def build_selected_subset(recipes: list[Recipe]) -> dg.AssetsDefinition:
             groups = read_duplicates(st, recipe.dedup, sources) if recipe.dedup.enabled else None
         except StoreError as exc:
             raise dg.Failure(str(exc)) from None
-        result, dedup = select_deduplicated(
-            scores,
-            [recipe.budget],
-            groups,
-            method=recipe.method,
-            capabilities=list(recipe.capabilities) if recipe.capabilities else None,
-            threshold=recipe.threshold,
-            seed=recipe.seed,
-        )
+        try:
+            result, dedup = select_deduplicated(
+                scores,
+                [recipe.budget],
+                groups,
+                method=recipe.method,
+                capabilities=list(recipe.capabilities) if recipe.capabilities else None,
+                threshold=recipe.threshold,
+                seed=recipe.seed,
+                rank=recipe.rank,
+            )
+        except SelectionInputError as exc:
+            raise dg.Failure(f"recipe {recipe.name}: {exc}") from None
         sel = next(iter(result.values()))
         path = st.path(SELECTIONS_TABLE, recipe.name)
         summary = {
@@ -116,6 +123,8 @@ def build_selected_subset(recipes: list[Recipe]) -> dg.AssetsDefinition:
             "short": bool(sel.short),
             "reason": sel.reason or "",
             "per_capability": {str(k): v for k, v in (sel.per_capability or {}).items()},
+            "rank": sel.rank_mode,
+            "rules": sel.rules,
             "path": str(path),
             "dedup": None if dedup is None else {"deduplicated_pool_size": dedup.deduplicated_size, **dedup.summary},
         }
@@ -131,6 +140,8 @@ def build_selected_subset(recipes: list[Recipe]) -> dg.AssetsDefinition:
             "pool_size": scores.height,
             "short": summary["short"],
             "reason": summary["reason"] or "-",
+            "rank": sel.rank_mode,
+            "rules": dg.MetadataValue.md(md_table(["capability", "qualifies when"], list(sel.rules.items()))),
             "dagster/row_count": sel.frame.height,
             "path": path_md(path),
             "preview": frame_md(sel.frame, 10),

@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="this recipe's selection at another budget, for the overlap/nesting check (repeatable)")
     p.add_argument("--budget", help="the budget the selection was made with (fraction, N%% or count), for the record")
     p.add_argument("--threshold", type=float, default=0.0, help="selection threshold t (score > t qualifies); default 0")
+    p.add_argument("--rank", default="integer", choices=("integer", "expected"),
+                   help="the selection's rank mode, so 'pool passing' counts with its rule: integer (default: the "
+                        "integer score where the table has one) or expected (the opt-in)")
     p.add_argument("--capabilities", help="comma-separated capability keys to report (default: all in the scores)")
     p.add_argument("--taxonomy", help="taxonomy config file (JSON/TOML); default $MMSSR_TAXONOMY or the paper's")
     p.add_argument("--seed", type=int, default=0, help="seed of the random subset of the same size (default 0)")
@@ -68,8 +71,8 @@ def _pairs(items: list[str], what: str) -> dict:
 def run(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from mmssr_core.recipes import RecipeError, parse_budget
     from mmssr_core.report import build_report
+    from mmssr_core.selection import SelectionInputError, parse_budget
     from mmssr_core.report_metrics import ReportError
     from mmssr_core.store import Store, StoreError, default_store_root
     from mmssr_core.taxonomy import TaxonomyError, load_taxonomy
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             parts = store.partitions("score_failures")
             failures = store.scan("score_failures", parts).collect() if parts else None
         taxonomy = load_taxonomy(args.taxonomy)
-        budget = parse_budget(args.budget) if args.budget else None
+        budget = parse_budget(args.budget).value if args.budget else None
         caps = [c.strip() for c in args.capabilities.split(",") if c.strip()] if args.capabilities else None
         print(f"mmssr report: {recipe}: {selection.height} selected of {scores.height} scored", file=sys.stderr)
         sidecar = store.path(SELECTIONS_TABLE, recipe, ".json")  # the store's selection summary, if any
@@ -107,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             budget=budget,
             threshold=args.threshold,
+            rank=args.rank,
             capabilities=caps,
             taxonomy=taxonomy,
             failures=failures,
@@ -116,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             examples_per_style=args.examples,
             make_plots=not args.no_plots,
         )
-    except (StoreError, TaxonomyError, ReportError, RecipeError) as exc:
+    except (StoreError, TaxonomyError, ReportError, SelectionInputError) as exc:
         raise CommandError(str(exc)) from None
     if args.json:
         print(f"report: {result.html_path}")

@@ -7,7 +7,7 @@ deduplicated pool holds fewer samples than the count, the subset is short and sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -29,30 +29,21 @@ def select_deduplicated(scores: pl.DataFrame, budgets: list, groups: pl.DataFram
 
     Results are keyed by the budgets as given; `groups` None selects from the pool as it is.
     """
-    from mmssr_core.selection import SelectionInputError, budget_key, parse_budget, select
+    from mmssr_core.selection import SelectionInputError, parse_budget, select
 
     if groups is None:
         return select(scores, budgets, capabilities=capabilities, seed=seed, **select_kwargs), None
     missing = [c for c in ("source", "id", "group", "kind") if c not in groups.columns]
     if missing:
         raise SelectionInputError(f"the duplicate groups lack columns {missing} (write them with `mmssr dedup`)")
-    if isinstance(budgets, (str, int, float)):
-        budgets = [budgets]
-    counts = {budget_key(b): parse_budget(b, scores.height) for b in budgets}
+    budgets = [budgets] if isinstance(budgets, (str, int, float)) else list(budgets)
+    for b in budgets:  # a count above the pool is an error, as without deduplication
+        n = parse_budget(b).size(scores.height)
+        if n > scores.height:
+            raise SelectionInputError(f"budget {parse_budget(b).key!r} asks for {n} samples but the scores table "
+                                      f"has only {scores.height} rows")
     candidates, ranked = deduplicate_scores(scores, groups, capabilities, seed)
     outcome = DedupOutcome(scores.height, candidates.height, removal_summary(ranked), ranked)
-    if candidates.height == 0:
-        return select(candidates, budgets, capabilities=capabilities, seed=seed, **select_kwargs), outcome
-    clamped = {k: min(n, candidates.height) for k, n in counts.items()}
-    raw = select(candidates, sorted(set(clamped.values()), reverse=True), capabilities=capabilities, seed=seed,
-                 **select_kwargs)
-    results = {}
-    for key, n in counts.items():
-        sel = raw[budget_key(clamped[key])]
-        short, reason = sel.short, sel.reason
-        if clamped[key] < n:
-            short = True
-            reason = (f"the deduplicated pool holds {candidates.height:,} samples, fewer than the budget's {n:,} "
-                      f"({scores.height - candidates.height:,} duplicates removed)")
-        results[key] = replace(sel, budget=key, requested=n, short=short, reason=reason)
+    results = select(candidates, budgets, capabilities=capabilities, seed=seed, pool_size=scores.height,
+                     **select_kwargs)
     return results, outcome

@@ -9,24 +9,14 @@ request renders the same text the reference tokenizes.
 
 from __future__ import annotations
 
-from mmssr_core.prompts import SYSTEM_PROMPT
+from pathlib import Path
 
 IMAGE_TOKENS = ("<image>", "<video>")  # appended after the base vocabulary, as LLaVA-OneVision does
 
-# Qwen2's chat template (ChatML with the default system prompt), as the released models use it.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\n" + SYSTEM_PROMPT + "<|im_end|>\\n' }}{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' %}{{ '<image>\\n' }}"
-    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{{ '<|im_end|>\\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+# Qwen2's chat template (ChatML with the default system prompt), as the released models use it. One file, so
+# a vLLM server can be pointed at it (`--chat-template`) and Python code reads the same text.
+CHAT_TEMPLATE_FILE = Path(__file__).with_name("qwen2_chatml.jinja")
+CHAT_TEMPLATE = CHAT_TEMPLATE_FILE.read_text()
 
 
 def add_image_tokens(tokenizer) -> None:
