@@ -10,7 +10,6 @@ image placeholder expanded to the single-tile feature count (730).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import sys
 import types
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from mmssr_core.prompts import DIGITS, IMAGE_TOKEN, PromptSet, chatml
+from mmssr_core.prompts import DIGITS, PromptSet
 from mmssr_core.scoring.base import Failure, ScoreRequest, get_backend
 from mmssr_core.scoring.vllm_backend import VLLMBackend, styles_regex
 from mmssr_core.taxonomy import Taxonomy

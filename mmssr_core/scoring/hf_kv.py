@@ -136,7 +136,6 @@ class PrefixRunner:
         """All query tails of a sample packed into ONE sequence after its prefix: a 4D mask lets each tail
         see the prefix and its own earlier tokens only, and each tail's positions restart at the prefix
         length. Returns, per row, the logits at the last token of each of its tails."""
-        import torch
 
         cache, pmask, lengths = self.assemble(prefixes)
         ids, pos, tail_of, last = self._pack(tails, lengths)
