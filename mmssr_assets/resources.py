@@ -91,6 +91,10 @@ class ScorerResource(dg.ConfigurableResource):
     api_key: Optional[str] = Field(default=None, description="API key; pass dg.EnvVar('MMSSR_API_KEY')")
     options: dict[str, Any] = Field(default_factory=dict, description="extra backend keyword arguments")
     taxonomy_path: Optional[str] = Field(default=None, description="taxonomy config (default $MMSSR_TAXONOMY)")
+    profile: str = Field(
+        default="reference",
+        description="input profile: reference (the released scorer's exact inputs), clean, or native",
+    )
     styles_backend: Optional[str] = Field(
         default=None,
         description="backend of the styles when it differs (e.g. rules): `backend` then scores only the capabilities",
@@ -140,7 +144,7 @@ class ScorerResource(dg.ConfigurableResource):
             "base_url": self.base_url,
             "options": self.options,
             "taxonomy": taxonomy.to_dict(),
-            "prompt_version": PromptSet.from_taxonomy(taxonomy).version,
+            "prompt_version": PromptSet.from_taxonomy(taxonomy, profile=self.profile).version,
         }
         if self.styles_backend:  # only when set, so existing fingerprints do not change
             blob["styles"] = {"backend": self.styles_backend, "options": self.styles_options}

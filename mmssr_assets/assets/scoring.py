@@ -86,7 +86,8 @@ def score_source_step(
             context.log.info(f"score {source}: {p.done}/{p.total} samples ({p.cached} cached) in {p.seconds:.1f}s")
 
     styles_backend = scorer.get_styles_backend()
-    kw = dict(taxonomy=taxonomy, batch_size=config.batch_size, chunk_size=config.chunk_size, progress=progress)
+    kw = dict(taxonomy=taxonomy, batch_size=config.batch_size, chunk_size=config.chunk_size, progress=progress,
+              profile=scorer.profile)
     try:
         if styles_backend is None:
             result = score_source(st, source, backend, **kw)
