@@ -3,7 +3,8 @@
 Every reader yields `RawRecord`s in input order: either a parsed dict-like object or a parse failure
 (reason + message) for that position, so one bad line never stops the rest of the file. Memory stays
 flat in file size: JSONL is read line by line, Parquet batch by batch, and a JSON list above
-`json_stream_threshold` bytes element by element (ijson when installed, else `iter_json_array`).
+`json_stream_threshold` bytes element by element with `iter_json_array` (bounded depth and size per
+record; a general streaming parser such as ijson would build a 100,000-level record in memory).
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ class JsonListReader(Reader):
         self.threshold = json_stream_threshold
         self.chunk_chars = chunk_chars
         self.max_record_chars = max_record_bytes
-        self.strategy = ""  # "load", "ijson" or "incremental": which path was taken (tests check it)
+        self.strategy = ""  # "load" or "incremental": which path was taken (tests check it)
 
     def __iter__(self) -> Iterator[RawRecord]:
         if self.total <= self.threshold:
@@ -164,34 +165,9 @@ class JsonListReader(Reader):
             text = raw.decode("utf-8", "surrogateescape").lstrip("\ufeff")
             yield from self._incremental(io.StringIO(text))
             return
-        try:
-            import ijson  # noqa: F401
-        except ImportError:
-            ijson = None
-        if ijson is not None:
-            self.strategy = "ijson"
-            yield from self._ijson()
-            return
         self.strategy = "incremental"
         with open(self.path, encoding="utf-8", errors="surrogateescape") as fh:
             yield from self._incremental(fh)
-
-    def _ijson(self) -> Iterator[RawRecord]:  # pragma: no cover - ijson is not installed in CI
-        # ijson cannot resume after a syntax error either: its failure becomes one quarantine row.
-        import ijson
-
-        position = 0
-        with open(self.path, "rb") as fh:
-            try:
-                for item in ijson.items(fh, "item", use_float=True):
-                    self.done = fh.tell()
-                    yield RawRecord(position, data=item, where=f"element {position}")
-                    position += 1
-            except Exception as exc:  # ijson.JSONError, IncompleteJSONError, UnicodeDecodeError
-                reason = "truncated_input" if "incomplete" in type(exc).__name__.lower() else "malformed_record"
-                yield RawRecord(position, reason=reason, where=f"element {position}",
-                                message=f"element {position} onwards: the JSON list breaks ({exc}); "
-                                        f"the rest of the file was not read")
 
     def _incremental(self, fh) -> Iterator[RawRecord]:
         for pos, item, raw_text, err in iter_json_array(fh, self.chunk_chars, self, self.max_record_chars):
