@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mmssr_core.scoring.reference_stream import collapse_image_runs  # noqa: F401 - re-exported for the tests
+
 GOLDEN = Path(__file__).parent / "golden" / "reference_ids.json"
 QWEN_IMAGE_ID = 151646  # <image> in llava-hf LLaVA-OneVision's Qwen2 vocabulary
 
@@ -35,18 +37,3 @@ def load_golden_requests(shared_data: Path, store_dir: Path):
 
 def golden_ids(row: dict, keyword: str) -> list[int]:
     return row["prefix"] + row["tails"][keyword]
-
-
-def collapse_image_runs(ids: list[int], image_id: int, placeholder: int) -> tuple[list[int], list[int]]:
-    """Each run of image ids -> one placeholder; also the run lengths."""
-    out, runs, in_run = [], [], False
-    for i in ids:
-        if i == image_id and in_run:
-            runs[-1] += 1
-        elif i == image_id:
-            out.append(placeholder)
-            runs.append(1)
-        else:
-            out.append(i)
-        in_run = i == image_id
-    return out, runs

@@ -20,7 +20,13 @@ from typing import Callable
 
 from mmssr_core.prompts import IMAGE_TOKEN, SYSTEM_PROMPT
 from mmssr_core.scoring.base import BackendUnavailable
-from mmssr_core.scoring.reference_stream import IM_END, IM_START, reference_token_ids, render_reference_chat
+from mmssr_core.scoring.reference_stream import (
+    IM_END,
+    IM_START,
+    collapse_image_runs,
+    reference_token_ids,
+    render_reference_chat,
+)
 
 PROBE_BEFORE, PROBE_AFTER = "Question: ", "\nWhat is shown? Answer: x\nStyles: "
 SERVE_HINT = "start the server with `mmssr serve-vllm --model <checkpoint>` (or score with --profile native)"
@@ -38,20 +44,6 @@ def probe_messages(image_url: str) -> list[dict]:
     image = {"type": "image_url", "image_url": {"url": image_url}}
     user = [{"type": "text", "text": PROBE_BEFORE}, image, {"type": "text", "text": PROBE_AFTER}]
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
-
-
-def _runs(ids: list[int], image_id: int) -> tuple[list[int], list[int]]:
-    out, runs, in_run = [], [], False
-    for i in ids:
-        if i == image_id and in_run:
-            runs[-1] += 1
-        elif i == image_id:
-            out.append(i)
-            runs.append(1)
-        else:
-            out.append(i)
-        in_run = i == image_id
-    return out, runs
 
 
 def verify_reference_inputs(chat: Callable[[dict], object], tokenize: Callable[[str], list[int] | None],
@@ -73,7 +65,7 @@ def verify_reference_inputs(chat: Callable[[dict], object], tokenize: Callable[[
     if any(not v or len(v) != 1 for v in specials.values()):
         return "unverified"
     image_id = specials[IMAGE_TOKEN][0]
-    (square, square_runs), (_, tall_runs) = (_runs(p, image_id) for p in prompts)
+    (square, square_runs), (_, tall_runs) = (collapse_image_runs(p, image_id) for p in prompts)
     if len(square_runs) != 1 or square_runs != tall_runs:
         raise BackendUnavailable(
             f"the server feeds AnyRes image features ({square_runs} vs {tall_runs} tokens for a square and a "

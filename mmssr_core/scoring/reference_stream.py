@@ -97,6 +97,24 @@ def expand_images(ids: Sequence[int], image: int, features: int) -> list[int]:
     return out
 
 
+def collapse_image_runs(ids: Sequence[int], image: int, placeholder: int | None = None) -> tuple[list[int], list[int]]:
+    """The inverse of `expand_images`: each run of image ids -> one id (`placeholder`, default the image id),
+    and the run lengths (the feature count each image was given)."""
+    out: list[int] = []
+    runs: list[int] = []
+    in_run = False
+    for i in ids:
+        if i == image and in_run:
+            runs[-1] += 1
+        elif i == image:
+            out.append(image if placeholder is None else placeholder)
+            runs.append(1)
+        else:
+            out.append(i)
+        in_run = i == image
+    return out, runs
+
+
 def single_tile_features(image_size: int, patch_size: int) -> int:
     """Features of one tile in the reference: the patch grid plus one image_newline (27*27 + 1 = 730)."""
     side = image_size // patch_size
