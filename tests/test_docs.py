@@ -76,7 +76,7 @@ def test_link_checker_catches_a_broken_link_and_anchor(tmp_path):
 
 def test_readme_commands_are_the_ones_ci_and_the_demo_run():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    commands = re.findall(r"^(bash scripts/\S+)", readme, flags=re.M)
+    commands = re.findall(r"^(bash scripts/\S+)", readme, flags=re.MULTILINE)
     assert commands[:2] == ["bash scripts/demo.sh", "bash scripts/test.sh"]
     assert "bash scripts/test.sh" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
     for script in ("demo.sh", "test.sh", "docs.sh"):
@@ -92,11 +92,9 @@ def test_every_docs_page_is_in_the_site_nav():
 
 
 def test_no_citation_of_private_working_notes():
-    """The design notes the project was built from are private: the product explains in its own words."""
+    """Private working notes are never cited: the product and its docs explain everything in their own words."""
     try:
-        files = subprocess.run(
-            ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.split()
+        files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout: no list of tracked files")
     needle = "DES" + "IGN"  # spelled apart so this file does not match itself
