@@ -94,7 +94,9 @@ def test_every_docs_page_is_in_the_site_nav():
 def test_no_citation_of_private_working_notes():
     """Private working notes are never cited: the product and its docs explain everything in their own words."""
     try:
-        files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.splitlines()
+        files = subprocess.run(
+            ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout: no list of tracked files")
     needle = "DES" + "IGN"  # spelled apart so this file does not match itself
