@@ -5,7 +5,7 @@ Model: a random LLaVA-OneVision-architecture checkpoint built from a config (Qwe
 per tile, 1485 image tokens for one 384x384 image). Data: --samples real samples from ../shared/data
 (llava_bench, math_vision_testmini, tabmwp_dev1k), with their images.
 
-Reference (DESIGN 1.4): 15 separate greedy `generate` calls per sample (14 capability queries + the
+Reference (the reference inference): 15 separate greedy `generate` calls per sample (14 capability queries + the
 style query), batch size 1, full prompt each time. The released scorer answers a score with a bare digit
 then <|im_end|> (2 tokens) and its style answer is a short label list; a random model rarely emits EOS, so
 the reference's max_new_tokens=1024 would measure nonsense. We cap it at those answer lengths instead:

@@ -1,6 +1,6 @@
 """How well a scorer agrees with teacher labels: the number a user checks before trusting a scorer.
 
-Inputs: a scores table (DESIGN.md 2.2: id, source, styles, one Float64 expected score per capability,
+Inputs: a scores table (docs/method.md: id, source, styles, one Float64 expected score per capability,
 optionally `<key>__argmax` Int8) and the `teacher_labels` table (id, source, one Int8 per capability,
 styles, failure). Rows are matched on (source, id); teacher failures and null scores are left out per
 metric, and the counts say how many pairs each figure rests on.

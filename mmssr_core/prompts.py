@@ -1,4 +1,4 @@
-"""The scorer and styler prompts, byte-compatible with the released mmSSR weights (DESIGN.md 1.3).
+"""The scorer and styler prompts, byte-compatible with the released mmSSR weights (docs/method.md).
 
 The user turn is the candidate conversation serialised as text, a newline, then one query. All 15
 queries of a sample share that serialised prefix, which is what lets backends prefill it once.

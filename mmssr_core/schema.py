@@ -1,4 +1,4 @@
-"""Column contracts of the tables the store holds (DESIGN.md 2.1, 2.2).
+"""Column contracts of the tables the store holds (docs/ingestion.md, docs/method.md).
 
 Every module that writes or reads a table takes its schema from here, so a renamed column fails loudly
 in one place instead of silently in several.
@@ -112,7 +112,7 @@ def argmax_column(key: str) -> str:
 
 
 def scores_schema(capability_keys: list[str], with_argmax: bool = True) -> dict[str, pl.DataType]:
-    """The scores table of DESIGN.md 2.2: what `mmssr scores` writes and `mmssr select` reads."""
+    """The scores table (docs/method.md): what `mmssr scores` writes and `mmssr select` reads."""
     schema: dict[str, pl.DataType] = {"id": pl.Utf8, "source": pl.Utf8, "styles": pl.List(pl.Utf8)}
     for key in capability_keys:
         schema[key] = pl.Float64

@@ -1,4 +1,4 @@
-"""Teacher labels -> LLaVA-format training conversations for a scorer and a styler (DESIGN.md 1.3).
+"""Teacher labels -> LLaVA-format training conversations for a scorer and a styler (docs/teacher.md).
 
 Each labelled sample gives one conversation per capability (user turn = `PromptSet.prefix(conversations)`
 + the scorer query of that capability, answer = the teacher's integer) and one style conversation (user

@@ -1,4 +1,4 @@
-"""The capability and interaction-style vocabularies of mmSSR (DESIGN.md 1.1, 1.2).
+"""The capability and interaction-style vocabularies of mmSSR (docs/method.md, docs/configuration.md).
 
 Kept in data, not code, so a team can add a capability (key + prompt phrase) in a config file and have
 it flow through scoring, selection and reports without a code change.

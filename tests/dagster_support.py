@@ -59,7 +59,7 @@ def graphql_request(url: str, query: str, variables: dict | None = None, timeout
     return out["data"]
 
 class DagsterDev:
-    """`dagster dev` as a subprocess on 127.0.0.1; stopped with one SIGINT (see DESIGN.md 5)."""
+    """`dagster dev` as a subprocess on 127.0.0.1; stopped with one SIGINT (a shell `&` job would ignore it)."""
 
     def __init__(self, home: Path, env: dict, cwd: Path = REPO_ROOT, log: Path | None = None):
         self.home = home

@@ -227,7 +227,7 @@ def test_browser_materialize_a_partition_by_clicking(servers, tmp_path):
 
 
 def _dismiss_nux(page) -> None:
-    """The "Join the Dagster community" popup blocks clicks on a first visit (DESIGN.md 5)."""
+    """The "Join the Dagster community" popup blocks clicks on a first visit until Skip."""
     skip = page.get_by_role("button", name="Skip")
     try:
         skip.click(timeout=3000)

@@ -156,7 +156,7 @@ def test_backfill_runs_on_celery_workers_over_two_replicas(tmp_path, shared_data
         for k in ("DAGSTER_HOME", *pg.env()):
             monkeypatch.setenv(k, env[k])
 
-        # the schema first, as the README says: processes creating it at the same moment collide
+        # the schema first, as docs/scale-out.md says: processes creating it at the same moment collide
         migrate = subprocess.run([str(BIN / "dagster"), "instance", "migrate"], env=env, cwd=home,
                                  capture_output=True, text=True, timeout=120)
         assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]

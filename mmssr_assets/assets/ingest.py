@@ -59,7 +59,7 @@ def unchanged_since_last_ingest(st, source: str, fingerprint: str, code: str) ->
     owners=OWNERS,
     tags={"stage": "ingest"},
     description=(
-        "Accepted samples of one source folder in the canonical LLaVA form (DESIGN 2.1), one Parquet per "
+        "Accepted samples of one source folder in the canonical LLaVA form (docs/ingestion.md), one Parquet per "
         "source under `raw_pool/`. Rejected samples land in `quarantine/<source>.parquet` with a reason "
         "code; read = accepted + quarantined."
     ),

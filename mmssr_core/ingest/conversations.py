@@ -1,5 +1,5 @@
 """Turn one input record (LLaVA, ShareGPT / LLaMA-Factory, OpenAI content parts, Parquet row) into the
-canonical sample of DESIGN.md 2.1, and check its conversation.
+canonical sample (docs/ingestion.md), and check its conversation.
 
 Canonical form: turns `{"from": "human"|"gpt", "value": str}` alternating from a human turn, an optional
 leading system prompt kept apart, one `<image>` placeholder per image in the text, images in order.
