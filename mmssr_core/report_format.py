@@ -98,9 +98,16 @@ def short_labels(names: Sequence[str], width: int) -> list[str]:
     room = width - 1  # characters around the ellipsis
     for head in range((room + 1) // 2, -1, -1):
         out = [s if len(s) <= width else _cut(s, head, room - head) for s in clean]
-        if len(set(out)) == len(set(clean)):
+        if len(set(out)) == len(set(clean)) and not _tail_hides_a_word(out):
             return out
     return clean
+
+
+def _tail_hides_a_word(labels: list[str]) -> bool:
+    """True when one cut label's end is a proper suffix of another's ("…captions" beside "…sam captions"):
+    the first lost the word that tells it apart."""
+    tails = [x.split(ELLIPSIS, 1)[1] for x in labels if ELLIPSIS in x]
+    return any(a != b and b.endswith(a) for a in tails for b in tails)
 
 
 def _cut(s: str, head: int, tail: int) -> str:

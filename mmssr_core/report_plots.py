@@ -114,8 +114,11 @@ def score_distributions(series: dict[str, dict[str, list[float]]], keys: list[st
         ax.set_xticks(range(6))
         ax.yaxis.set_major_locator(MaxNLocator(3))
     spare = list(axes.flat)[len(keys):]
-    for ax in spare:
-        ax.axis("off")
+    for i, ax in enumerate(axes.flat):
+        if i >= len(keys):
+            ax.axis("off")
+        elif i + cols >= len(keys):  # the lowest panel of its column: it carries the score axis
+            ax.tick_params(labelbottom=True)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.suptitle("expected score per capability (density)", fontsize=9)
     # fixed margins sized for 8 pt titles and 6 pt tick labels (tight_layout measured every text twice)
@@ -146,7 +149,7 @@ def style_source_heatmap(styles: list[str], sources: list[str], selected: list[l
         with np.errstate(divide="ignore", invalid="ignore"):
             lift = np.where(pl_ > 0, sel / pl_, np.nan)
         panels.append(("lift over pool (selected / pool share; grey: not in pool)", lift, "RdBu_r", (0.0, 2.0)))
-    xlabels, ylabels = short_labels(sources, 20), short_labels(styles, 32)
+    xlabels, ylabels = short_labels(sources, 24), short_labels(styles, 32)
     width = max(3.4, 0.75 * len(sources) + 2.6)
     fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 0.34 * len(styles) + 1.8), squeeze=False)
     for ax, (title, mat, cmap, lim) in zip(axes.flat, panels):

@@ -66,6 +66,9 @@ def test_short_labels_stay_distinct():
     assert len(set(tight)) == 3 and all(len(s) <= 6 for s in tight)
     # a cut at the head alone would read the same for both: the end is kept
     assert short_labels(["source_alpha_one", "source_alpha_two"], 10) == ["sourc…one", "sourc…two"]
+    # a cut must not drop the one word that tells two names apart
+    assert short_labels(["sharegpt4v_coco_captions", "sharegpt4v_sam_captions"], 20) == [
+        "shareg…coco captions", "shareg…sam captions"]
     assert short_labels(["x", "x"], 5) == ["x", "x"]  # duplicates in, duplicates out
     with pytest.raises(ValueError):
         short_labels(["abc"], 2)
