@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 MISSING = "–"
 ELLIPSIS = "…"

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field, replace
 
 import polars as pl
 
-from mmssr_core.schema import FAILURE_TABLE, RAW_POOL_TABLE, SCORES_PARTITION, SCORES_TABLE, SELECTIONS_TABLE
+from mmssr_core.schema import (
+    FAILURE_TABLE,
+    RAW_POOL_TABLE,
+    SCORES_PARTITION,
+    SCORES_TABLE,
+    SELECTIONS_TABLE,
+)
 from mmssr_core.selection.rules import DEFAULT_RANK
 from mmssr_core.store import Store
 
@@ -39,7 +45,7 @@ class ReportInputs:
     baselines: dict[str, pl.DataFrame] = field(default_factory=dict)
     budget_selections: dict[str, pl.DataFrame] = field(default_factory=dict)
 
-    def with_options(self, **changes) -> "ReportInputs":
+    def with_options(self, **changes) -> ReportInputs:
         """A copy with the given settings replaced; None values leave a setting as gathered."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from mmssr_core.report_format import short_labels, text_color_on, wrap_label
 
