@@ -164,6 +164,10 @@ def _run(args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _faster(ratio: float) -> str:
+    return f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
+
+
 def _line(name: str, r: dict, n: int) -> str:
     return (f"{name:<34} {n:>10,} samples: {r['wall']:7.1f} s wall, {r['cpu']:7.1f} s CPU, "
             f"peak RSS {r['rss_mb']:6.0f} MB")
@@ -214,7 +218,7 @@ def main() -> None:
     scale = a.rows / n_sample
     extrapolated = pair["linear"] * scale + (pair["wall"] - pair["linear"]) * scale**2
     print(_line("plain pairwise on the same sample", pair, n_sample)
-          + f" -> ours is {pair['wall'] / small['wall']:.1f}x faster here")
+          + f" -> ours is {_faster(pair['wall'] / small['wall'])} here (a small sample: fixed costs dominate)")
     print(f"  pairwise at {a.rows:,} samples (its pair loop grows with the square): ~{extrapolated / 3600:,.1f} h "
           f"-> ours is ~{extrapolated / ours['wall']:,.0f}x faster at full size (extrapolated)")
     grouped = {}
@@ -226,6 +230,7 @@ def main() -> None:
     ours_pairs = sum(n * (n - 1) // 2 for n in sizes)
     print(f"  pairs found by pairwise: {len(truth):,}; grouped together by ours: {same:,} "
           f"({100 * same / max(len(truth), 1):.1f}% recall); pairs inside our groups: {ours_pairs:,}")
+    print(f"machine: load average at end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

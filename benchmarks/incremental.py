@@ -11,7 +11,8 @@ weight-free `rules` backend on one DagsterInstance:
   second run : what the sensor + refresh schedule do when an 11th folder appears: ingest and score the
                new source only, then select and report every recipe again over the 11-source pool.
 
-Printed: wall time of each stage side by side, the ratio, and how many samples were sent to the scorer.
+Printed: wall time of each stage side by side, the ratio, how many samples were sent to the scorer, and
+the machine's load average at start and end.
 The per-source stage is what grows with data; selection + reports is a per-refresh cost over the whole
 pool (seconds here; with a GPU scorer the scoring stage dominates by orders of magnitude).
 """
@@ -49,6 +50,11 @@ def make_source(shared: Path, dst: Path, name: str, start: int, n: int) -> int:
     return len(rows)
 
 
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sources", type=int, default=10)
@@ -57,6 +63,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args()
 
+    print(f"load average at start: {load()}", flush=True)
     import dagster as dg
 
     from mmssr_assets.materialize import materialize_all
@@ -98,6 +105,7 @@ def main() -> int:
     for label, a, b in rows:
         print(f"{label:<34} {a:>9.1f}s {b:>10.1f}s {b / a:>6.1%}")
     print(f"{'samples sent to the scorer':<34} {sent1:>10} {sent2:>11} {sent2 / max(sent1, 1):>6.1%}")
+    print(f"load average at end: {load()}", flush=True)
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
     else:

@@ -5,7 +5,8 @@ fixed service rate (`--rate` completions per second, FIFO, whatever the concurre
 vLLM data-parallel replica whose GPU is the bottleneck. The work: the capability scores (14 queries per
 sample) of an N-sample source ingested from the real pools in ../shared/data, through `score_source`
 with the openai backend (fresh store and cache per configuration, so nothing is reused). Prints samples/s
-for 1 and 2 replicas and their ratio (goal: >= 1.8x), for two workloads:
+for 1 and 2 replicas and their ratio (goal: >= 1.8x), and the load average at start and end, for two
+workloads:
 - `text-only`: the samples without their images: what the replicas alone allow (the client is cheap);
 - `images`: the real samples: the client also decodes, resizes and PNG-encodes one image per sample,
   which the openai backend does for a whole batch before sending its requests, so that CPU time does not
@@ -136,6 +137,11 @@ def run_once(work: Path, raw, urls: list[str], concurrency: int, batch: int) -> 
     }
 
 
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=48, help="samples (default 48)")
@@ -146,6 +152,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON line with the figures last")
     args = ap.parse_args(argv)
 
+    print(f"load average at start: {load()}", file=sys.stderr, flush=True)
     work = Path(tempfile.mkdtemp(prefix="mmssr-scaleout-bench-"))
     try:
         import polars as pl
@@ -175,9 +182,10 @@ def main(argv=None) -> int:
             ratio = results[1]["samples_per_s"] / results[0]["samples_per_s"]
             print(f"[{workload:9}] speed-up with 2 replicas: {ratio:.2f}x (goal >= 1.8x)")
             summary[workload] = {"results": results, "ratio": round(ratio, 3)}
+        print(f"load average at end: {load()}", file=sys.stderr, flush=True)
         if args.json:
             print(json.dumps({"workloads": summary, "rate": args.rate, "concurrency": args.concurrency,
-                              "n": args.n}))
+                              "n": args.n, "load_end": os.getloadavg()}))
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -20,7 +20,8 @@ the `reference` input profile (the released scorer's token stream, 730 image fea
 
 Agreement: our argmax over the digit distribution vs the reference's first generated token with the
 vocabulary restricted to the digits 0..5 at that first step (a random model's unrestricted first token is
-usually not a digit, so only the restricted comparison is meaningful). Must be 100%.
+usually not a digit, so only the restricted comparison is meaningful). Must be 100%. The machine's load
+average is printed at start and end.
 
     .venv/bin/python benchmarks/scoring.py                 # 64 samples, 4 layers, hidden 256, CPU
     .venv/bin/python benchmarks/scoring.py --device cuda --layers 8 --hidden 1024 --samples 256
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -140,6 +142,11 @@ def agreement(a, b, margin: float = 1e-3) -> float:
     return sum(int(np.argmax(x) == np.argmax(y)) for x, y in pairs) / max(len(pairs), 1)
 
 
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--samples", type=int, default=64)
@@ -159,6 +166,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-vllm", action="store_true", help="skip the vLLM backend")
     ap.add_argument("--json", action="store_true", help="print a one-line JSON summary last")
     args = ap.parse_args(argv)
+    print(f"load average at start: {load()}", flush=True)
 
     import numpy as np
     import torch
@@ -269,6 +277,8 @@ def main(argv=None) -> int:
     print(f"integer score agreement (argmax vs digit-restricted greedy first token): {100 * agree:.1f}% of {len(pairs)}")
     print(f"styles: {len(styles) - style_failures}/{len(styles)} parsed (a random model may not finish a label "
           f"within {args.style_tokens} tokens); score failures: {failures}")
+    print(f"load average at end: {load()}", flush=True)
+    summary["load_end"] = list(os.getloadavg())
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     ok = agree == 1.0 and failures == 0 and (vllm_rate is None or summary["vllm_argmax_agreement"] == 1.0)

@@ -5,7 +5,8 @@ any baselines given, the whole scored pool), the selection's own facts (which ca
 what, overlap between budgets, threshold effects, scoring failures), draws the plots and writes
 `reports/<recipe>.json` (machine-readable summary), `reports/<recipe>.html` (one self-contained page)
 and `reports/<recipe>.<plot>.png` under the store. The Dagster asset turns `ReportResult` into metadata
-with `metadata_entries()`; this module never imports Dagster.
+with `metadata_entries()`; this module never imports Dagster. `mmssr_core.report_inputs` gathers the
+inputs from a store, for the asset and the CLI alike.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import polars as pl
 
 from mmssr_core import report_metrics as M
 from mmssr_core.dedup.report import dedup_markdown, dedup_metrics, dedup_section
+from mmssr_core.schema import REPORTS_TABLE
 from mmssr_core.store import Store, atomic_write_bytes, check_name
 
-REPORTS_TABLE = "reports"
 PLOT_NAMES = ("score_distributions", "style_source_heatmap", "capability_radar", "overlap")
 
 
@@ -49,6 +50,8 @@ class ReportResult:
         Kept Dagster-free: the asset maps kinds to `MetadataValue.md/path/float/int/json`.
         """
         out: list[tuple[str, str, object]] = [("report", "md", self.markdown)]
+        if self.summary.get("scorer"):
+            out.append(("scorer", "md", M.scorer_line(self.summary["scorer"])))
         for name, md in self.plots_markdown().items():
             out.append((f"plot_{name}", "md", md))
         out.append(("report_json", "path", str(self.json_path)))
@@ -71,65 +74,6 @@ def _budget_label(budget) -> str | None:
     if isinstance(budget, float) and 0 < budget < 1:
         return f"{budget:.4g} ({budget * 100:g}%)"
     return str(budget)
-
-
-def _headline(summary: dict) -> tuple[list[list], str]:
-    """Rows of the headline table (metric, value per subset) and its Markdown."""
-    prof = summary["profiles"]
-    names = list(prof)
-
-    def g(path: list[str]):
-        out = []
-        for n in names:
-            v = prof[n]
-            for p in path:
-                v = v.get(p) if isinstance(v, dict) else None
-            out.append(v)
-        return out
-
-    rows = [
-        ["samples", *g(["size"])],
-        ["mean expected score (avg over capabilities)", *g(["mean_score"])],
-        ["share with a score >= 4 in any capability", *g(["any_ge4_share"])],
-        ["capabilities with a sample scoring >= 4", *g(["capabilities_with_ge4"])],
-        ["style entropy (normalised)", *g(["style_entropy"])],
-        ["source entropy (normalised)", *g(["source_entropy"])],
-        ["style x source entropy (normalised)", *g(["style_source_entropy"])],
-        ["style x source bin coverage", *g(["bin_coverage"])],
-    ]
-    if any(v is not None for v in g(["text", "text_chars_mean"])):
-        rows += [
-            ["mean text length (chars)", *g(["text", "text_chars_mean"])],
-            ["mean human turns", *g(["text", "turns_mean"])],
-        ]
-    if any(v is not None for v in g(["images", "megapixels_mean"])):
-        rows += [["mean image megapixels", *g(["images", "megapixels_mean"])]]
-    from mmssr_core.report_html import fmt
-
-    md = [f"| metric | {' | '.join(names)} |", "|---|" + "---:|" * len(names)]
-    md += [f"| {r[0]} | " + " | ".join(fmt(c) for c in r[1:]) + " |" for r in rows]
-    return rows, "\n".join(md)
-
-
-def _capability_markdown(summary: dict) -> str:
-    from mmssr_core.report_html import fmt
-
-    prof = summary["profiles"]
-    cols = [n for n in ("selected", "random", "pool") if n in prof]
-    passing = f"pool passing ({M.passing_label(summary['threshold'])})"
-    head = "| capability | " + " | ".join(f"mean {n}" for n in cols) + f" | >=4 selected | >=4 random | picked by | {passing} |"
-    lines = [head, "|---|" + "---:|" * (len(cols) + 4)]
-    for k in summary["capabilities"]:
-        pb = summary.get("picked_by", {}).get(k, {})
-        lines.append(
-            f"| {k} | "
-            + " | ".join(fmt(prof[n]["capabilities"][k]["mean"]) for n in cols)
-            + f" | {fmt(prof['selected']['capabilities'][k]['count_ge4'])}"
-            + f" | {fmt(prof['random']['capabilities'][k]['count_ge4'])}"
-            + f" | {fmt(100 * pb.get('share', 0.0), 1)}%"
-            + f" | {fmt(summary['threshold']['passing'].get(k))} |"
-        )
-    return "\n".join(lines)
 
 
 def _metrics(summary: dict) -> dict[str, float]:
@@ -235,66 +179,94 @@ def build_report(
     the score_failures table. threshold and rank: the selection's rule, so "pool passing" counts what the
     selection could pick (rank "integer": the integer score where the table has one). dedup: the
     selection's duplicates summary (what `selections/<recipe>.json` holds under "dedup"). Returns a
-    ReportResult; files land under `<store>/reports/`.
+    ReportResult; files land under `<store>/reports/`. To build from a store, see
+    `mmssr_core.report_inputs.gather_report_inputs`.
     """
     st = _store(store)
     check_name(recipe_name, "recipe")
-    M.require_columns(selection, M.KEY, "selection")
-    M.require_columns(scores, M.KEY + ["styles"], "scores table")
     if taxonomy is None:
         from mmssr_core.taxonomy import load_taxonomy
 
         taxonomy = load_taxonomy()
+    keys = _check_inputs(selection, scores, pool, capabilities, taxonomy)
+    subsets = _subsets(selection, scores, seed, baselines)
+    summary = {
+        "recipe": recipe_name,
+        "recipe_config": recipe,
+        "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "seed": seed,
+        "budget": budget if budget is not None else subsets["selected"].height,
+        "budget_label": _budget_label(budget),
+        **_facts(selection, scores, subsets, keys, pool, taxonomy, threshold, rank, failures, budget_selections),
+        "dedup": dedup_section(dedup, scores.height, subsets["selected"].height),
+        "scorer": M.scorer_summary(scores),
+    }
+    if pool is not None:
+        summary["unscored_in_pool"] = M.keys_of(pool).join(scores.select(M.KEY), on=M.KEY, how="anti").height
+    summary["metrics"] = metrics = {**_metrics(summary), **dedup_metrics(summary["dedup"])}
+    plot_bytes = _draw(summary, subsets, keys, taxonomy) if make_plots else {}
+    plot_paths = _write_plots(st, recipe_name, plot_bytes)
+    summary["plots"] = {n: str(p) for n, p in plot_paths.items()}
+    html_path = None
+    if make_html:
+        examples = _examples(subsets["selected"], pool, keys, list(taxonomy.styles), examples_per_style)
+        html_path = _write_html(st, recipe_name, summary, plot_bytes, examples)
+    summary["html_path"] = str(html_path) if html_path else None
+    json_path = st.write_json(REPORTS_TABLE, recipe_name, summary)
+    return ReportResult(summary, json_path, html_path, _markdown(summary), plot_paths, metrics)
+
+
+def _check_inputs(selection, scores, pool, capabilities, taxonomy) -> list[str]:
+    """The capability keys to report, after checking that every input has the columns it needs and every
+    selected sample has scores."""
+    M.require_columns(selection, M.KEY, "selection")
+    M.require_columns(scores, M.KEY + ["styles"], "scores table")
     keys = M.capability_keys(scores, capabilities, taxonomy)
     if pool is not None:
         M.require_columns(pool, M.KEY, "pool")
-
-    sel_rows = M.subset_scores(scores, selection)
-    if sel_rows.height < M.keys_of(selection).height:
-        missing = M.keys_of(selection).join(scores.select(M.KEY), on=M.KEY, how="anti")
+    missing = M.keys_of(selection).join(scores.select(M.KEY), on=M.KEY, how="anti")
+    if missing.height:
         raise M.ReportError(
-            f"{missing.height} selected samples are not in the scores table, e.g. "
-            f"{missing.head(3).to_dicts()}"
+            f"{missing.height} selected samples are not in the scores table, e.g. {missing.head(3).to_dicts()}"
         )
-    random_rows = M.random_subset(scores, sel_rows.height, seed)
-    subsets: dict[str, pl.DataFrame] = {"selected": sel_rows, "random": random_rows}
+    return keys
+
+
+def _subsets(selection, scores, seed, baselines) -> dict[str, pl.DataFrame]:
+    """Scores rows of every subset compared: selected, its seeded random twin, baselines, the pool (last)."""
+    sel_rows = M.subset_scores(scores, selection)
+    subsets = {"selected": sel_rows, "random": M.random_subset(scores, sel_rows.height, seed)}
     for name, df in (baselines or {}).items():
         if name in ("selected", "random", "pool"):
             name = f"baseline_{name}"
         M.require_columns(df, M.KEY, f"baseline {name!r}")
         subsets[name] = M.subset_scores(scores, df)
     subsets["pool"] = scores
+    return subsets
 
-    pool_ss = M.style_source_counts(scores)
-    pool_bins = {(a, b) for a, b in pool_ss.select("style", "source").iter_rows()}
+
+def _facts(selection, scores, subsets, keys, pool, taxonomy, threshold, rank, failures, budget_selections) -> dict:
+    """The numbers of the summary: sizes, per-subset profiles, picks, threshold effects, overlap, failures."""
+    pool_bins = {(a, b) for a, b in M.style_source_counts(scores).select("style", "source").iter_rows()}
     n_sources = scores["source"].n_unique()
     profiles = {
-        name: M.subset_profile(
-            df, keys, pool=pool, n_styles=len(taxonomy.styles), pool_sources=n_sources, pool_bins=pool_bins
-        )
+        name: M.subset_profile(df, keys, pool=pool, n_styles=len(taxonomy.styles), pool_sources=n_sources,
+                               pool_bins=pool_bins)
         for name, df in subsets.items()
     }
-
-    overlap_sets = {"selected": sel_rows, "random": random_rows}
-    overlap_sets.update({n: subsets[n] for n in subsets if n not in ("selected", "random", "pool")})
+    overlap_sets = {n: df for n, df in subsets.items() if n != "pool"}
     nested_order = None
     if budget_selections:
         for label, df in budget_selections.items():
             M.require_columns(df, M.KEY, f"budget selection {label!r}")
             overlap_sets[f"budget {label}"] = df
         nested_order = [f"budget {label}" for label in budget_selections]
-    pool_size = scores.height
-    summary = {
-        "recipe": recipe_name,
-        "recipe_config": recipe,
-        "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "seed": seed,
-        "budget": budget if budget is not None else sel_rows.height,
-        "budget_label": _budget_label(budget),
-        "size": sel_rows.height,
+    size, pool_size = subsets["selected"].height, scores.height
+    return {
+        "size": size,
         "pool_size": pool_size,
         "raw_pool_size": pool.height if pool is not None else None,
-        "fraction": sel_rows.height / pool_size if pool_size else 0.0,
+        "fraction": size / pool_size if pool_size else 0.0,
         "capabilities": keys,
         "profiles": profiles,
         "picked_by": M.picked_by_shares(selection, keys),
@@ -302,67 +274,76 @@ def build_report(
         "threshold": M.threshold_effects(scores, keys, threshold, rank),
         "overlap": M.overlap(overlap_sets, nested_order),
         "failures": M.failure_summary(failures, selection, pool_size),
-        "dedup": dedup_section(dedup, pool_size, sel_rows.height),
     }
-    if pool is not None:
-        summary["unscored_in_pool"] = M.keys_of(pool).join(scores.select(M.KEY), on=M.KEY, how="anti").height
 
-    headline_rows, headline_md = _headline(summary)
-    markdown = (f"**{recipe_name}**: {summary['size']:,} of {pool_size:,} samples\n\n{headline_md}\n\n"
-                f"{_capability_markdown(summary)}\n\n{dedup_markdown(summary['dedup'])}")
-    metrics = {**_metrics(summary), **dedup_metrics(summary["dedup"])}
-    summary["metrics"] = metrics
 
-    plot_bytes: dict[str, bytes] = {}
-    if make_plots:
-        plot_bytes = _draw(summary, subsets, keys, taxonomy)
-    plot_paths: dict[str, Path] = {}
-    for name, data in plot_bytes.items():
+def _markdown(summary: dict) -> str:
+    """The headline and per-capability tables for the Dagster UI and the CLI."""
+    from mmssr_core import report_tables as T
+
+    scorer = f"; scores by {M.scorer_line(summary.get('scorer'))}" if summary.get("scorer") else ""
+    return (f"**{summary['recipe']}**: {summary['size']:,} of {summary['pool_size']:,} samples{scorer}\n\n"
+            f"{T.headline(summary).markdown()}\n\n{T.capabilities(summary).markdown()}\n\n"
+            f"{dedup_markdown(summary['dedup'])}")
+
+
+def _write_plots(st: Store, recipe_name: str, plot_bytes: dict[str, bytes]) -> dict[str, Path]:
+    """Write this report's PNGs, and remove the PNGs of plots it no longer draws (a dropped plot must not
+    linger beside the new report)."""
+    paths: dict[str, Path] = {}
+    for name in PLOT_NAMES:
         p = st.path(REPORTS_TABLE, recipe_name, f".{name}.png")
-        atomic_write_bytes(p, data)
-        plot_paths[name] = p
-    summary["plots"] = {n: str(p) for n, p in plot_paths.items()}
+        if name in plot_bytes:
+            atomic_write_bytes(p, plot_bytes[name])
+            paths[name] = p
+        else:
+            p.unlink(missing_ok=True)
+    return paths
 
-    html_path = None
-    if make_html:
-        from mmssr_core import report_html
 
-        examples = _examples(sel_rows, pool, keys, list(taxonomy.styles), examples_per_style)
-        page = report_html.render(summary, plot_bytes, examples, headline_rows)
-        html_path = st.path(REPORTS_TABLE, recipe_name, ".html")
-        atomic_write_bytes(html_path, page.encode("utf-8"))
-    summary["html_path"] = str(html_path) if html_path else None
-    json_path = st.write_json(REPORTS_TABLE, recipe_name, summary)
-    return ReportResult(summary, json_path, html_path, markdown, plot_paths, metrics)
+def _write_html(st: Store, recipe_name: str, summary: dict, plot_bytes: dict[str, bytes], examples) -> Path:
+    from mmssr_core import report_html
+
+    path = st.path(REPORTS_TABLE, recipe_name, ".html")
+    atomic_write_bytes(path, report_html.render(summary, plot_bytes, examples).encode("utf-8"))
+    return path
 
 
 def _draw(summary: dict, subsets: dict[str, pl.DataFrame], keys: list[str], taxonomy) -> dict[str, bytes]:
+    """PNG bytes of every plot worth drawing for this summary (`report_plots.plots_worth_drawing`)."""
     from mmssr_core import report_plots as P
 
     prof = summary["profiles"]
     dist_names = [n for n in ("selected", "random", "pool") if n in subsets]
-    series = {n: {k: subsets[n][k].drop_nulls().to_numpy() for k in keys} for n in dist_names}
-    out = {"score_distributions": P.score_distributions(series, keys)}
-
-    sel_ss = pl.DataFrame(prof["selected"]["style_source"], schema={"style": pl.Utf8, "source": pl.Utf8, "count": pl.Int64})
-    pool_ss = pl.DataFrame(prof["pool"]["style_source"], schema={"style": pl.Utf8, "source": pl.Utf8, "count": pl.Int64})
+    pool_ss = _style_source_frame(prof["pool"])
     present = set(pool_ss["style"].to_list())
     styles = [s for s in taxonomy.styles if s in present] + sorted(present - set(taxonomy.styles))
     sources = sorted(set(pool_ss["source"].to_list()))
-    if styles and sources:
+    ov = summary["overlap"]
+    wanted = P.plots_worth_drawing(len(keys), len(styles), len(sources), len(ov["names"]))
+    out: dict[str, bytes] = {}
+    if "score_distributions" in wanted:
+        series = {n: {k: subsets[n][k].drop_nulls().to_numpy() for k in keys} for n in dist_names}
+        out["score_distributions"] = P.score_distributions(series, keys)
+    if "style_source_heatmap" in wanted:
 
         def grid(df: pl.DataFrame) -> list[list[float]]:
             total = df["count"].sum() or 1
             cell = {(r["style"], r["source"]): r["count"] / total for r in df.iter_rows(named=True)}
             return [[cell.get((s, src), 0.0) for src in sources] for s in styles]
 
+        sel_ss = _style_source_frame(prof["selected"])
         out["style_source_heatmap"] = P.style_source_heatmap(styles, sources, grid(sel_ss), grid(pool_ss))
-    radar = {n: [prof[n]["capabilities"][k]["mean"] for k in keys] for n in dist_names}
-    if len(keys) >= 3:
+    if "capability_radar" in wanted:
+        radar = {n: [prof[n]["capabilities"][k]["mean"] for k in keys] for n in dist_names}
         out["capability_radar"] = P.capability_radar(keys, radar)
-    ov = summary["overlap"]
-    out["overlap"] = P.overlap_matrix(ov["names"], ov["jaccard"])
+    if "overlap" in wanted:
+        out["overlap"] = P.overlap_matrix(ov["names"], ov["jaccard"])
     return out
+
+
+def _style_source_frame(profile: dict) -> pl.DataFrame:
+    return pl.DataFrame(profile["style_source"], schema={"style": pl.Utf8, "source": pl.Utf8, "count": pl.Int64})
 
 
 def read_report(store, recipe_name: str) -> dict:

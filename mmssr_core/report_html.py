@@ -11,7 +11,9 @@ import html
 import io
 from pathlib import Path
 
-from mmssr_core.report_metrics import passing_label
+from mmssr_core import report_tables as T
+from mmssr_core.report_format import format_rows
+from mmssr_core.report_metrics import passing_label, scorer_line
 
 THUMB_PX = 128
 
@@ -68,16 +70,33 @@ def fmt(x, digits: int = 3) -> str:
     return str(x)
 
 
-def table(header: list[str], rows: list[list], left_cols: int = 1) -> str:
-    """An HTML table; the first `left_cols` columns are left-aligned labels. Cells are escaped."""
+def table(header, rows: list[list] | None = None, left_cols: int = 1, digits=None) -> str:
+    """An HTML table with one number format per column (`report_format`); the first `left_cols` columns are
+    left-aligned labels. Takes a `report_tables.Table` or (header, rows). Cells are escaped."""
+    if rows is None:  # a Table
+        t = header
+        header, rows, left_cols, digits = t.header, t.rows, t.left_cols, t.digits
     h = "".join(f'<th class="l">{esc(c)}</th>' if i < left_cols else f"<th>{esc(c)}</th>" for i, c in enumerate(header))
     body = []
-    for r in rows:
+    for r in format_rows(rows, digits):
         cells = "".join(
-            f'<td class="l">{esc(fmt(c))}</td>' if i < left_cols else f"<td>{esc(fmt(c))}</td>" for i, c in enumerate(r)
+            f'<td class="l">{esc(c)}</td>' if i < left_cols else f"<td>{esc(c)}</td>" for i, c in enumerate(r)
         )
         body.append(f"<tr>{cells}</tr>")
     return f"<table><thead><tr>{h}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def section(title: str, t, intro: str = "") -> list[str]:
+    """A titled table (a `report_tables.Table`, or None for nothing) with its intro and note."""
+    if t is None:
+        return []
+    out = [f"<h2>{esc(title)}</h2>"]
+    if intro:
+        out.append(f'<p class="muted">{intro}</p>')
+    out.append(table(t))
+    if t.note:
+        out.append(f'<p class="muted">{esc(t.note)}</p>')
+    return out
 
 
 def example_card(ex: dict) -> str:
@@ -95,11 +114,58 @@ def example_card(ex: dict) -> str:
     )
 
 
-def render(summary: dict, plots: dict[str, bytes], examples: dict[str, list[dict]], headline_rows: list[list]) -> str:
+def _intro(s: dict) -> str:
+    scorer = s.get("scorer") or {}
+    who = f" Scores by {esc(scorer_line(scorer))}." if scorer else ""
+    return (
+        f'<p class="muted">{esc(fmt(s["size"]))} of {esc(fmt(s["pool_size"]))} scored samples '
+        f'({esc(fmt(100 * s["fraction"], 2))}%), budget {esc(s.get("budget_label") or s.get("budget"))}, threshold '
+        f'{esc(s["threshold"]["threshold"])} (rank mode {esc(s["threshold"].get("rank", "integer"))}), random '
+        f'baseline seed {esc(s["seed"])}, capabilities: {esc(len(s["capabilities"]))}.{who} '
+        f"Generated {esc(s.get('generated_at'))}.</p>"
+    )
+
+
+def _plots(plots: dict[str, bytes]) -> list[str]:
+    if not plots:
+        return []
+    out = ['<h2>Plots</h2><div class="plots">']
+    for name, data in plots.items():
+        out.append(f'<figure><img alt="{esc(name)}" src="{png_data_uri(data)}"><figcaption class="muted">'
+                   f'{esc(name)}</figcaption></figure>')
+    return out + ["</div>"]
+
+
+def _overlap(s: dict) -> list[str]:
+    out = section("Overlap", T.overlap(s))
+    ov = s.get("overlap") or {}
+    if "nesting" in ov:
+        verdict = '<span class="good">yes</span>' if ov["nested"] else '<span class="bad">no</span>'
+        out.append(f"<p>Smaller budgets nest in larger ones: {verdict}</p>")
+        out.append(table(T.nesting(s)))
+    return out
+
+
+def _failures(fs: dict) -> list[str]:
+    out = [
+        "<h2>Scoring failures</h2>",
+        f"<p>{esc(fmt(fs['samples']))} samples ({esc(fmt(100 * fs['share_of_pool'], 2))}% of the pool) had "
+        f"{esc(fmt(fs['rows']))} failed scoring targets; {esc(fmt(fs['in_selection']))} of them are in the selection.</p>",
+    ]
+    if fs.get("by_reason"):
+        out.append(table(["reason", "failures"], [[k, v] for k, v in fs["by_reason"].items()]))
+    if fs.get("examples"):
+        cols = list(fs["examples"][0].keys())
+        out.append(table(cols, [[e.get(c) for c in cols] for e in fs["examples"]], left_cols=len(cols)))
+    return out
+
+
+def render(summary: dict, plots: dict[str, bytes], examples: dict[str, list[dict]]) -> str:
     """The whole page from the JSON summary, PNG bytes per plot and example cards per style."""
+    from mmssr_core.dedup.report import dedup_html
+
     s = summary
-    prof = s["profiles"]
-    names = [n for n in prof]
+    th = s["threshold"]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -107,104 +173,25 @@ def render(summary: dict, plots: dict[str, bytes], examples: dict[str, list[dict
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<style>{CSS}</style></head><body>",
         f"<h1>Selection report: {esc(s['recipe'])}</h1>",
-        f'<p class="muted">{esc(s["size"])} of {esc(s["pool_size"])} scored samples '
-        f'({esc(fmt(100 * s["fraction"], 2))}%), budget {esc(s.get("budget"))}, threshold {esc(s["threshold"]["threshold"])} (rank mode {esc(s["threshold"].get("rank", "integer"))}), '
-        f'random baseline seed {esc(s["seed"])}, capabilities: {esc(len(s["capabilities"]))}. '
-        f"Generated {esc(s.get('generated_at'))}.</p>",
-        "<h2>Headline</h2>",
-        table(["metric"] + names, headline_rows),
+        _intro(s),
+        *section("Headline", T.headline(s)),
+        dedup_html(s.get("dedup")),
+        *section("Capabilities", T.capabilities(s),
+                 "Mean expected score and count of samples scoring at least 4, per subset; share of the selection "
+                 "picked by the capability's turn; samples of the pool that qualify under the selection's rule "
+                 f"({esc(passing_label(th))})."),
+        *_plots(plots),
+        *section("Interaction styles (share of labels, %)", T.style_shares(s)),
+        *section("Sources (samples)", T.source_counts(s)),
+        *section("Selection by style x source", T.style_source(s)),
+        *section("Text", T.text_stats(s)),
+        *section("Images", T.image_stats(s)),
+        *_overlap(s),
+        *section("Threshold effects", T.threshold_sweep(s),
+                 "Samples of the scored pool eligible per capability under the selection's rule "
+                 f"({esc(' / '.join(th.get('bases') or ['score']))} &gt; t) at several thresholds."),
+        *_failures(s["failures"]),
     ]
-    # capabilities
-    caps = s["capabilities"]
-    passing = passing_label(s["threshold"])
-    rows = []
-    for k in caps:
-        row = [k]
-        for n in names:
-            row.append(prof[n]["capabilities"][k]["mean"])
-        for n in names:
-            row.append(prof[n]["capabilities"][k]["count_ge4"])
-        pb = s.get("picked_by", {}).get(k)
-        row.append(None if pb is None else round(100 * pb["share"], 2))
-        row.append(s["threshold"]["passing"].get(k))
-        rows.append(row)
-    from mmssr_core.dedup.report import dedup_html
-
-    parts.append(dedup_html(s.get("dedup")))
-    parts += [
-        "<h2>Capabilities</h2>",
-        f'<p class="muted">Mean expected score and count of samples scoring at least 4, per subset; share of the '
-        f"selection picked by the capability's turn; samples of the pool that qualify under the selection's "
-        f"rule ({esc(passing)}).</p>",
-        table(["capability"] + [f"mean {n}" for n in names] + [f"≥4 {n}" for n in names] + ["picked by (%)", f"pool passing ({passing})"], rows),
-    ]
-    if plots:
-        parts.append('<h2>Plots</h2><div class="plots">')
-        for name, data in plots.items():
-            parts.append(f'<figure><img alt="{esc(name)}" src="{png_data_uri(data)}"><figcaption class="muted">{esc(name)}</figcaption></figure>')
-        parts.append("</div>")
-    # styles and sources
-    sel = prof["selected"]
-    style_rows = [
-        [st] + [prof[n]["style_mix"].get(st, {}).get("share", 0.0) * 100 for n in names]
-        for st in sorted(set().union(*[prof[n]["style_mix"] for n in names]))
-    ]
-    source_rows = [
-        [src] + [prof[n]["source_mix"].get(src, {}).get("count", 0) for n in names]
-        for src in sorted(set().union(*[prof[n]["source_mix"] for n in names]))
-    ]
-    parts += [
-        "<h2>Interaction styles (share of labels, %)</h2>",
-        table(["style"] + names, style_rows),
-        "<h2>Sources (samples)</h2>",
-        table(["source"] + names, source_rows),
-    ]
-    ss_rows = [[r["style"], r["source"], r["count"]] for r in sel["style_source"]]
-    if ss_rows:
-        parts += ["<h2>Selection by style x source</h2>", table(["style", "source", "labels"], ss_rows, left_cols=2)]
-    # text and images
-    for title, field in (("Text", "text"), ("Images", "images")):
-        keys = sorted(set().union(*[prof[n].get(field, {}) for n in names]))
-        if keys:
-            parts += [f"<h2>{title}</h2>", table(["statistic"] + names, [[k] + [prof[n].get(field, {}).get(k) for n in names] for k in keys])]
-    # overlap
-    ov = s.get("overlap")
-    if ov:
-        parts += [
-            "<h2>Overlap</h2>",
-            table(["Jaccard"] + ov["names"], [[a] + [ov["jaccard"][a][b] for b in ov["names"]] for a in ov["names"]]),
-        ]
-        if "nesting" in ov:
-            verdict = '<span class="good">yes</span>' if ov["nested"] else '<span class="bad">no</span>'
-            parts.append(f"<p>Smaller budgets nest in larger ones: {verdict}</p>")
-            parts.append(
-                table(["smaller", "larger", "contained", "nested"], [[p["smaller"], p["larger"], p["contained"], p["nested"]] for p in ov["nesting"]], left_cols=2)
-            )
-    # threshold sweep
-    th = s["threshold"]
-    sweep_rows = [[k] + [th["sweep"][t].get(k) for t in th["sweep"]] for k in caps] + [
-        ["any capability"] + [th["sweep"][t]["eligible_any"] for t in th["sweep"]]
-    ]
-    parts += [
-        "<h2>Threshold effects</h2>",
-        f'<p class="muted">Samples of the scored pool eligible per capability under the selection\'s rule '
-        f"({esc(' / '.join(th.get('bases') or ['score']))} &gt; t) "
-        "at several thresholds.</p>",
-        table(["capability"] + [f"t={t}" for t in th["sweep"]], sweep_rows),
-    ]
-    # failures
-    fs = s["failures"]
-    parts += [
-        "<h2>Scoring failures</h2>",
-        f"<p>{esc(fs['samples'])} samples ({esc(fmt(100 * fs['share_of_pool'], 2))}% of the pool) had {esc(fs['rows'])} "
-        f"failed scoring targets; {esc(fs['in_selection'])} of them are in the selection.</p>",
-    ]
-    if fs.get("by_reason"):
-        parts.append(table(["reason", "failures"], [[k, v] for k, v in fs["by_reason"].items()]))
-    if fs.get("examples"):
-        cols = list(fs["examples"][0].keys())
-        parts.append(table(cols, [[e.get(c) for c in cols] for e in fs["examples"]], left_cols=len(cols)))
-    # examples
     if examples:
         parts.append("<h2>Examples per style (from the selection)</h2>")
         for style, cards in examples.items():

@@ -10,6 +10,7 @@ and, optionally, the raw pool (schema.RAW_POOL_SCHEMA) and the score_failures ta
 from __future__ import annotations
 
 import math
+import re
 from typing import Iterable
 
 import polars as pl
@@ -318,3 +319,29 @@ def failure_summary(failures: pl.DataFrame | None, selection: pl.DataFrame, pool
         "in_selection": keys_of(selection).join(samples, on=KEY, how="inner").height,
         "examples": examples.to_dicts(),
     }
+
+
+# -- who scored --------------------------------------------------------------------------------------
+HEURISTIC_BACKENDS = {"rules": "rules: heuristic stand-in"}  # backends that are no trained scorer
+
+
+def scorer_summary(scores: pl.DataFrame) -> dict | None:
+    """Who made the scores: each scorer label of the table's `scorer` column (`backend:model@rev/prompts`)
+    with its sample count, the backends, and a note when a heuristic stand-in rather than a model scored.
+    None when the table does not say (an external scores file without the column)."""
+    if "scorer" not in scores.columns or scores.height == 0:
+        return None
+    counts = scores.group_by("scorer").len("n").sort("n", "scorer", descending=[True, False], nulls_last=True)
+    labels = {str(k) if k is not None else "(unknown)": int(n) for k, n in counts.iter_rows()}
+    backends = sorted({re.split(r"[:/@]", k, maxsplit=1)[0] for k in labels})
+    notes = [HEURISTIC_BACKENDS[b] for b in backends if b in HEURISTIC_BACKENDS]
+    return {"labels": labels, "backends": backends, "heuristic": bool(notes), "note": "; ".join(notes) or None}
+
+
+def scorer_line(scorer: dict | None) -> str:
+    """One line for headers and metadata: the label(s), and the heuristic note when there is one."""
+    if not scorer:
+        return "unknown scorer"
+    labels = list(scorer["labels"])
+    text = labels[0] if len(labels) == 1 else f"{len(labels)} scorers: " + ", ".join(labels)
+    return f"{text} ({scorer['note']})" if scorer.get("note") else text

@@ -259,7 +259,8 @@ def test_plots_and_html(store, pool):
     scores, raw = pool
     sel = selection_of(scores, [f"s{i:02d}" for i in range(10)])
     r = build_report(store, "html", sel, scores, pool=raw, taxonomy=TAX)
-    assert set(r.plots) == {"score_distributions", "style_source_heatmap", "capability_radar", "overlap"}
+    # selected vs random only: the 2x2 overlap matrix would carry one number, so it is not drawn
+    assert set(r.plots) == {"score_distributions", "style_source_heatmap", "capability_radar"}
     for name, path in r.plots.items():
         data = path.read_bytes()
         assert data[:8] == PNG_SIG, name
@@ -275,7 +276,7 @@ def test_plots_and_html(store, pool):
     assert all(u.startswith("data:image/") for u in p.urls)
     pngs = [u for u in p.imgs if u.startswith("data:image/png;base64,")]
     jpegs = [u for u in p.imgs if u.startswith("data:image/jpeg;base64,")]
-    assert len(pngs) == 4
+    assert len(pngs) == 3
     # examples: up to 3 per primary style from the selection (multi-choice: even ids; yes/no: odd ids);
     # s09 is text-only, so 5 thumbnails (3 + 2)... both styles have >= 3 samples with images
     assert len(jpegs) == 6
@@ -366,7 +367,8 @@ def test_cli_report_from_store(tmp_path, capsys):
     rc = main(["report", "--store", str(st.root), "--recipe", "r1", "--taxonomy", str(tax), "--no-plots"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "| samples | 2 | 2 | 40 |" in out and str(st.root / "reports" / "r1.html") in out
+    assert "| subset | samples |" in out and "| pool | 40 |" in out and "| selected | 2 |" in out
+    assert str(st.root / "reports" / "r1.html") in out
     s = json.loads((st.root / "reports" / "r1.json").read_text())
     assert s["profiles"]["selected"]["text"]["turns_mean"] == 2.0 and s["plots"] == {}
 
@@ -397,6 +399,6 @@ def test_empty_selection(store, pool):
     assert s["size"] == 0 and s["profiles"]["random"]["size"] == 0
     assert s["profiles"]["selected"]["capabilities"]["ocr"]["mean"] is None
     assert s["profiles"]["selected"]["style_entropy"] == 0.0
-    assert r.html_path.is_file() and len(r.plots) == 4
+    assert r.html_path.is_file() and len(r.plots) == 3
     assert "mean_score" not in r.metrics and r.metrics["size"] == 0.0
     assert "NaN" not in r.json_path.read_text()

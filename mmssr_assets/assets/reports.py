@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from mmssr_assets.assets.selection import SCORES_PARTITION, SCORES_TABLE, SELECTIONS_TABLE, scores_table
+from mmssr_assets.assets.selection import scores_table
 from mmssr_assets.partitions import OWNERS, RECIPE_BACKFILL_POLICY, recipes_partitions
 from mmssr_assets.resources import ScorerResource, StoreResource
 from mmssr_core.recipes import Recipe
@@ -35,26 +35,16 @@ def build_eval_report(recipes: list[Recipe], selected_subset: dg.AssetsDefinitio
     )
     def eval_report(context: dg.AssetExecutionContext, store: StoreResource, scorer: ScorerResource) -> dg.MaterializeResult:
         from mmssr_core import report_metrics as M
-        from mmssr_core.report import build_report
+        from mmssr_core.report_inputs import ReportInputsError, gather_report_inputs
 
         recipe = by_name[context.partition_key]
         st = store.store()
-        if not st.exists(SELECTIONS_TABLE, recipe.name):
-            raise dg.Failure(f"no selection for recipe {recipe.name!r}: materialize selected_subset first")
-        selection = st.read(SELECTIONS_TABLE, recipe.name)
-        scores = st.read(SCORES_TABLE, SCORES_PARTITION)
-        # the whole scored pool, not only the selected sources: the report compares subset and pool
-        sources = sorted(scores["source"].unique().to_list())
-        with_pool = [s for s in sources if st.exists("raw_pool", s)]
-        pool = st.scan("raw_pool", with_pool).collect() if with_pool and len(with_pool) == len(sources) else None
-        with_failures = [s for s in sources if st.exists("score_failures", s)]
-        failures = st.scan("score_failures", with_failures).collect() if with_failures else None
-        result = build_report(
-            st, recipe.name, selection, scores, pool=pool, seed=recipe.seed, budget=recipe.budget,
-            threshold=recipe.threshold, rank=recipe.rank, capabilities=list(recipe.capabilities) if recipe.capabilities else None,
-            taxonomy=scorer.taxonomy(), failures=failures, recipe=recipe.to_dict(),
-            dedup=st.read_json(SELECTIONS_TABLE, recipe.name).get("dedup"),
-        )
+        try:
+            inputs = gather_report_inputs(st, recipe.name, recipe=recipe)
+        except ReportInputsError as exc:
+            raise dg.Failure(f"{exc} (materialize selected_subset first)") from None
+        selection = inputs.selection
+        result = inputs.build(st, taxonomy=scorer.taxonomy())
         meta: dict = {"selected": selection.height, "rank": recipe.rank,
                       "pool_passing_rule": M.passing_label(result.summary["threshold"])}
         for name, kind, value in result.metadata_entries():

@@ -1,7 +1,8 @@
 """`mmssr report`: build the eval report (JSON + self-contained HTML + PNG plots) of one selection.
 
-Inputs come from files (`--scores`, `--selection`, `--pool`) or, when omitted, from the store
-(`scores/pool.parquet`, `selections/<recipe>.parquet`, the `raw_pool` and `score_failures` tables).
+Inputs come from files (`--scores`, `--selection`, `--pool`) or, when omitted, from the store, gathered
+exactly as the Dagster asset gathers them (`mmssr_core.report_inputs`): the recipe's settings recorded
+beside its selection give the seed, budget, threshold and rank mode unless an option says otherwise.
 Output: `<out or store>/reports/<recipe>.{json,html}` and `reports/<recipe>.<plot>.png`.
 """
 
@@ -12,8 +13,6 @@ import sys
 from pathlib import Path
 
 from mmssr_core.cli import CommandError, print_json_line
-
-SCORES_TABLE, SCORES_PARTITION, SELECTIONS_TABLE = "scores", "pool", "selections"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,14 +28,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="another selection at the same budget to compare against (repeatable)")
     p.add_argument("--budget-selection", action="append", default=[], metavar="LABEL=FILE",
                    help="this recipe's selection at another budget, for the overlap/nesting check (repeatable)")
-    p.add_argument("--budget", help="the budget the selection was made with (fraction, N%% or count), for the record")
-    p.add_argument("--threshold", type=float, default=0.0, help="selection threshold t (score > t qualifies); default 0")
-    p.add_argument("--rank", default="integer", choices=("integer", "expected"),
-                   help="the selection's rank mode, so 'pool passing' counts with its rule: integer (default: the "
-                        "integer score where the table has one) or expected (the opt-in)")
+    p.add_argument("--budget", help="the budget the selection was made with (fraction, N%% or count), for the record "
+                   "(default: the recipe's, as recorded with its selection)")
+    p.add_argument("--threshold", type=float, help="selection threshold t (score > t qualifies); default: the "
+                   "recipe's, else 0")
+    p.add_argument("--rank", choices=("integer", "expected"),
+                   help="the selection's rank mode, so 'pool passing' counts with its rule: integer (the integer "
+                        "score where the table has one) or expected (the opt-in); default: the recipe's, else integer")
     p.add_argument("--capabilities", help="comma-separated capability keys to report (default: all in the scores)")
     p.add_argument("--taxonomy", help="taxonomy config file (JSON/TOML); default $MMSSR_TAXONOMY or the paper's")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random subset of the same size (default 0)")
+    p.add_argument("--seed", type=int, help="seed of the random subset of the same size (default: the recipe's, else 0)")
     p.add_argument("--examples", type=int, default=3, help="example samples per style in the HTML (default 3)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
@@ -68,12 +69,26 @@ def _pairs(items: list[str], what: str) -> dict:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def _files(args) -> dict:
+    """The inputs given as files (those the store's must not provide)."""
     import polars as pl
 
-    from mmssr_core.report import build_report
-    from mmssr_core.selection import SelectionInputError, parse_budget
+    out = {}
+    if args.scores:
+        out["scores"] = _read(args.scores, "scores")
+    if args.selection:
+        out["selection"] = _read(args.selection, "selection")
+    if args.pool:
+        out["pool"] = pl.concat([_read(p, "pool") for p in args.pool], how="diagonal_relaxed")
+    if args.failures:
+        out["failures"] = pl.concat([_read(p, "failures") for p in args.failures], how="diagonal_relaxed")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmssr_core.report_inputs import ReportInputsError, gather_report_inputs
     from mmssr_core.report_metrics import ReportError
+    from mmssr_core.selection import SelectionInputError, parse_budget
     from mmssr_core.store import Store, StoreError, default_store_root
     from mmssr_core.taxonomy import TaxonomyError, load_taxonomy
 
@@ -82,45 +97,20 @@ def run(args: argparse.Namespace) -> int:
     if not recipe:
         raise CommandError("give --recipe (and/or --selection FILE)")
     try:
-        scores = _read(args.scores, "scores") if args.scores else store.read(SCORES_TABLE, SCORES_PARTITION)
-        selection = _read(args.selection, "selection") if args.selection else store.read(SELECTIONS_TABLE, recipe)
-        if args.pool:
-            pool = pl.concat([_read(p, "pool") for p in args.pool], how="diagonal_relaxed")
-        else:
-            sources = sorted(scores["source"].unique().to_list()) if "source" in scores.columns else []
-            have = [s for s in sources if store.exists("raw_pool", s)]
-            pool = store.scan("raw_pool", have).collect() if have and len(have) == len(sources) else None
-        if args.failures:
-            failures = pl.concat([_read(p, "failures") for p in args.failures], how="diagonal_relaxed")
-        else:
-            parts = store.partitions("score_failures")
-            failures = store.scan("score_failures", parts).collect() if parts else None
-        taxonomy = load_taxonomy(args.taxonomy)
-        budget = parse_budget(args.budget).value if args.budget else None
-        caps = [c.strip() for c in args.capabilities.split(",") if c.strip()] if args.capabilities else None
-        print(f"mmssr report: {recipe}: {selection.height} selected of {scores.height} scored", file=sys.stderr)
-        sidecar = store.path(SELECTIONS_TABLE, recipe, ".json")  # the store's selection summary, if any
-        dedup = store.read_json(SELECTIONS_TABLE, recipe).get("dedup") if sidecar.exists() else None
-        result = build_report(
-            Store(args.out) if args.out else store,
-            recipe,
-            selection,
-            scores,
-            pool=pool,
+        inputs = gather_report_inputs(store, recipe, **_files(args)).with_options(
             seed=args.seed,
-            budget=budget,
+            budget=parse_budget(args.budget).value if args.budget else None,
             threshold=args.threshold,
             rank=args.rank,
-            capabilities=caps,
-            taxonomy=taxonomy,
-            failures=failures,
-            dedup=dedup,
+            capabilities=[c.strip() for c in args.capabilities.split(",") if c.strip()] if args.capabilities else None,
             baselines=_pairs(args.baseline, "baseline") or None,
             budget_selections=_pairs(args.budget_selection, "budget-selection") or None,
-            examples_per_style=args.examples,
-            make_plots=not args.no_plots,
         )
-    except (StoreError, TaxonomyError, ReportError, SelectionInputError) as exc:
+        print(f"mmssr report: {recipe}: {inputs.selection.height} selected of {inputs.scores.height} scored",
+              file=sys.stderr)
+        result = inputs.build(Store(args.out) if args.out else store, taxonomy=load_taxonomy(args.taxonomy),
+                              examples_per_style=args.examples, make_plots=not args.no_plots)
+    except (StoreError, TaxonomyError, ReportError, SelectionInputError, ReportInputsError) as exc:
         raise CommandError(str(exc)) from None
     if args.json:
         print(f"report: {result.html_path}")
