@@ -222,9 +222,13 @@ class VLLMBackend:
         )
 
     def close(self) -> None:
+        """Stop the engine process now (not at interpreter exit, when logging may already be gone)."""
         if self._workers is not None:
             self._workers.close()
         self._workers = None
+        core = getattr(getattr(self._llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
         self._llm = None
 
     # ------------------------------------------------------------------ prompts
