@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from mmssr_core.scoring import testserver as base
-from mmssr_core.scoring.testserver import TestServer, _chat_response, _seed, request_text
+from mmssr_core.testing import testserver as base
+from mmssr_core.testing.testserver import TestServer, _chat_response, _seed, request_text
 from mmssr_core.taxonomy import Taxonomy
 
 TEACHER_FAULTS = ("malformed_json", "out_of_range", "unknown_style", "partial_answer", "fenced_json", "empty")
