@@ -342,7 +342,7 @@ def write_agreement(result: AgreementResult, out_dir: str | Path, *, plots: bool
 def read_teacher_labels(store, sources: Sequence[str] | None = None) -> pl.DataFrame:
     """All teacher label partitions as one frame (columns unioned: the taxonomy may have grown)."""
     from mmssr_core.store import StoreError
-    from mmssr_core.teacher import TEACHER_TABLE
+    from mmssr_core.schema import TEACHER_TABLE
 
     parts = list(sources) if sources else store.partitions(TEACHER_TABLE)
     if not parts:

@@ -66,7 +66,7 @@ def export_scorer_data(
 ) -> ExportResult:
     """Write the training file (JSON list) and a LLaMA-Factory `dataset_info.json` entry beside it."""
     from mmssr_core.agreement import read_teacher_labels
-    from mmssr_core.teacher import FAILURE_COLUMN
+    from mmssr_core.teacher.table import FAILURE_COLUMN
 
     taxonomy = taxonomy or load_taxonomy()
     prompts = PromptSet.from_taxonomy(taxonomy, profile=profile)

@@ -34,7 +34,7 @@ def _png_md(path, title: str) -> str:
 def scorer_agreement(context: dg.AssetExecutionContext, store: StoreResource, scorer: ScorerResource) -> dg.MaterializeResult:
     from mmssr_core.agreement import AgreementError, compute_agreement, read_teacher_labels, save_agreement
     from mmssr_core.store import StoreError
-    from mmssr_core.teacher import TEACHER_TABLE
+    from mmssr_core.schema import TEACHER_TABLE
 
     st = store.store()
     if not st.partitions(TEACHER_TABLE):
