@@ -27,6 +27,7 @@ from mmssr_assets.partitions import SOURCES
 from mmssr_assets.resources import ScorerResource, default_scorer
 from mmssr_core.recipes import Recipe, load_recipes
 from mmssr_core.store import Store
+from mmssr_core.schema import SELECTIONS_TABLE
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -199,7 +200,7 @@ def materialize_all(
                 "selected": sel.get("selected"),
                 "short": sel.get("short"),
                 "reason": None if sel.get("reason") in (None, "-") else sel.get("reason"),
-                "path": str(st.path("selections", recipe.name)),
+                "path": str(st.path(SELECTIONS_TABLE, recipe.name)),
             }
         if "eval_report" in mats:
             rep = mats["eval_report"]

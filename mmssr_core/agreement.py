@@ -24,7 +24,8 @@ import numpy as np
 import polars as pl
 
 from mmssr_core.prompts import DIGITS
-from mmssr_core.schema import argmax_column
+from mmssr_core.schema import AGREEMENT_TABLE, argmax_column
+from mmssr_core.schema import POOL_PARTITION as AGREEMENT_PARTITION
 
 N_LEVELS = len(DIGITS)
 SUMMARY_FILE = "agreement.json"
@@ -352,10 +353,6 @@ def read_teacher_labels(store, sources: Sequence[str] | None = None) -> pl.DataF
 
 
 # -- the store's copy (what the `scorer_agreement` asset writes and the eval report can read) ----
-AGREEMENT_TABLE = "agreement"
-AGREEMENT_PARTITION = "pool"
-
-
 def agreement_frame(result: AgreementResult) -> pl.DataFrame:
     """One row per capability: key, n, spearman, mae, accuracy, teacher_mean, scorer_mean."""
     cols = ("key", "n", "spearman", "mae", "accuracy", "teacher_mean", "scorer_mean")

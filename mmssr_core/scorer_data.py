@@ -24,6 +24,7 @@ from typing import Sequence
 import polars as pl
 
 from mmssr_core.prompts import IMAGE_TOKEN, PromptSet
+from mmssr_core.schema import RAW_POOL_TABLE
 from mmssr_core.store import Store, StoreError, atomic_write_bytes
 from mmssr_core.taxonomy import Taxonomy, load_taxonomy
 
@@ -84,7 +85,7 @@ def export_scorer_data(
     pools = []
     for source in good["source"].unique().sort().to_list():
         try:
-            pools.append(store.read("raw_pool", source).select("id", "source", "image_files", "conversations"))
+            pools.append(store.read(RAW_POOL_TABLE, source).select("id", "source", "image_files", "conversations"))
         except StoreError:
             raise StoreError(f"teacher labels of {source!r} have no raw_pool/{source} to take conversations from") from None
     pool = pl.concat(pools, how="vertical_relaxed")

@@ -8,16 +8,14 @@ from mmssr_assets.metadata import frame_md, md_table, path_md
 from mmssr_assets.partitions import OWNERS, RECIPE_BACKFILL_POLICY, SOURCES, recipes_partitions
 from mmssr_assets.resources import ScorerResource, StoreResource
 from mmssr_core.recipes import Recipe
-
-SCORES_TABLE = "scores"
-SCORES_PARTITION = "pool"
-SELECTIONS_TABLE = "selections"
+from mmssr_core.schema import CAPABILITY_TABLE, SCORES_TABLE, SELECTION_UNIT, SELECTIONS_TABLE, STYLE_TABLE
+from mmssr_core.schema import POOL_PARTITION as SCORES_PARTITION
 
 
 def registered_scored_sources(instance: dg.DagsterInstance, st) -> list[str]:
     """Sources that are partitions of the instance and have both score tables in the store."""
     registered = instance.get_dynamic_partitions(SOURCES)
-    return sorted(s for s in registered if st.exists("capability_scores", s) and st.exists("style_labels", s))
+    return sorted(s for s in registered if st.exists(CAPABILITY_TABLE, s) and st.exists(STYLE_TABLE, s))
 
 
 @dg.asset(
@@ -128,7 +126,7 @@ def build_selected_subset(recipes: list[Recipe]) -> dg.AssetsDefinition:
             "path": str(path),
             "dedup": None if dedup is None else {"deduplicated_pool_size": dedup.deduplicated_size, **dedup.summary},
         }
-        with st.transaction("selection", recipe.name) as tx:  # the subset and its summary land together
+        with st.transaction(SELECTION_UNIT, recipe.name) as tx:  # the subset and its summary land together
             tx.write(SELECTIONS_TABLE, sel.frame)
             tx.write_json(SELECTIONS_TABLE, summary)
         context.log.info(f"selection {recipe.name}: {sel.selected}/{sel.requested} of {scores.height}")

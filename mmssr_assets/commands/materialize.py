@@ -12,7 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-from mmssr_core.cli import CommandError, add_store_argument, print_json_line, store_root as cli_store_root
+from mmssr_core.cli import CommandError, add_store_argument, print_json_line
+from mmssr_core.cli import store_root as cli_store_root
+from mmssr_core.schema import SELECTIONS_TABLE
 
 HELP = "materialize the whole Dagster graph headlessly"
 
@@ -98,7 +100,7 @@ def _print_human(s) -> None:
     print(f"\nchecks: {len(s.checks) - len(failed)}/{len(s.checks)} passed" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     for f in s.failures:
         print(f"error: {f}")
-    print(f"\nsubsets: {Path(s.store) / 'selections'}/<recipe>.parquet")
+    print(f"\nsubsets: {Path(s.store) / SELECTIONS_TABLE}/<recipe>.parquet")
     for name, r in s.reports.items():
         print(f"report {name}: {r.get('html')}")
     home = s.dagster_home or str(Path.cwd() / ".dagster_home")

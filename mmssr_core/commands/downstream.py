@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     import polars as pl
 
     from mmssr_core import downstream as D
+    from mmssr_core.schema import RAW_POOL_TABLE, SELECTIONS_TABLE
     from mmssr_core.store import Store, StoreError, default_store_root
 
     store = Store(args.store) if args.store else Store(default_store_root())
@@ -77,13 +78,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             command = D.TrainEvalCommand(args.command, timeout_s=args.timeout) if args.command else D.TrainEvalCommand.from_env(timeout_s=args.timeout)
             command.words()  # fail on a bad template before exporting anything
-            if not store.partitions("raw_pool"):
+            if not store.partitions(RAW_POOL_TABLE):
                 raise CommandError(f"no raw_pool under {store.root}: ingest first")
             if args.full:
-                selection = store.scan("raw_pool").select("id", "source").collect()
+                selection = store.scan(RAW_POOL_TABLE).select("id", "source").collect()
                 method, budget = args.method or "full", args.budget
             else:
-                selection = pl.read_parquet(args.selection) if args.selection else store.read("selections", args.recipe)
+                selection = pl.read_parquet(args.selection) if args.selection else store.read(SELECTIONS_TABLE, args.recipe)
                 method, budget = _recipe_info(store, args.recipe, args.method, args.budget)
             values = D.export_for_training(store, args.recipe, selection, store.table_dir(D.RESULTS_TABLE) / "data" / args.recipe, fmt=args.format)
             rec = D.run_train_eval(store, args.recipe, command, values, method=method, budget=budget, log=lambda m: print(m, file=sys.stderr))

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from mmssr_core.cli import CommandError, print_json_line
+from mmssr_core.schema import QUARANTINE_TABLE, RAW_POOL_TABLE
 
 
 def add_arguments(p) -> None:
@@ -85,8 +86,8 @@ def run(args) -> int:
         fmts = ", ".join(f"{k} {v}" for k, v in imgs.get("formats", {}).items())
         print(f"  images: {imgs['unique']:,} distinct checked ({fmts}); "
               f"{imgs.get('extension_mismatch', 0)} with an extension that lies about the format")
-    print(f"  raw_pool:   {r.paths['raw_pool']}")
-    print(f"  quarantine: {r.paths['quarantine']}")
+    print(f"  raw_pool:   {r.paths[RAW_POOL_TABLE]}")
+    print(f"  quarantine: {r.paths[QUARANTINE_TABLE]}")
     print(f"  {r.seconds:.2f} s ({rate:,.0f} samples/s)")
     if args.json:
         print_json_line(r.to_dict())

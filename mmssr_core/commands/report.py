@@ -13,7 +13,8 @@ from pathlib import Path
 
 from mmssr_core.cli import CommandError, print_json_line
 
-SCORES_TABLE, SCORES_PARTITION, SELECTIONS_TABLE = "scores", "pool", "selections"
+from mmssr_core.schema import POOL_PARTITION as SCORES_PARTITION
+from mmssr_core.schema import SCORES_TABLE, SELECTIONS_TABLE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

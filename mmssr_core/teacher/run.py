@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 import polars as pl
 
 from mmssr_core.chunk_cache import Flusher
-from mmssr_core.schema import TEACHER_TABLE, UNIT_OF_TABLE
+from mmssr_core.schema import TEACHER_TABLE, TEACHER_UNIT
 from mmssr_core.store import Store
 from mmssr_core.teacher.answer import VALIDATION_REASONS, TeacherAnswer, TeacherFailure
 from mmssr_core.teacher.cache import TeacherCache
@@ -177,6 +177,6 @@ def _commit_tables(store: Store, sources: Sequence[str], resolved: pl.DataFrame,
     meta = {"identity": asdict(identity), "label": identity.label(), "digest": identity.digest,
             "seed": seed, "size": size, "result": result.to_dict()}
     for source in sources:
-        with store.transaction(UNIT_OF_TABLE[TEACHER_TABLE], source) as tx:
+        with store.transaction(TEACHER_UNIT, source) as tx:
             tx.write(TEACHER_TABLE, frames[source])
             tx.write_json(TEACHER_TABLE, meta)
