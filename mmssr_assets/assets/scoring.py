@@ -72,7 +72,7 @@ def score_source_step(
     scorer: ScorerResource,
     sources: SourcesResource,
 ):
-    from mmssr_core.scoring.runner import score_source
+    from mmssr_core.scoring.split import score_source_split
 
     source = context.partition_key
     st = store.store()
@@ -89,16 +89,8 @@ def score_source_step(
     styles_backend = scorer.get_styles_backend()
     kw = dict(taxonomy=taxonomy, batch_size=config.batch_size, chunk_size=config.chunk_size, progress=progress,
               profile=scorer.profile)
-    try:
-        if styles_backend is None:
-            result = score_source(st, source, backend, **kw)
-        else:  # split scorer: capabilities from `backend`, styles from `styles_backend` (two caches)
-            result = score_source(st, source, backend, targets=("capabilities",), **kw)
-            styled = score_source(st, source, styles_backend, targets=("styles",), **kw)
-            result.failed = max(result.failed, styled.failed)
-            result.identity = f"{result.identity} + styles:{styled.identity}"
-            for reason, n in styled.failures_by_reason.items():
-                result.failures_by_reason[reason] = result.failures_by_reason.get(reason, 0) + n
+    try:  # a split scorer: capabilities from `backend`, styles from `styles_backend` (two caches)
+        result = score_source_split(st, source, backend, styles_backend, **kw)
     finally:
         for b in (backend, styles_backend):
             close = getattr(b, "close", None)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mmssr_core.cli import CommandError, add_store_argument, print_json_line
 from mmssr_core.cli import store_root as cli_store_root
+from mmssr_core.progress import Progress
 from mmssr_core.schema import SELECTIONS_TABLE
 
 HELP = "materialize the whole Dagster graph headlessly"
@@ -30,6 +31,8 @@ def add_arguments(p) -> None:
                    "or <store>/recipes.toml)")
     p.add_argument("--only", nargs="+", metavar="SOURCE", help="materialize only these sources")
     p.add_argument("--batch-size", type=int, default=8, help="samples per scoring call (default 8)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no step lines or bar on stderr (default: a bar of the steps on a terminal, and a line per step)")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
@@ -76,10 +79,16 @@ def run(args) -> int:
     scorer = default_scorer()
     if args.backend or args.model:
         scorer = scorer.model_copy(update={k: v for k, v in (("backend", args.backend), ("model", args.model)) if v})
-    summary = materialize_all(
-        sources_root=sources_root, store_root=store_root, scorer=scorer, recipes=recipes,
-        batch_size=args.batch_size, only=args.only,
-    )
+    # the step lines say the same as plain progress lines would: off a terminal only they are written
+    bar = Progress("materialize", unit="steps", enabled=not args.no_progress, plain_updates=False)
+    try:
+        summary = materialize_all(
+            sources_root=sources_root, store_root=store_root, scorer=scorer, recipes=recipes,
+            batch_size=args.batch_size, only=args.only, progress=bar.message,
+            on_step=lambda done, total: bar.update(done, total),
+        )
+    finally:
+        bar.close()
     if args.json:
         print_json_line(summary.to_dict())
     else:

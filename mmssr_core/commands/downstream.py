@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mmssr_core.cli import CommandError, print_json_line
+from mmssr_core.cli import CommandError, add_store_argument, open_store, print_json_line
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["run", "import", "table"], help="run a recipe, import a results file, or print the table")
-    p.add_argument("--store", help="store root (default $MMSSR_STORE or ./store)")
+    add_store_argument(p)
     p.add_argument("--recipe", help="recipe name (run, import)")
     p.add_argument("--selection", help="selection file (default: the store's selections/<recipe>.parquet)")
     p.add_argument("--full", action="store_true", help="run: train on every sample of the pool (the full-data reference)")
@@ -49,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
 
     from mmssr_core import downstream as D
     from mmssr_core.schema import RAW_POOL_TABLE, SELECTIONS_TABLE
-    from mmssr_core.store import Store, StoreError, default_store_root
+    from mmssr_core.store import StoreError
 
-    store = Store(args.store) if args.store else Store(default_store_root())
+    store = open_store(args)
     try:
         if args.action == "table":
             df = D.paper_table(D.load_results(store), full=args.full_recipe)
