@@ -4,6 +4,7 @@ layer, and no product module imports the test kit. An AST walk, so an import ins
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,23 @@ def test_the_asset_layer_contributes_materialize_through_an_entry_point():
         "the installed metadata has no `mmssr.commands` entry point `materialize`: it is stale; "
         "reinstall with `pip install -e .` (or bash scripts/install.sh)"
     )
+
+
+REPO_LOOKUP = re.compile(r"__file__\)\S*\.parent\.parent|__file__\)\S*\.parents\[|\.\./shared|shared/data")
+
+
+def repository_lookups(files: list[Path], root: Path) -> list[str]:
+    """Lines that find files by climbing out of the package (they break in an installed wheel)."""
+    return [f"{p.relative_to(root).as_posix()}:{i}: {line.strip()}"
+            for p in files for i, line in enumerate(p.read_text().splitlines(), 1) if REPO_LOOKUP.search(line)]
+
+
+def test_no_module_looks_outside_its_package():
+    assert repository_lookups(product_files(), REPO_ROOT) == []
+
+
+def test_the_lookup_check_catches_a_climb(tmp_path):
+    bad = tmp_path / "m.py"
+    bad.write_text("ROOT = Path(__file__).resolve().parent.parent\nX = Path(__file__).parents[2] / 'examples'\n"
+                   "OK = Path(__file__).with_name('t.jinja')\n")
+    assert len(repository_lookups([bad], tmp_path)) == 2
