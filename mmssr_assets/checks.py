@@ -11,13 +11,20 @@ import dagster as dg
 import polars as pl
 import pyarrow.parquet as pq
 
-from mmssr_assets.assets.selection import SELECTIONS_TABLE
 from mmssr_assets.metadata import md_table
 from mmssr_assets.partitions import recipes_partitions, sources_partitions
 from mmssr_assets.resources import ScorerResource, StoreResource
 from mmssr_core.recipes import Recipe
 from mmssr_core.store import Store, StoreError
-from mmssr_core.schema import CAPABILITY_TABLE, FAILURE_TABLE, INGEST_STATS_TABLE, QUARANTINE_TABLE, RAW_POOL_TABLE, STYLE_TABLE
+from mmssr_core.schema import (
+    CAPABILITY_TABLE,
+    FAILURE_TABLE,
+    INGEST_STATS_TABLE,
+    QUARANTINE_TABLE,
+    RAW_POOL_TABLE,
+    SELECTIONS_TABLE,
+    STYLE_TABLE,
+)
 
 N_EXAMPLES = 5
 

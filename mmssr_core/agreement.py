@@ -24,8 +24,7 @@ import numpy as np
 import polars as pl
 
 from mmssr_core.prompts import DIGITS
-from mmssr_core.schema import AGREEMENT_TABLE, argmax_column
-from mmssr_core.schema import POOL_PARTITION as AGREEMENT_PARTITION
+from mmssr_core.schema import AGREEMENT_PARTITION, AGREEMENT_TABLE, argmax_column
 
 N_LEVELS = len(DIGITS)
 SUMMARY_FILE = "agreement.json"

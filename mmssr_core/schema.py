@@ -27,6 +27,7 @@ DOWNSTREAM_TABLE = "downstream"
 FINGERPRINT_TABLE = "fingerprints"
 DUPLICATES_TABLE = "duplicates"  # duplicate groups, one partition per deduplication setting
 POOL_PARTITION = "pool"  # the one partition of the pool-wide tables (scores, agreement)
+SCORES_PARTITION = AGREEMENT_PARTITION = POOL_PARTITION
 
 # Units: tables whose partitions are committed together (the names `Store.transaction` takes).
 SOURCE_UNIT, SCORES_UNIT, SELECTION_UNIT, TEACHER_UNIT = "source", "scores", "selection", "teacher"

@@ -9,7 +9,8 @@ import base64
 
 import dagster as dg
 
-from mmssr_assets.assets.selection import SCORES_PARTITION, SCORES_TABLE, scores_table
+from mmssr_assets.assets.selection import scores_table
+from mmssr_core.schema import SCORES_PARTITION, SCORES_TABLE
 from mmssr_assets.partitions import OWNERS
 from mmssr_assets.resources import ScorerResource, StoreResource
 

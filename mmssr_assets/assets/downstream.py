@@ -12,12 +12,11 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from mmssr_assets.assets.selection import SELECTIONS_TABLE
 from mmssr_assets.metadata import md_table
 from mmssr_assets.partitions import OWNERS, RECIPE_BACKFILL_POLICY, recipes_partitions
 from mmssr_assets.resources import StoreResource
 from mmssr_core.recipes import Recipe
-from mmssr_core.schema import RAW_POOL_TABLE
+from mmssr_core.schema import RAW_POOL_TABLE, SELECTIONS_TABLE
 
 GROUP = "downstream"
 

@@ -3,7 +3,8 @@
 
 import dagster as dg
 
-from mmssr_assets.assets.selection import SCORES_PARTITION, SCORES_TABLE, SELECTIONS_TABLE, scores_table
+from mmssr_assets.assets.selection import scores_table
+from mmssr_core.schema import SCORES_PARTITION, SCORES_TABLE, SELECTIONS_TABLE
 from mmssr_assets.partitions import OWNERS, RECIPE_BACKFILL_POLICY, recipes_partitions
 from mmssr_assets.resources import ScorerResource, StoreResource
 from mmssr_core.recipes import Recipe

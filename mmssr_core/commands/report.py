@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 from mmssr_core.cli import CommandError, add_store_argument, open_store, print_json_line
-from mmssr_core.schema import POOL_PARTITION as SCORES_PARTITION
-from mmssr_core.schema import SCORES_TABLE, SELECTIONS_TABLE
+from mmssr_core.schema import SCORES_PARTITION, SCORES_TABLE, SELECTIONS_TABLE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
