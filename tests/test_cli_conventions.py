@@ -82,3 +82,16 @@ def test_json_summary_is_the_last_stdout_line(tmp_path, capsys):
     assert main(["ingest", str(pool), "--source", "s", "--store", str(tmp_path / "st"), "--json"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert json.loads(out[-1])["accepted"] == 3
+
+
+def test_help_imports_nothing_heavy():
+    """`mmssr --help` lists every command (plugins included) without importing polars, Dagster or torch."""
+    import subprocess
+    import sys
+
+    code = ("import contextlib, io, sys\nfrom mmssr_core.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n    main([])\n"
+            "print(sorted(m for m in ('polars', 'dagster', 'torch') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -15,7 +15,6 @@ from pathlib import Path
 from mmssr_core.cli import CommandError, add_store_argument, print_json_line
 from mmssr_core.cli import store_root as cli_store_root
 from mmssr_core.progress import Progress
-from mmssr_core.schema import SELECTIONS_TABLE
 
 HELP = "materialize the whole Dagster graph headlessly"
 
@@ -97,6 +96,8 @@ def run(args) -> int:
 
 
 def _print_human(s) -> None:
+    from mmssr_core.schema import SELECTIONS_TABLE
+
     print(f"\n{'source':<28} {'accepted':>9} {'quarant.':>9} {'scored':>7} {'cached':>7} {'failed':>7}")
     for name, r in s.sources.items():
         print(f"{name:<28} {r['accepted'] or 0:>9} {r['quarantined'] or 0:>9} {r['scored'] or 0:>7} "
