@@ -113,3 +113,28 @@ def test_the_lookup_check_catches_a_climb(tmp_path):
     bad.write_text("ROOT = Path(__file__).resolve().parent.parent\nX = Path(__file__).parents[2] / 'examples'\n"
                    "OK = Path(__file__).with_name('t.jinja')\n")
     assert len(repository_lookups([bad], tmp_path)) == 2
+
+
+def bare_table_names(files: list[Path], root: Path) -> list[str]:
+    """Store calls that name a table by a string literal instead of its constant in mmssr_core.schema."""
+    import mmssr_core.schema as schema
+
+    tables = {v for k, v in vars(schema).items() if k.endswith("_TABLE") and isinstance(v, str)}
+    methods = {"read", "exists", "path", "scan", "partitions", "read_json", "write_json", "write", "table_dir"}
+    bad = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in methods
+                    and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value in tables):
+                bad.append(f"{path.relative_to(root).as_posix()}:{node.lineno} {node.func.attr}({node.args[0].value!r})")
+    return bad
+
+
+def test_store_tables_are_named_by_their_constants():
+    assert bare_table_names(product_files(), REPO_ROOT) == []
+
+
+def test_the_table_name_check_catches_a_literal(tmp_path):
+    bad = tmp_path / "m.py"
+    bad.write_text("st.read('raw_pool', s)\nst.exists(RAW_POOL_TABLE, s)\nd.read('unrelated')\n")
+    assert [b.split(" ", 1)[1] for b in bare_table_names([bad], tmp_path)] == ["read('raw_pool')"]

@@ -4,7 +4,7 @@
 import dagster as dg
 
 from mmssr_assets.assets.selection import scores_table
-from mmssr_core.schema import SCORES_PARTITION, SCORES_TABLE, SELECTIONS_TABLE
+from mmssr_core.schema import FAILURE_TABLE, RAW_POOL_TABLE, SCORES_PARTITION, SCORES_TABLE, SELECTIONS_TABLE
 from mmssr_assets.partitions import OWNERS, RECIPE_BACKFILL_POLICY, recipes_partitions
 from mmssr_assets.resources import ScorerResource, StoreResource
 from mmssr_core.recipes import Recipe
@@ -46,10 +46,10 @@ def build_eval_report(recipes: list[Recipe], selected_subset: dg.AssetsDefinitio
         scores = st.read(SCORES_TABLE, SCORES_PARTITION)
         # the whole scored pool, not only the selected sources: the report compares subset and pool
         sources = sorted(scores["source"].unique().to_list())
-        with_pool = [s for s in sources if st.exists("raw_pool", s)]
-        pool = st.scan("raw_pool", with_pool).collect() if with_pool and len(with_pool) == len(sources) else None
-        with_failures = [s for s in sources if st.exists("score_failures", s)]
-        failures = st.scan("score_failures", with_failures).collect() if with_failures else None
+        with_pool = [s for s in sources if st.exists(RAW_POOL_TABLE, s)]
+        pool = st.scan(RAW_POOL_TABLE, with_pool).collect() if with_pool and len(with_pool) == len(sources) else None
+        with_failures = [s for s in sources if st.exists(FAILURE_TABLE, s)]
+        failures = st.scan(FAILURE_TABLE, with_failures).collect() if with_failures else None
         result = build_report(
             st, recipe.name, selection, scores, pool=pool, seed=recipe.seed, budget=recipe.budget,
             threshold=recipe.threshold, rank=recipe.rank, capabilities=list(recipe.capabilities) if recipe.capabilities else None,

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from mmssr_core.cli import CommandError, add_store_argument, open_store, print_json_line
-from mmssr_core.schema import SCORES_PARTITION, SCORES_TABLE, SELECTIONS_TABLE
+from mmssr_core.schema import FAILURE_TABLE, RAW_POOL_TABLE, SCORES_PARTITION, SCORES_TABLE, SELECTIONS_TABLE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -87,13 +87,13 @@ def run(args: argparse.Namespace) -> int:
             pool = pl.concat([_read(p, "pool") for p in args.pool], how="diagonal_relaxed")
         else:
             sources = sorted(scores["source"].unique().to_list()) if "source" in scores.columns else []
-            have = [s for s in sources if store.exists("raw_pool", s)]
-            pool = store.scan("raw_pool", have).collect() if have and len(have) == len(sources) else None
+            have = [s for s in sources if store.exists(RAW_POOL_TABLE, s)]
+            pool = store.scan(RAW_POOL_TABLE, have).collect() if have and len(have) == len(sources) else None
         if args.failures:
             failures = pl.concat([_read(p, "failures") for p in args.failures], how="diagonal_relaxed")
         else:
-            parts = store.partitions("score_failures")
-            failures = store.scan("score_failures", parts).collect() if parts else None
+            parts = store.partitions(FAILURE_TABLE)
+            failures = store.scan(FAILURE_TABLE, parts).collect() if parts else None
         taxonomy = load_taxonomy(args.taxonomy)
         budget = parse_budget(args.budget).value if args.budget else None
         caps = [c.strip() for c in args.capabilities.split(",") if c.strip()] if args.capabilities else None
