@@ -138,3 +138,16 @@ def test_the_table_name_check_catches_a_literal(tmp_path):
     bad = tmp_path / "m.py"
     bad.write_text("st.read('raw_pool', s)\nst.exists(RAW_POOL_TABLE, s)\nd.read('unrelated')\n")
     assert [b.split(" ", 1)[1] for b in bare_table_names([bad], tmp_path)] == ["read('raw_pool')"]
+
+
+def test_table_names_are_defined_only_in_the_schema():
+    """`*_TABLE = "name"` appears in mmssr_core/schema.py and nowhere else in the product."""
+    found = []
+    for path in product_files():
+        if path == CORE / "schema.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+                found += [f"{path.relative_to(REPO_ROOT)}:{node.lineno} {t.id}" for t in node.targets
+                          if isinstance(t, ast.Name) and t.id.endswith("_TABLE")]
+    assert found == []

@@ -7,9 +7,8 @@ import polars as pl
 from mmssr_assets.metadata import first_human_turn, md_table, path_md
 from mmssr_assets.partitions import OWNERS, SOURCE_BACKFILL_POLICY, sources_partitions
 from mmssr_assets.resources import SourcesResource, StoreResource
-from mmssr_core.schema import INGEST_STATS_TABLE, QUARANTINE_TABLE, RAW_POOL_TABLE, REASONS
+from mmssr_core.schema import FINGERPRINT_TABLE, INGEST_STATS_TABLE, QUARANTINE_TABLE, RAW_POOL_TABLE, REASONS
 
-FINGERPRINT_TABLE = "fingerprints"  # <store>/fingerprints/<source>.json: what the schedule compares
 N_EXAMPLES = 5
 
 

@@ -11,12 +11,12 @@ import time
 import dagster as dg
 import polars as pl
 
-from mmssr_assets.assets.ingest import FINGERPRINT_TABLE, raw_pool
+from mmssr_assets.assets.ingest import raw_pool
 from mmssr_assets.executors import GPU_OP_TAGS
 from mmssr_assets.metadata import md_table, path_md
 from mmssr_assets.partitions import GPU_POOL, OWNERS, SOURCE_BACKFILL_POLICY, sources_partitions
 from mmssr_assets.resources import ScorerResource, SourcesResource, StoreResource
-from mmssr_core.schema import CAPABILITY_TABLE, FAILURE_TABLE, STYLE_TABLE
+from mmssr_core.schema import CAPABILITY_TABLE, FAILURE_TABLE, FINGERPRINT_TABLE, STYLE_TABLE
 
 
 class ScoringConfig(dg.Config):
