@@ -19,7 +19,7 @@ REDRAW_SECONDS = 0.1  # a terminal bar is redrawn at most this often
 def _eta(seconds: float | None) -> str:
     if seconds is None:
         return "?"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
@@ -107,7 +107,7 @@ class Progress:
             self.stream.flush()
             self._drawn = False
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -155,7 +155,7 @@ class Progress:
         if share is None:
             bar = f"{count} {self.unit}"
         else:
-            filled = int(round(BAR_WIDTH * share))
+            filled = round(BAR_WIDTH * share)
             bar = f"|{'#' * filled}{'.' * (BAR_WIDTH - filled)}| {100 * share:3.0f}% {count}"
         text = f"{self.label} {bar} {rate} ETA {eta}" + (f" {self.note}" if self.note else "")
         width = shutil.get_terminal_size((100, 20)).columns - 1

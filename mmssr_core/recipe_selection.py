@@ -10,7 +10,12 @@ from typing import Any
 import polars as pl
 
 from mmssr_core.recipes import Recipe
-from mmssr_core.schema import POOL_PARTITION, SCORES_TABLE, SELECTION_UNIT, SELECTIONS_TABLE
+from mmssr_core.schema import (
+    POOL_PARTITION,
+    SCORES_TABLE,
+    SELECTION_UNIT,
+    SELECTIONS_TABLE,
+)
 from mmssr_core.store import Store, StoreError
 
 

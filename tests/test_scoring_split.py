@@ -8,7 +8,12 @@ import json
 import polars as pl
 
 from mmssr_core.cli import main
-from mmssr_core.schema import CAPABILITY_TABLE, SCORE_CACHE_TABLE, SCORER_COLUMN, STYLE_TABLE
+from mmssr_core.schema import (
+    CAPABILITY_TABLE,
+    SCORE_CACHE_TABLE,
+    SCORER_COLUMN,
+    STYLE_TABLE,
+)
 from mmssr_core.scoring import get_backend
 from mmssr_core.scoring.runner import ScoreRunResult
 from mmssr_core.scoring.split import merge_results, score_source_split

@@ -7,7 +7,8 @@ by each run for its target group, and the result reported is the merge of both r
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from mmssr_core.scoring.base import ScoringBackend
 from mmssr_core.scoring.runner import TARGET_GROUPS, ScoreRunResult, score_source

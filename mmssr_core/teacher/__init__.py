@@ -38,7 +38,13 @@ from mmssr_core.teacher.answer import (
     validate_answer,
 )
 from mmssr_core.teacher.cache import CACHE_SCHEMA, TeacherCache
-from mmssr_core.teacher.client import STRUCTURED_MODES, TeacherClient, TeacherRequest, encode_image, make_client
+from mmssr_core.teacher.client import (
+    STRUCTURED_MODES,
+    TeacherClient,
+    TeacherRequest,
+    encode_image,
+    make_client,
+)
 from mmssr_core.teacher.prompt import (
     REASK_TEMPLATE,
     TEACHER_SYSTEM_PROMPT,
@@ -49,7 +55,13 @@ from mmssr_core.teacher.prompt import (
     teacher_prompt_version,
 )
 from mmssr_core.teacher.run import LabelProgress, LabelRunResult, label_sources
-from mmssr_core.teacher.sampling import allocate, plan_sample, primary_styles, read_pools, stratified_sample
+from mmssr_core.teacher.sampling import (
+    allocate,
+    plan_sample,
+    primary_styles,
+    read_pools,
+    stratified_sample,
+)
 from mmssr_core.teacher.table import (
     FAILURE_COLUMN,
     MESSAGE_COLUMN,

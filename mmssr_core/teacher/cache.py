@@ -4,9 +4,9 @@ run loses at most its unflushed chunk and the next one asks only what is missing
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
 
 import polars as pl
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 import base64
 import io
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from mmssr_core.taxonomy import Taxonomy, load_taxonomy
 from mmssr_core.teacher.answer import TeacherAnswer, TeacherFailure, validate_answer
@@ -84,7 +85,7 @@ class TeacherClient:
     @classmethod
     def from_urls(cls, base_urls: Sequence[str], taxonomy: Taxonomy, *, model: str | None = None,
                   api_key_env: str = "OPENAI_API_KEY", concurrency: int = 4, timeout: float = 120.0,
-                  max_retries: int = 5, **kwargs: Any) -> "TeacherClient":
+                  max_retries: int = 5, **kwargs: Any) -> TeacherClient:
         from mmssr_core.scoring.openai_backend import OpenAIBackend
 
         backend = OpenAIBackend(model=model, base_urls=list(base_urls), api_key_env=api_key_env,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 from mmssr_core.prompts import IMAGE_TOKEN, PromptSet, serialise_conversation
 from mmssr_core.taxonomy import Taxonomy

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import polars as pl
 
@@ -18,7 +19,6 @@ from mmssr_core.teacher.cache import TeacherCache
 from mmssr_core.teacher.client import TeacherClient, TeacherRequest
 from mmssr_core.teacher.sampling import plan_sample
 from mmssr_core.teacher.table import build_teacher_table
-
 
 
 @dataclass

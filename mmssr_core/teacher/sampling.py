@@ -5,7 +5,7 @@ with the same seed extends a smaller one."""
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import polars as pl
 
@@ -13,6 +13,7 @@ from mmssr_core.prompts import PromptSet
 from mmssr_core.schema import RAW_POOL_TABLE, STYLE_TABLE
 from mmssr_core.store import Store, StoreError
 from mmssr_core.taxonomy import Taxonomy
+
 
 def _seeded_key(values: Sequence[str], seed: int) -> list[str]:
     s = f"{seed}\0".encode()

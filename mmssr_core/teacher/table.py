@@ -4,7 +4,8 @@ failed on), with its scores, styles, the teacher's label and the failure reason.
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import polars as pl
 
