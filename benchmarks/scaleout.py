@@ -1,6 +1,6 @@
 """Scale-out benchmark: the same scoring work through 1 and through 2 OpenAI-compatible replicas.
 
-Each replica is a local test server (`mmssr_core.scoring.testserver`) in its own process that answers at a
+Each replica is a local test server (`mmssr_core.testing.testserver`) in its own process that answers at a
 fixed service rate (`--rate` completions per second, FIFO, whatever the concurrency), standing in for one
 vLLM data-parallel replica whose GPU is the bottleneck. The work: the capability scores (14 queries per
 sample) of an N-sample source ingested from the real pools in ../shared/data, through `score_source`
@@ -37,7 +37,7 @@ POOL = "tabmwp_dev1k"
 
 SERVER = """
 import signal, sys, threading
-from mmssr_core.scoring.testserver import TestServer
+from mmssr_core.testing.testserver import TestServer
 srv = TestServer(port={port}, rate={rate}).start()
 print("ready", flush=True)
 stop = threading.Event()

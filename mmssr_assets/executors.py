@@ -12,9 +12,9 @@ daemon, run workers, Celery workers):
 - `celery`: every step is a Celery task (dagster-celery) on a broker (Redis). Steps tagged with
   `GPU_OP_TAGS` (the scoring step) go to the `gpu` queue, served only by workers started with `-q gpu` on
   GPU hosts; every other step goes to the default queue (`dagster`). The executor reads the same YAML the
-  workers are started with (`$MMSSR_CELERY_CONFIG`, default `deploy/celery/celery_config.yaml`), so the
-  two sides cannot disagree on broker, backend or Celery settings; `$MMSSR_CELERY_BROKER` and
-  `$MMSSR_CELERY_BACKEND` override its URLs (they are read when a run starts, in the run's process).
+  workers are started with (`$MMSSR_CELERY_CONFIG`, default `deploy/celery/celery_config.yaml` of the current
+  folder), so the two sides cannot disagree on broker, backend or Celery settings; `$MMSSR_CELERY_BROKER`
+  and `$MMSSR_CELERY_BACKEND` override its URLs (they are read when a run starts, in the run's process).
 
 GPU concurrency is bounded twice: by the number of `gpu` worker processes (`--concurrency`) and by the
 Dagster pool `gpu` of the scoring step (`dagster instance concurrency set gpu N`), which also holds for
@@ -41,8 +41,9 @@ CELERY_QUEUE_TAG = "dagster-celery/queue"  # dagster_celery.tags.DAGSTER_CELERY_
 K8S_CONFIG_TAG = "dagster-k8s/config"
 DEFAULT_QUEUE = "dagster"  # dagster-celery's default queue
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CELERY_CONFIG = REPO_ROOT / "deploy" / "celery" / "celery_config.yaml"
+# relative to the current folder (the repository's root, where workers and `dagster dev` are started);
+# elsewhere set $MMSSR_CELERY_CONFIG
+DEFAULT_CELERY_CONFIG = Path("deploy") / "celery" / "celery_config.yaml"
 
 
 
@@ -91,7 +92,7 @@ def celery_config_path(env: dict | None = None) -> Path | None:
         if not path.is_file():
             raise ExecutorConfigError(f"${ENV_CELERY_CONFIG}={path}: no such file")
         return path
-    return DEFAULT_CELERY_CONFIG if DEFAULT_CELERY_CONFIG.is_file() else None
+    return DEFAULT_CELERY_CONFIG.resolve() if DEFAULT_CELERY_CONFIG.is_file() else None
 
 
 def celery_executor_config(env: dict | None = None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from mmssr_assets.partitions import SOURCES
 from mmssr_assets.resources import ScorerResource, default_scorer
 from mmssr_core.recipes import Recipe, load_recipes
 from mmssr_core.store import Store
+from mmssr_core.schema import SELECTIONS_TABLE
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -91,13 +92,16 @@ def _run_error(result) -> str:
 
 
 def get_instance() -> dg.DagsterInstance:
-    """$DAGSTER_HOME's instance when set (runs show up in the UI), else an ephemeral one."""
+    """$DAGSTER_HOME's instance when set (runs show up in the UI), else an ephemeral one.
+
+    An empty $DAGSTER_HOME gets the `dagster.yaml` of the current folder (the repository's, when run from
+    its root), so its concurrency pools and retries apply; no file there means Dagster's defaults."""
     if os.environ.get("DAGSTER_HOME"):
         home = Path(os.environ["DAGSTER_HOME"])
         home.mkdir(parents=True, exist_ok=True)
-        repo_yaml = Path(__file__).resolve().parent.parent / "dagster.yaml"
-        if not (home / "dagster.yaml").exists() and repo_yaml.exists():
-            shutil.copyfile(repo_yaml, home / "dagster.yaml")
+        local_yaml = Path.cwd() / "dagster.yaml"
+        if not (home / "dagster.yaml").exists() and local_yaml.is_file() and local_yaml.parent != home:
+            shutil.copyfile(local_yaml, home / "dagster.yaml")
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
 
@@ -112,103 +116,132 @@ def materialize_all(
     batch_size: int = 8,
     only: list[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> MaterializeSummary:
+    """One run per source, then one per recipe; `progress` gets a line per step and outcome, `on_step`
+    (done, total) after every step."""
     from mmssr_core.ingest import discover_sources
 
     t0 = time.monotonic()
     say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     sources_root = Path(sources_root).resolve()
     store_root = Path(store_root).resolve()
-    st = Store(store_root)
     recipes = recipes if recipes is not None else load_recipes(store_root=store_root)
     defs = build_definitions(store_root=store_root, sources_root=sources_root,
                              scorer=scorer or default_scorer(), recipes=recipes)
     instance = instance or get_instance()
     summary = MaterializeSummary(store=str(store_root), sources_root=str(sources_root),
                                  dagster_home=os.environ.get("DAGSTER_HOME"))
+    names = [s for s in discover_sources(sources_root) if only is None or s in only]
+    _register_sources(instance, names, say)
+    steps = _Steps(len(names) + len(recipes), say, on_step)
+    source_job = defs.resolve_job_def(INGEST_AND_SCORE)
+    for name in names:
+        _run_source(source_job, instance, name, batch_size, summary, steps)
+    summary.stage_seconds["sources"] = time.monotonic() - t0
+    t_recipes = time.monotonic()
+    select_job = defs.resolve_job_def(SELECT_AND_REPORT)
+    for i, recipe in enumerate(recipes):
+        # the pool-wide scores table is rebuilt once, in the first recipe's run
+        _run_recipe(select_job, instance, recipe, i == 0, Store(store_root), summary, steps)
+    summary.stage_seconds["recipes"] = time.monotonic() - t_recipes
+    summary.seconds = time.monotonic() - t0
+    return summary
 
-    found = discover_sources(sources_root)
-    names = [s for s in found if only is None or s in only]
+
+class _Steps:
+    """Numbers the steps (`[n/total] ...` lines) and reports each one done."""
+
+    def __init__(self, total: int, say: Callable[[str], None], on_step: Callable[[int, int], None] | None):
+        self.total, self.say, self.on_step, self.n = total, say, on_step, 0
+        self.t = time.monotonic()
+        if on_step is not None:
+            on_step(0, total)
+
+    def start(self, what: str) -> None:
+        self.n += 1
+        self.t = time.monotonic()
+        self.say(f"[{self.n}/{self.total}] {what} ...")
+
+    def end(self, outcome: str) -> None:
+        self.say(f"      {outcome}")
+        if self.on_step is not None:
+            self.on_step(self.n, self.total)
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.t
+
+
+def _register_sources(instance: dg.DagsterInstance, names: list[str], say: Callable[[str], None]) -> None:
+    """Every source folder becomes a `sources` partition (the missing ones are added)."""
     known = set(instance.get_dynamic_partitions(SOURCES))
     missing = [s for s in names if s not in known]
     if missing:
         instance.add_dynamic_partitions(SOURCES, missing)
         say(f"added {len(missing)} source partition(s): {', '.join(missing)}")
 
-    total = len(names) + len(recipes)
-    step = 0
-    source_job = defs.resolve_job_def(INGEST_AND_SCORE)
-    for name in names:
-        step += 1
-        t = time.monotonic()
-        say(f"[{step}/{total}] source {name}: ingest + score ...")
-        result = source_job.execute_in_process(
-            partition_key=name,
-            instance=instance,
-            run_config={**QUIET, "ops": {"score_source": {"config": {"batch_size": batch_size}}}},
-            raise_on_error=False,
-            tags={"mmssr/trigger": "materialize"},
-        )
-        mats = _materializations(result)
-        raw, caps = mats.get("raw_pool", {}), mats.get("capability_scores", {})
-        summary.sources[name] = {
-            "accepted": raw.get("accepted"),
-            "quarantined": raw.get("quarantined"),
-            "read": raw.get("read"),
-            "scored": caps.get("scored"),
-            "cached": caps.get("cached"),
-            "failed": caps.get("failed"),
-            "computed": caps.get("computed"),
-            "run_id": result.run_id,
-            "success": result.success,
-        }
-        for ev in _checks(result):
-            summary.checks[f"{ev.check_name}[{name}]"] = bool(ev.passed)
-        if not result.success:
-            summary.failures.append(f"source {name}: {_run_error(result)}")
-            say(f"      FAILED: {summary.failures[-1]}")
-        else:
-            say(f"      {raw.get('accepted')} accepted, {raw.get('quarantined')} quarantined; "
-                f"{caps.get('scored')} scored, {caps.get('cached')} cached, {caps.get('failed')} failed "
-                f"({time.monotonic() - t:.1f}s)")
 
-    summary.stage_seconds["sources"] = time.monotonic() - t0
-    t_recipes = time.monotonic()
-    select_job = defs.resolve_job_def(SELECT_AND_REPORT)
-    without_table = [dg.AssetKey("selected_subset"), dg.AssetKey("eval_report")]
-    for i, recipe in enumerate(recipes):
-        step += 1
-        t = time.monotonic()
-        say(f"[{step}/{total}] recipe {recipe.name}: {recipe.describe()} ...")
-        result = select_job.execute_in_process(
-            partition_key=recipe.name,
-            instance=instance,
-            run_config=QUIET,
-            raise_on_error=False,
-            # the pool-wide scores table is rebuilt once, in the first recipe's run
-            asset_selection=None if i == 0 else without_table,
-            tags={"mmssr/trigger": "materialize"},
-        )
-        mats = _materializations(result)
-        sel = mats.get("selected_subset", {})
-        for ev in _checks(result):
-            summary.checks[f"{ev.check_name}[{recipe.name}]"] = bool(ev.passed)
-        if "selected_subset" in mats:
-            summary.subsets[recipe.name] = {
-                "requested": sel.get("requested"),
-                "selected": sel.get("selected"),
-                "short": sel.get("short"),
-                "reason": None if sel.get("reason") in (None, "-") else sel.get("reason"),
-                "path": str(st.path("selections", recipe.name)),
-            }
-        if "eval_report" in mats:
-            rep = mats["eval_report"]
-            summary.reports[recipe.name] = {"html": rep.get("report_html"), "json": rep.get("report_json")}
-        if not result.success:
-            summary.failures.append(f"recipe {recipe.name}: {_run_error(result)}")
-            say(f"      FAILED: {summary.failures[-1]}")
-        else:
-            say(f"      {sel.get('selected')}/{sel.get('requested')} selected ({time.monotonic() - t:.1f}s)")
-    summary.stage_seconds["recipes"] = time.monotonic() - t_recipes
-    summary.seconds = time.monotonic() - t0
-    return summary
+def _run_source(job, instance, name: str, batch_size: int, summary: MaterializeSummary, steps: _Steps) -> None:
+    steps.start(f"source {name}: ingest + score")
+    result = job.execute_in_process(
+        partition_key=name,
+        instance=instance,
+        run_config={**QUIET, "ops": {"score_source": {"config": {"batch_size": batch_size}}}},
+        raise_on_error=False,
+        tags={"mmssr/trigger": "materialize"},
+    )
+    mats = _materializations(result)
+    raw, caps = mats.get("raw_pool", {}), mats.get("capability_scores", {})
+    summary.sources[name] = {
+        "accepted": raw.get("accepted"),
+        "quarantined": raw.get("quarantined"),
+        "read": raw.get("read"),
+        "scored": caps.get("scored"),
+        "cached": caps.get("cached"),
+        "failed": caps.get("failed"),
+        "computed": caps.get("computed"),
+        "run_id": result.run_id,
+        "success": result.success,
+    }
+    for ev in _checks(result):
+        summary.checks[f"{ev.check_name}[{name}]"] = bool(ev.passed)
+    if not result.success:
+        summary.failures.append(f"source {name}: {_run_error(result)}")
+        steps.end(f"FAILED: {summary.failures[-1]}")
+    else:
+        steps.end(f"{raw.get('accepted')} accepted, {raw.get('quarantined')} quarantined; "
+                  f"{caps.get('scored')} scored, {caps.get('cached')} cached, {caps.get('failed')} failed "
+                  f"({steps.seconds():.1f}s)")
+
+
+def _run_recipe(job, instance, recipe: Recipe, with_table: bool, st: Store, summary: MaterializeSummary,
+                steps: _Steps) -> None:
+    steps.start(f"recipe {recipe.name}: {recipe.describe()}")
+    result = job.execute_in_process(
+        partition_key=recipe.name,
+        instance=instance,
+        run_config=QUIET,
+        raise_on_error=False,
+        asset_selection=None if with_table else [dg.AssetKey("selected_subset"), dg.AssetKey("eval_report")],
+        tags={"mmssr/trigger": "materialize"},
+    )
+    mats = _materializations(result)
+    sel = mats.get("selected_subset", {})
+    for ev in _checks(result):
+        summary.checks[f"{ev.check_name}[{recipe.name}]"] = bool(ev.passed)
+    if "selected_subset" in mats:
+        summary.subsets[recipe.name] = {
+            "requested": sel.get("requested"),
+            "selected": sel.get("selected"),
+            "short": sel.get("short"),
+            "reason": None if sel.get("reason") in (None, "-") else sel.get("reason"),
+            "path": str(st.path(SELECTIONS_TABLE, recipe.name)),
+        }
+    if "eval_report" in mats:
+        rep = mats["eval_report"]
+        summary.reports[recipe.name] = {"html": rep.get("report_html"), "json": rep.get("report_json")}
+    if not result.success:
+        summary.failures.append(f"recipe {recipe.name}: {_run_error(result)}")
+        steps.end(f"FAILED: {summary.failures[-1]}")
+    else:
+        steps.end(f"{sel.get('selected')}/{sel.get('requested')} selected ({steps.seconds():.1f}s)")

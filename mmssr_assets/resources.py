@@ -24,18 +24,15 @@ ENV_BASE_URL = "MMSSR_BASE_URL"
 ENV_API_KEY = "MMSSR_API_KEY"
 ENV_STYLES_BACKEND = "MMSSR_STYLES_BACKEND"
 ENV_BACKEND_OPTIONS = "MMSSR_BACKEND_OPTIONS"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SOURCES_ROOT = Path("examples") / "sources"  # the demo sources, when run from the repository's root
 
 
 def default_sources_root() -> Path:
-    """$MMSSR_SOURCES_ROOT, else ./examples/sources, else the repository's bundled demo sources."""
+    """$MMSSR_SOURCES_ROOT, else ./examples/sources of the current folder (absolute).
+
+    Never the folder this package was installed from: an installed wheel has no examples."""
     env = os.environ.get(ENV_SOURCES_ROOT)
-    if env:
-        return Path(env).resolve()
-    local = Path("examples/sources")
-    if local.is_dir():
-        return local.resolve()
-    return REPO_ROOT / "examples" / "sources"
+    return Path(env).resolve() if env else DEFAULT_SOURCES_ROOT.resolve()
 
 
 class StoreResource(dg.ConfigurableResource):

@@ -11,13 +11,12 @@ is older than the newest scores (or whose recipe changed), once per day at most 
 
 import dagster as dg
 
-from mmssr_assets.assets.ingest import FINGERPRINT_TABLE
-from mmssr_assets.assets.selection import SELECTIONS_TABLE
 from mmssr_assets.jobs import ingest_and_score_job
 from mmssr_assets.partitions import SOURCES
 from mmssr_assets.resources import ScorerResource, SourcesResource, StoreResource
 from mmssr_assets.sensors import default_status
 from mmssr_core.recipes import Recipe
+from mmssr_core.schema import FINGERPRINT_TABLE, SELECTIONS_TABLE
 from mmssr_core.store import StoreError
 
 RESCORE_CRON = "0 2 * * *"

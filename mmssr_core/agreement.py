@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from mmssr_core.prompts import DIGITS
-from mmssr_core.schema import argmax_column
+from mmssr_core.schema import AGREEMENT_PARTITION, AGREEMENT_TABLE, argmax_column
 
 N_LEVELS = len(DIGITS)
 SUMMARY_FILE = "agreement.json"
@@ -203,6 +203,32 @@ def compute_agreement(
         raise AgreementError(f"the scores table has none of the labelled capabilities {keys}")
     keys = [k for k in keys if k not in missing]
 
+    joined = _paired(scores, good, keys)
+    caps: list[dict] = []
+    total = np.zeros((N_LEVELS, N_LEVELS), dtype=np.int64)
+    for k in keys:
+        row, m = _capability_agreement(joined, k)
+        total += m
+        caps.append(row)
+    styles: dict = {}
+    if "s::styles" in joined.columns and "t::styles" in joined.columns:
+        st = joined.filter(pl.col("s::styles").is_not_null() & pl.col("t::styles").is_not_null())
+        styles = style_metrics(st["s::styles"].to_list(), st["t::styles"].to_list())
+    return AgreementResult(
+        scorer=_label(scores, "scorer"),
+        teacher=_label(good, "teacher"),
+        n_scored=scores.height,
+        n_labelled=good.height,
+        n_matched=joined.height,
+        capabilities=caps,
+        confusion_total=total.tolist(),
+        styles=styles,
+        missing_capabilities=missing,
+    )
+
+
+def _paired(scores: pl.DataFrame, good: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Scorer (`s::`, `a::` argmax) and teacher (`t::`) columns of every sample both tables have."""
     left = scores.select(
         "id", "source",
         *[pl.col(k).cast(pl.Float64).alias(f"s::{k}") for k in keys],
@@ -220,46 +246,31 @@ def compute_agreement(
             f"no sample is both scored ({scores.height} rows) and teacher-labelled ({good.height} rows): "
             "are they from the same sources and ids?"
         )
+    return joined
 
-    caps: list[dict] = []
-    total = np.zeros((N_LEVELS, N_LEVELS), dtype=np.int64)
-    for k in keys:
-        sub = joined.filter(pl.col(f"s::{k}").is_not_null() & pl.col(f"t::{k}").is_not_null())
-        s = sub[f"s::{k}"].to_numpy().astype(np.float64)
-        t = sub[f"t::{k}"].to_numpy().astype(np.int64)
-        if f"a::{k}" in sub.columns and sub[f"a::{k}"].null_count() == 0:
-            p = sub[f"a::{k}"].to_numpy().astype(np.int64)
-        else:
-            p = np.clip(np.floor(s + 0.5), 0, N_LEVELS - 1).astype(np.int64)
-        m = confusion(p, t)
-        total += m
-        caps.append(
-            {
-                "key": k,
-                "n": int(sub.height),
-                "spearman": spearman(s, t) if sub.height else None,
-                "mae": float(np.mean(np.abs(s - t))) if sub.height else None,
-                "accuracy": float(np.mean(p == t)) if sub.height else None,
-                "teacher_mean": float(t.mean()) if sub.height else None,
-                "scorer_mean": float(s.mean()) if sub.height else None,
-                "confusion": m.tolist(),
-            }
-        )
-    styles: dict = {}
-    if "s::styles" in joined.columns and "t::styles" in joined.columns:
-        st = joined.filter(pl.col("s::styles").is_not_null() & pl.col("t::styles").is_not_null())
-        styles = style_metrics(st["s::styles"].to_list(), st["t::styles"].to_list())
-    return AgreementResult(
-        scorer=_label(scores, "scorer"),
-        teacher=_label(good, "teacher"),
-        n_scored=scores.height,
-        n_labelled=good.height,
-        n_matched=joined.height,
-        capabilities=caps,
-        confusion_total=total.tolist(),
-        styles=styles,
-        missing_capabilities=missing,
-    )
+
+def _capability_agreement(joined: pl.DataFrame, k: str) -> tuple[dict, np.ndarray]:
+    """One capability's row (n, Spearman, MAE, accuracy, means, confusion) and its confusion matrix; the
+    scorer's level is its argmax where stored, else the rounded expected score."""
+    sub = joined.filter(pl.col(f"s::{k}").is_not_null() & pl.col(f"t::{k}").is_not_null())
+    s = sub[f"s::{k}"].to_numpy().astype(np.float64)
+    t = sub[f"t::{k}"].to_numpy().astype(np.int64)
+    if f"a::{k}" in sub.columns and sub[f"a::{k}"].null_count() == 0:
+        p = sub[f"a::{k}"].to_numpy().astype(np.int64)
+    else:
+        p = np.clip(np.floor(s + 0.5), 0, N_LEVELS - 1).astype(np.int64)
+    m = confusion(p, t)
+    row = {
+        "key": k,
+        "n": int(sub.height),
+        "spearman": spearman(s, t) if sub.height else None,
+        "mae": float(np.mean(np.abs(s - t))) if sub.height else None,
+        "accuracy": float(np.mean(p == t)) if sub.height else None,
+        "teacher_mean": float(t.mean()) if sub.height else None,
+        "scorer_mean": float(s.mean()) if sub.height else None,
+        "confusion": m.tolist(),
+    }
+    return row, m
 
 
 # -- plots -----------------------------------------------------------------------------------
@@ -342,7 +353,7 @@ def write_agreement(result: AgreementResult, out_dir: str | Path, *, plots: bool
 def read_teacher_labels(store, sources: Sequence[str] | None = None) -> pl.DataFrame:
     """All teacher label partitions as one frame (columns unioned: the taxonomy may have grown)."""
     from mmssr_core.store import StoreError
-    from mmssr_core.teacher import TEACHER_TABLE
+    from mmssr_core.schema import TEACHER_TABLE
 
     parts = list(sources) if sources else store.partitions(TEACHER_TABLE)
     if not parts:
@@ -352,10 +363,6 @@ def read_teacher_labels(store, sources: Sequence[str] | None = None) -> pl.DataF
 
 
 # -- the store's copy (what the `scorer_agreement` asset writes and the eval report can read) ----
-AGREEMENT_TABLE = "agreement"
-AGREEMENT_PARTITION = "pool"
-
-
 def agreement_frame(result: AgreementResult) -> pl.DataFrame:
     """One row per capability: key, n, spearman, mae, accuracy, teacher_mean, scorer_mean."""
     cols = ("key", "n", "spearman", "mae", "accuracy", "teacher_mean", "scorer_mean")

@@ -207,44 +207,18 @@ def convert_checkpoint(
 ) -> ConversionReport:
     """Convert SRC (llava_qwen layout) into DST (HF LLaVA-OneVision layout). Returns what was done."""
     import torch
-    from safetensors.torch import save_file
-    from transformers import (
-        AutoTokenizer,
-        LlavaOnevisionConfig,
-        LlavaOnevisionImageProcessor,
-        LlavaOnevisionProcessor,
-        LlavaOnevisionVideoProcessor,
-        Qwen2Config,
-        SiglipVisionConfig,
-    )
+    from transformers import AutoTokenizer
 
-    from mmssr_core.scoring.chat_template import CHAT_TEMPLATE, add_image_tokens
+    from mmssr_core.scoring.chat_template import add_image_tokens
 
     src, dst = Path(src), Path(dst)
     say = progress or (lambda msg: None)
-    config_path = src / "config.json"
-    if not config_path.is_file():
-        raise ConversionError(f"{src} has no config.json")
-    src_config = json.loads(config_path.read_text())
-    archs = src_config.get("architectures") or []
-    if "LlavaQwenForCausalLM" not in archs:
-        raise ConversionError(f"{src}: architectures {archs} is not the llava_qwen layout (LlavaQwenForCausalLM)")
-    if src_config.get("mm_projector_type", "mlp2x_gelu") != "mlp2x_gelu":
-        raise ConversionError(f"mm_projector_type {src_config['mm_projector_type']!r} is not supported (mlp2x_gelu only)")
-    if dst.exists() and any(dst.iterdir()):
-        if not force:
-            raise ConversionError(f"{dst} exists and is not empty (use --force to overwrite)")
-        shutil.rmtree(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-
+    src_config = _source_config(src)
+    _empty_destination(dst, force)
     files = _weight_files(src)
     shapes = _shapes(files)
     vision = vision_config_from(src_config, shapes, vision_heads)
-    text_fields = {k: src_config[k] for k in QWEN2_FIELDS if k in src_config}
-    text_fields.setdefault("vocab_size", shapes["model.embed_tokens.weight"][0])
-    has_lm_head = "lm_head.weight" in shapes
-    tie = bool(src_config.get("tie_word_embeddings", False)) or not has_lm_head
-    text_fields["tie_word_embeddings"] = tie
+    text_fields = _text_fields(src_config, shapes)
 
     tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True)
     before = set(tokenizer.get_vocab())
@@ -256,12 +230,62 @@ def convert_checkpoint(
         raise ConversionError(
             f"<image>/<video> ids {image_id}/{video_id} exceed the embedding size {text_fields['vocab_size']}"
         )
+    config, pinpoints, aspect = _llava_config(src_config, text_fields, vision, image_id, video_id, dtype)
+
+    report = ConversionReport(shards=len(files), image_token_index=image_id, added_tokens=added)
+    _write_weights(files, dst, getattr(torch, dtype) if dtype else None, report, say)
+    config.save_pretrained(dst)
+    gen = src / "generation_config.json"
+    if gen.is_file():
+        shutil.copy(gen, dst / "generation_config.json")
+    _save_processor(dst, tokenizer, vision, pinpoints, aspect)
+    _write_portable_processor_files(dst)
+    provenance = {"converted_from": str(src.resolve()), "dropped_tensors": report.dropped, "added_tokens": added}
+    (dst / "mmssr_conversion.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    return report
+
+
+def _source_config(src: Path) -> dict:
+    """SRC's config.json, checked to be the llava_qwen layout this converter knows."""
+    config_path = src / "config.json"
+    if not config_path.is_file():
+        raise ConversionError(f"{src} has no config.json")
+    src_config = json.loads(config_path.read_text())
+    archs = src_config.get("architectures") or []
+    if "LlavaQwenForCausalLM" not in archs:
+        raise ConversionError(f"{src}: architectures {archs} is not the llava_qwen layout (LlavaQwenForCausalLM)")
+    if src_config.get("mm_projector_type", "mlp2x_gelu") != "mlp2x_gelu":
+        raise ConversionError(f"mm_projector_type {src_config['mm_projector_type']!r} is not supported (mlp2x_gelu only)")
+    return src_config
+
+
+def _empty_destination(dst: Path, force: bool) -> None:
+    if dst.exists() and any(dst.iterdir()):
+        if not force:
+            raise ConversionError(f"{dst} exists and is not empty (use --force to overwrite)")
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+
+
+def _text_fields(src_config: dict, shapes: dict) -> dict:
+    """The Qwen2 text config: SRC's fields, the vocabulary size from the embedding, tied when no lm_head."""
+    text_fields = {k: src_config[k] for k in QWEN2_FIELDS if k in src_config}
+    text_fields.setdefault("vocab_size", shapes["model.embed_tokens.weight"][0])
+    has_lm_head = "lm_head.weight" in shapes
+    text_fields["tie_word_embeddings"] = bool(src_config.get("tie_word_embeddings", False)) or not has_lm_head
+    return text_fields
+
+
+def _llava_config(src_config: dict, text_fields: dict, vision: dict, image_id: int, video_id: int,
+                  dtype: str | None):
+    """(LlavaOnevisionConfig, grid pinpoints, vision aspect ratio) of the converted checkpoint."""
+    from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
+
     patch_px = vision["image_size"]
     pinpoints = _grid_pinpoints(src_config.get("image_grid_pinpoints") or [[patch_px, patch_px]], patch_px)
     aspect = src_config.get("image_aspect_ratio") or "anyres_max_9"
     if not str(aspect).startswith("anyres_max_"):
         aspect = "anyres_max_9"
-
     config = LlavaOnevisionConfig(
         text_config=Qwen2Config(**text_fields).to_dict(),
         vision_config=SiglipVisionConfig(**vision).to_dict(),
@@ -271,16 +295,22 @@ def convert_checkpoint(
         vision_feature_layer=-1,
         image_grid_pinpoints=pinpoints,
         vision_aspect_ratio=aspect,
-        tie_word_embeddings=tie,
+        tie_word_embeddings=text_fields["tie_word_embeddings"],
     )
     config.architectures = ["LlavaOnevisionForConditionalGeneration"]
-    target_dtype = getattr(torch, dtype) if dtype else None
-    if target_dtype is not None:
+    if dtype:
         config.dtype = dtype
     elif src_config.get("torch_dtype") or src_config.get("dtype"):
         config.dtype = src_config.get("torch_dtype") or src_config.get("dtype")
+    return config, pinpoints, aspect
 
-    report = ConversionReport(shards=len(files), image_token_index=image_id, added_tokens=added)
+
+def _write_weights(files: list[Path], dst: Path, target_dtype, report: ConversionReport,
+                   say: Callable[[str], None]) -> None:
+    """Every tensor under its HF name (one output shard per input shard), the index when sharded."""
+    import torch
+    from safetensors.torch import save_file
+
     weight_map: dict[str, str] = {}
     total_bytes = 0
     for n, path in enumerate(files, 1):
@@ -308,10 +338,13 @@ def convert_checkpoint(
     if missing:
         raise ConversionError(f"converted checkpoint lacks {sorted(missing)}")
 
-    config.save_pretrained(dst)
-    gen = src / "generation_config.json"
-    if gen.is_file():
-        shutil.copy(gen, dst / "generation_config.json")
+
+def _save_processor(dst: Path, tokenizer, vision: dict, pinpoints, aspect: str) -> None:
+    from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor
+
+    from mmssr_core.scoring.chat_template import CHAT_TEMPLATE
+
+    patch_px = vision["image_size"]
     image_processor = LlavaOnevisionImageProcessor(
         size={"height": patch_px, "width": patch_px},
         image_grid_pinpoints=pinpoints,
@@ -328,7 +361,3 @@ def convert_checkpoint(
         chat_template=CHAT_TEMPLATE,
     )
     processor.save_pretrained(dst)
-    _write_portable_processor_files(dst)
-    provenance = {"converted_from": str(src.resolve()), "dropped_tensors": report.dropped, "added_tokens": added}
-    (dst / "mmssr_conversion.json").write_text(json.dumps(provenance, indent=2) + "\n")
-    return report

@@ -37,9 +37,9 @@ from typing import Callable, Mapping, Sequence
 
 import polars as pl
 
+from mmssr_core.schema import DOWNSTREAM_TABLE as RESULTS_TABLE  # train+eval results, one JSON per recipe
 from mmssr_core.store import Store, check_name
 
-RESULTS_TABLE = "downstream"
 RESULTS_FILE = "results.json"
 FULL_RECIPE = "full"
 ENV_COMMAND = "MMSSR_TRAIN_EVAL_CMD"

@@ -220,15 +220,13 @@ class Transaction:
                 shutil.rmtree(p, ignore_errors=True)
 
     def _switch(self, gen: Path) -> None:
-        from mmssr_core.store import fsync_dir, temp_path
+        from mmssr_core.store import atomic_symlink, fsync_dir
 
-        tmp = temp_path(self.dir / CURRENT)
-        os.symlink(gen.name, tmp)
-        os.replace(tmp, self.dir / CURRENT)  # the commit point
+        atomic_symlink(gen.name, self.dir / CURRENT)  # the commit point
         fsync_dir(self.dir)
 
     def _ensure_link(self, table: str, suffix: str) -> None:
-        from mmssr_core.store import temp_path
+        from mmssr_core.store import atomic_symlink
 
         link = self._link(table, suffix)
         target = os.path.relpath(self.dir / CURRENT / table / link.name, link.parent)
@@ -237,10 +235,7 @@ class Transaction:
                 return
         except OSError:
             pass
-        link.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_path(link)
-        os.symlink(target, tmp)
-        os.replace(tmp, link)
+        atomic_symlink(target, link)
 
 
 def _previous(unit_dir: Path, current: Path | None) -> Path | None:

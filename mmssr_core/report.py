@@ -19,7 +19,7 @@ import polars as pl
 
 from mmssr_core import report_metrics as M
 from mmssr_core.dedup.report import dedup_markdown, dedup_metrics, dedup_section
-from mmssr_core.schema import REPORTS_TABLE
+from mmssr_core.schema import REPORTS_TABLE, SELECTIONS_TABLE
 from mmssr_core.store import Store, atomic_write_bytes, check_name
 
 PLOT_NAMES = ("score_distributions", "style_source_heatmap", "capability_radar", "overlap")
@@ -357,7 +357,7 @@ def report_files(store, recipe_name: str) -> list[Path]:
     return sorted(p for p in d.glob(f"{recipe_name}.*") if not p.name.startswith(".")) if d.is_dir() else []
 
 
-def related_selections(store, recipe, recipes, selections_table: str = "selections") -> tuple[dict, dict]:
+def related_selections(store, recipe, recipes, selections_table: str = SELECTIONS_TABLE) -> tuple[dict, dict]:
     """(baselines, budget_selections) for `recipe` from the selections already in the store.
 
     baselines: recipes with another method (random, mean, ...) or capability set at the same budget;

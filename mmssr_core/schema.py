@@ -27,14 +27,19 @@ AGREEMENT_TABLE = "agreement"
 DOWNSTREAM_TABLE = "downstream"
 FINGERPRINT_TABLE = "fingerprints"
 DUPLICATES_TABLE = "duplicates"  # duplicate groups, one partition per deduplication setting
+POOL_PARTITION = "pool"  # the one partition of the pool-wide tables (scores, agreement)
+SCORES_PARTITION = AGREEMENT_PARTITION = POOL_PARTITION
+
+# Units: tables whose partitions are committed together (the names `Store.transaction` takes).
+SOURCE_UNIT, SCORES_UNIT, SELECTION_UNIT, TEACHER_UNIT = "source", "scores", "selection", "teacher"
 
 # Tables whose partitions are committed together, as one unit per partition: a reader sees every file of
 # a unit from the same commit (see `mmssr_core.generations`).
 COMMIT_UNITS: dict[str, tuple[str, ...]] = {
-    "source": (RAW_POOL_TABLE, QUARANTINE_TABLE, INGEST_STATS_TABLE),
-    "scores": (CAPABILITY_TABLE, STYLE_TABLE, FAILURE_TABLE),
-    "selection": (SELECTIONS_TABLE,),
-    "teacher": (TEACHER_TABLE,),
+    SOURCE_UNIT: (RAW_POOL_TABLE, QUARANTINE_TABLE, INGEST_STATS_TABLE),
+    SCORES_UNIT: (CAPABILITY_TABLE, STYLE_TABLE, FAILURE_TABLE),
+    SELECTION_UNIT: (SELECTIONS_TABLE,),
+    TEACHER_UNIT: (TEACHER_TABLE,),
 }
 UNIT_OF_TABLE: dict[str, str] = {t: unit for unit, tables in COMMIT_UNITS.items() for t in tables}
 

@@ -24,6 +24,7 @@ from typing import Sequence
 import polars as pl
 
 from mmssr_core.prompts import IMAGE_TOKEN, PromptSet
+from mmssr_core.schema import RAW_POOL_TABLE
 from mmssr_core.store import Store, StoreError, atomic_write_bytes
 from mmssr_core.taxonomy import Taxonomy, load_taxonomy
 
@@ -66,7 +67,7 @@ def export_scorer_data(
 ) -> ExportResult:
     """Write the training file (JSON list) and a LLaMA-Factory `dataset_info.json` entry beside it."""
     from mmssr_core.agreement import read_teacher_labels
-    from mmssr_core.teacher import FAILURE_COLUMN
+    from mmssr_core.teacher.table import FAILURE_COLUMN
 
     taxonomy = taxonomy or load_taxonomy()
     prompts = PromptSet.from_taxonomy(taxonomy, profile=profile)
@@ -80,18 +81,38 @@ def export_scorer_data(
         raise StoreError("no successful teacher label to export (run `mmssr label` first)")
     if not keys and not styles:
         raise StoreError(f"none of the capabilities is labelled: {unlabelled}")
+    rows = _labelled_conversations(store, good)
+    out = Path(out_file).resolve()
+    records, per_target = _training_records(rows, prompts, keys, styles, out.parent)
+    atomic_write_bytes(out, json.dumps(records, ensure_ascii=False, indent=1).encode("utf-8"))
+    info_path = _register_dataset(out)
+    return ExportResult(
+        path=str(out),
+        samples=rows.height,
+        conversations=len(records),
+        per_target=per_target,
+        skipped_failed=failed,
+        skipped_unlabelled_capabilities=unlabelled,
+        dataset_info=str(info_path),
+    )
 
+
+def _labelled_conversations(store: Store, good: pl.DataFrame) -> pl.DataFrame:
+    """The valid teacher labels joined to their samples' conversations and images, in a stable order."""
     pools = []
     for source in good["source"].unique().sort().to_list():
         try:
-            pools.append(store.read("raw_pool", source).select("id", "source", "image_files", "conversations"))
+            pools.append(store.read(RAW_POOL_TABLE, source).select("id", "source", "image_files", "conversations"))
         except StoreError:
             raise StoreError(f"teacher labels of {source!r} have no raw_pool/{source} to take conversations from") from None
     pool = pl.concat(pools, how="vertical_relaxed")
-    rows = good.join(pool, on=["source", "id"], how="inner").sort(["source", "id"])
+    return good.join(pool, on=["source", "id"], how="inner").sort(["source", "id"])
 
-    out = Path(out_file).resolve()
-    base = out.parent
+
+def _training_records(rows: pl.DataFrame, prompts: PromptSet, keys: list[str], styles: bool,
+                      base: Path) -> tuple[list[dict], dict[str, int]]:
+    """One conversation per labelled target (capability score or styles) of each sample; image paths
+    relative to the output folder. Returns the records and their count per target."""
     records: list[dict] = []
     per_target: dict[str, int] = {}
     query_of = dict(zip(prompts.capability_keys, prompts.capability_queries))
@@ -123,8 +144,12 @@ def export_scorer_data(
                 add(k, query_of[k], str(int(v)))
         if styles and r.get("styles"):
             add(STYLE_TARGET, prompts.style_query, ", ".join(r["styles"]))
-    atomic_write_bytes(out, json.dumps(records, ensure_ascii=False, indent=1).encode("utf-8"))
-    info_path = base / "dataset_info.json"
+    return records, per_target
+
+
+def _register_dataset(out: Path) -> Path:
+    """Add (or replace) the file's entry in the `dataset_info.json` beside it, as LLaMA-Factory reads it."""
+    info_path = out.parent / "dataset_info.json"
     info = {}
     if info_path.exists():
         try:
@@ -138,12 +163,4 @@ def export_scorer_data(
         "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"},
     }
     atomic_write_bytes(info_path, json.dumps(info, indent=2).encode())
-    return ExportResult(
-        path=str(out),
-        samples=rows.height,
-        conversations=len(records),
-        per_target=per_target,
-        skipped_failed=failed,
-        skipped_unlabelled_capabilities=unlabelled,
-        dataset_info=str(info_path),
-    )
+    return info_path

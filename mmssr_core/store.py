@@ -75,12 +75,14 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, durable: bool = True) -> Path:
     """Write a file so that readers see the old content or the new, never a part.
 
-    `write(tmp)` fills a temp file created beside `path` (mode 0666 less the umask, like `open`), which is
-    then fsynced and renamed over `path`. On any failure the temp file is removed; after a kill it is an
-    orphan that `remove_orphan_temps` deletes on the next run.
+    `write(tmp)` fills a temp file created beside `path` (mode 0666 less the umask, like `open`; it may
+    also replace it, e.g. by a hard link), which is then fsynced and renamed over `path`. On any failure the
+    temp file is removed; after a kill it is an orphan that `remove_orphan_temps` deletes on the next run.
+    `durable=False` skips the fsyncs, for files that are cheap to make again (an export's image copies):
+    still never half a file, but a power cut may lose the latest ones.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,18 +90,36 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         write(str(tmp))
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         if os.path.lexists(tmp):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
     return path
+
+
+def atomic_symlink(target: str, link: str | os.PathLike) -> Path:
+    """Point `link` at `target`: a new link under a temp name renamed over the old, so a reader follows
+    the old target or the new one, never none. The caller fsyncs the folder where that must survive."""
+    link = Path(link)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(link)
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+    return link
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> Path:

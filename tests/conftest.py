@@ -8,19 +8,33 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+ENV_SHARED_DATA = "MMSSR_SHARED_DATA"  # where the real pools are (default ../shared/data beside the checkout)
+ENV_REQUIRE_SHARED_DATA = "MMSSR_REQUIRE_SHARED_DATA"  # CI sets it: missing real pools fail instead of skip
 
 
 def _shared_data() -> Path:
-    env = os.environ.get("MMSSR_SHARED_DATA")
+    env = os.environ.get(ENV_SHARED_DATA)
     return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+def require_shared_data(*parts: str) -> Path:
+    """The real-data folder (or `parts` inside it); a test without it is skipped with the reason, or fails
+    where $MMSSR_REQUIRE_SHARED_DATA is set (CI), so CI never silently skips the real-data tests."""
+    root = _shared_data()
+    path = root.joinpath(*parts)
+    if path.exists():
+        return path
+    what = f"{'/'.join(parts)!r} under " if parts else ""
+    reason = (f"needs the real pools: {what}{root} does not exist (a clone has none; set ${ENV_SHARED_DATA} to "
+              "a folder holding them)")
+    if os.environ.get(ENV_REQUIRE_SHARED_DATA):
+        pytest.fail(f"{reason}; ${ENV_REQUIRE_SHARED_DATA} is set, so this is an error", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    path = _shared_data()
-    if not path.is_dir():
-        pytest.fail(f"shared data not found at {path} (set MMSSR_SHARED_DATA)")
-    return path
+    return require_shared_data()
 
 
 @pytest.fixture

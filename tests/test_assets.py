@@ -140,9 +140,9 @@ def test_rematerializing_a_source_scores_nothing_new(graph):
 
 
 def _shared(graph):
-    from conftest import _shared_data
+    from conftest import require_shared_data
 
-    return _shared_data()
+    return require_shared_data()
 
 
 def test_definitions_are_well_formed():

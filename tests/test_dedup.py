@@ -218,10 +218,9 @@ def test_dedup_and_select_cli(dup_store, tmp_path, capsys):
 
 
 def shared_pool(name: str) -> Path:
-    root = Path(os.environ.get("MMSSR_SHARED_DATA") or REPO.parent / "shared" / "data")
-    if not (root / name).is_dir():
-        pytest.skip(f"real pool {name!r} not found under {root} (set MMSSR_SHARED_DATA)")
-    return root / name
+    from conftest import require_shared_data
+
+    return require_shared_data(name)
 
 
 def test_real_pools_copies_across_sources_and_selection(store):

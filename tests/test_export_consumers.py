@@ -107,10 +107,9 @@ def test_files_are_world_readable_whatever_the_umask(tmp_path, store):
 
 def test_demo_pools_from_the_shared_data(tmp_path, store):
     """Real pools (LLaMA-Factory's demo + LLaVA-Bench): exported, moved, loaded by LLaVA-NeXT's reader."""
-    root = Path(os.environ.get("MMSSR_SHARED_DATA") or REPO.parent / "shared" / "data")
-    pools = [root / "llava_bench", root / "llamafactory_mllm_demo" / "data" / "mllm_demo.json"]
-    if not all(p.exists() for p in pools):
-        pytest.skip(f"real pools not found under {root} (set MMSSR_SHARED_DATA)")
+    from conftest import require_shared_data
+
+    pools = [require_shared_data("llava_bench"), require_shared_data("llamafactory_mllm_demo", "data", "mllm_demo.json")]
     ingest_source(pools[0], "llava_bench", store)
     ingest_source(pools[1], "lf_demo", store, image_root=pools[1].parent)
     sel = store.scan("raw_pool").select("id", "source").collect()

@@ -109,7 +109,7 @@ def describe_runs(instance, runs) -> str:
 
 
 def test_backfill_runs_on_celery_workers_over_two_replicas(tmp_path, shared_data, monkeypatch):
-    from mmssr_core.scoring.testserver import TestServer
+    from mmssr_core.testing.testserver import TestServer
 
     sources_root, store_root, home, logs = (tmp_path / d for d in ("sources", "store", "home", "logs"))
     for d in (home, logs):

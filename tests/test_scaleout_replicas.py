@@ -17,7 +17,7 @@ from _scoring_pool import write_pool
 from mmssr_core.scoring.openai_backend import OpenAIBackend
 from mmssr_core.scoring.rules import RulesBackend
 from mmssr_core.scoring.runner import score_source
-from mmssr_core.scoring.testserver import TestServer
+from mmssr_core.testing.testserver import TestServer
 from mmssr_core.taxonomy import load_taxonomy
 
 TAXONOMY = load_taxonomy()

@@ -12,7 +12,7 @@ import pytest
 from _scoring_pool import write_pool
 
 from mmssr_core.prompts import IMAGE_TOKEN, PromptSet
-from mmssr_core.scoring.teacher_testserver import TeacherTestServer
+from mmssr_core.testing.teacher_testserver import TeacherTestServer
 from mmssr_core.taxonomy import Taxonomy, load_taxonomy
 from mmssr_core.teacher import TEACHER_TABLE, TeacherClient, label_sources
 

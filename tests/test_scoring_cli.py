@@ -10,7 +10,7 @@ from _scoring_pool import write_pool
 
 from mmssr_core.cli import main
 from mmssr_core.schema import scores_schema
-from mmssr_core.scoring.testserver import TestServer
+from mmssr_core.testing.testserver import TestServer
 from mmssr_core.taxonomy import Taxonomy
 
 

@@ -14,7 +14,7 @@ from mmssr_core.prompts import DIGITS, IMAGE_TOKEN, PromptSet, parse_styles
 from mmssr_core.scoring.base import Failure, ScoreRequest, get_backend
 from mmssr_core.scoring.openai_backend import OpenAIBackend, styles_regex
 from mmssr_core.scoring.runner import score_source
-from mmssr_core.scoring.testserver import (
+from mmssr_core.testing.testserver import (
     FILLERS,
     TestServer,
     decode_data_url,

@@ -20,7 +20,7 @@ from _scoring_pool import write_pool
 from mmssr_core.prompts import PromptSet
 from mmssr_core.scoring.base import get_backend
 from mmssr_core.scoring.cache import ScoreCache, resolve, successes
-from mmssr_core.scoring.testserver import TestServer
+from mmssr_core.testing.testserver import TestServer
 from mmssr_core.taxonomy import Taxonomy
 
 N = 24

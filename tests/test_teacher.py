@@ -15,7 +15,7 @@ from collections import Counter
 import polars as pl
 import pytest
 
-from mmssr_core.scoring.teacher_testserver import TeacherTestServer, instance_text, intended_answer
+from mmssr_core.testing.teacher_testserver import TeacherTestServer, instance_text, intended_answer
 from mmssr_core.taxonomy import Taxonomy
 from mmssr_core.teacher import (
     TEACHER_CACHE_TABLE,

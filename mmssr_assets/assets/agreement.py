@@ -9,7 +9,8 @@ import base64
 
 import dagster as dg
 
-from mmssr_assets.assets.selection import SCORES_PARTITION, SCORES_TABLE, scores_table
+from mmssr_assets.assets.selection import scores_table
+from mmssr_core.schema import SCORES_PARTITION, SCORES_TABLE
 from mmssr_assets.partitions import OWNERS
 from mmssr_assets.resources import ScorerResource, StoreResource
 
@@ -34,7 +35,7 @@ def _png_md(path, title: str) -> str:
 def scorer_agreement(context: dg.AssetExecutionContext, store: StoreResource, scorer: ScorerResource) -> dg.MaterializeResult:
     from mmssr_core.agreement import AgreementError, compute_agreement, read_teacher_labels, save_agreement
     from mmssr_core.store import StoreError
-    from mmssr_core.teacher import TEACHER_TABLE
+    from mmssr_core.schema import TEACHER_TABLE
 
     st = store.store()
     if not st.partitions(TEACHER_TABLE):

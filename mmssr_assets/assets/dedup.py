@@ -4,7 +4,8 @@
 import dagster as dg
 import polars as pl
 
-from mmssr_assets.assets.selection import SCORES_PARTITION, SCORES_TABLE, scores_table
+from mmssr_assets.assets.selection import scores_table
+from mmssr_core.schema import SCORES_PARTITION, SCORES_TABLE
 from mmssr_assets.metadata import first_human_turn, md_table, path_md
 from mmssr_assets.partitions import OWNERS
 from mmssr_assets.resources import StoreResource

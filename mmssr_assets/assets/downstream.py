@@ -12,11 +12,11 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from mmssr_assets.assets.selection import SELECTIONS_TABLE
 from mmssr_assets.metadata import md_table
 from mmssr_assets.partitions import OWNERS, RECIPE_BACKFILL_POLICY, recipes_partitions
 from mmssr_assets.resources import StoreResource
 from mmssr_core.recipes import Recipe
+from mmssr_core.schema import RAW_POOL_TABLE, SELECTIONS_TABLE
 
 GROUP = "downstream"
 
@@ -47,10 +47,10 @@ def _run(context, st, name: str, selection, downstream: DownstreamResource, meth
     try:
         command = downstream.train_eval()
         command.words()
-        if not st.partitions("raw_pool"):
+        if not st.partitions(RAW_POOL_TABLE):
             raise dg.Failure("no raw_pool in the store: materialize raw_pool first")
         if selection is None:
-            selection = st.scan("raw_pool").select("id", "source").collect()
+            selection = st.scan(RAW_POOL_TABLE).select("id", "source").collect()
         values = D.export_for_training(
             st, name, selection, st.table_dir(D.RESULTS_TABLE) / "data" / name, fmt=downstream.export_format
         )

@@ -7,9 +7,8 @@ import polars as pl
 from mmssr_assets.metadata import first_human_turn, md_table, path_md
 from mmssr_assets.partitions import OWNERS, SOURCE_BACKFILL_POLICY, sources_partitions
 from mmssr_assets.resources import SourcesResource, StoreResource
-from mmssr_core.schema import REASONS
+from mmssr_core.schema import FINGERPRINT_TABLE, INGEST_STATS_TABLE, QUARANTINE_TABLE, RAW_POOL_TABLE, REASONS
 
-FINGERPRINT_TABLE = "fingerprints"  # <store>/fingerprints/<source>.json: what the schedule compares
 N_EXAMPLES = 5
 
 
@@ -41,12 +40,12 @@ def unchanged_since_last_ingest(st, source: str, fingerprint: str, code: str) ->
 
     try:
         rec = st.read_json(FINGERPRINT_TABLE, source)
-        stats = st.read_json("ingest_stats", source)
+        stats = st.read_json(INGEST_STATS_TABLE, source)
     except (StoreError, ValueError):
         return None
     if rec.get("data") != fingerprint or rec.get("ingest") != code:
         return None
-    if not (st.exists("raw_pool", source) and st.exists("quarantine", source)):
+    if not (st.exists(RAW_POOL_TABLE, source) and st.exists(QUARANTINE_TABLE, source)):
         return None
     return stats
 
@@ -114,8 +113,8 @@ def raw_pool_metadata(st, source: str, stats: dict, fingerprint: str = "") -> di
         "duplicate_content": stats.get("duplicate_content", 0),
         "dagster/row_count": stats["accepted"],
         "input": path_md(stats.get("input", "")),
-        "path": path_md(st.path("raw_pool", source)),
-        "quarantine_path": path_md(st.path("quarantine", source)),
+        "path": path_md(st.path(RAW_POOL_TABLE, source)),
+        "quarantine_path": path_md(st.path(QUARANTINE_TABLE, source)),
         "data_fingerprint": fingerprint,
         "quarantine_by_reason": dg.MetadataValue.md(
             md_table(
@@ -128,13 +127,13 @@ def raw_pool_metadata(st, source: str, stats: dict, fingerprint: str = "") -> di
     }
     for reason, n in reasons.items():
         meta[f"quarantined/{reason}"] = n
-    if st.exists("quarantine", source) and stats["quarantined"]:
-        q = pl.read_parquet(st.path("quarantine", source), n_rows=N_EXAMPLES)
+    if st.exists(QUARANTINE_TABLE, source) and stats["quarantined"]:
+        q = pl.read_parquet(st.path(QUARANTINE_TABLE, source), n_rows=N_EXAMPLES)
         meta["quarantine_examples"] = dg.MetadataValue.md(
             md_table(["position", "id", "reason", "message"], q.select("position", "id", "reason", "message").rows(), 100)
         )
-    if st.exists("raw_pool", source) and stats["accepted"]:
-        head = pl.read_parquet(st.path("raw_pool", source), n_rows=N_EXAMPLES, columns=["id", "images", "conversations"])
+    if st.exists(RAW_POOL_TABLE, source) and stats["accepted"]:
+        head = pl.read_parquet(st.path(RAW_POOL_TABLE, source), n_rows=N_EXAMPLES, columns=["id", "images", "conversations"])
         meta["preview"] = dg.MetadataValue.md(
             md_table(
                 ["id", "images", "first question"],

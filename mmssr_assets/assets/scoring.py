@@ -11,11 +11,12 @@ import time
 import dagster as dg
 import polars as pl
 
-from mmssr_assets.assets.ingest import FINGERPRINT_TABLE, raw_pool
+from mmssr_assets.assets.ingest import raw_pool
 from mmssr_assets.executors import GPU_OP_TAGS
 from mmssr_assets.metadata import md_table, path_md
 from mmssr_assets.partitions import GPU_POOL, OWNERS, SOURCE_BACKFILL_POLICY, sources_partitions
 from mmssr_assets.resources import ScorerResource, SourcesResource, StoreResource
+from mmssr_core.schema import CAPABILITY_TABLE, FAILURE_TABLE, FINGERPRINT_TABLE, STYLE_TABLE
 
 
 class ScoringConfig(dg.Config):
@@ -71,7 +72,7 @@ def score_source_step(
     scorer: ScorerResource,
     sources: SourcesResource,
 ):
-    from mmssr_core.scoring.runner import score_source
+    from mmssr_core.scoring.split import score_source_split
 
     source = context.partition_key
     st = store.store()
@@ -88,16 +89,8 @@ def score_source_step(
     styles_backend = scorer.get_styles_backend()
     kw = dict(taxonomy=taxonomy, batch_size=config.batch_size, chunk_size=config.chunk_size, progress=progress,
               profile=scorer.profile)
-    try:
-        if styles_backend is None:
-            result = score_source(st, source, backend, **kw)
-        else:  # split scorer: capabilities from `backend`, styles from `styles_backend` (two caches)
-            result = score_source(st, source, backend, targets=("capabilities",), **kw)
-            styled = score_source(st, source, styles_backend, targets=("styles",), **kw)
-            result.failed = max(result.failed, styled.failed)
-            result.identity = f"{result.identity} + styles:{styled.identity}"
-            for reason, n in styled.failures_by_reason.items():
-                result.failures_by_reason[reason] = result.failures_by_reason.get(reason, 0) + n
+    try:  # a split scorer: capabilities from `backend`, styles from `styles_backend` (two caches)
+        result = score_source_split(st, source, backend, styles_backend, **kw)
     finally:
         for b in (backend, styles_backend):
             close = getattr(b, "close", None)
@@ -120,7 +113,7 @@ def score_source_step(
         common["failures_by_reason"] = dg.MetadataValue.md(
             md_table(["reason", "count"], sorted(result.failures_by_reason.items(), key=lambda kv: -kv[1]))
         )
-    caps = st.read("capability_scores", source)
+    caps = st.read(CAPABILITY_TABLE, source)
     keys = [k for k in taxonomy.keys if k in caps.columns]
     means = caps.select([pl.col(k).mean() for k in keys]).row(0) if keys and caps.height else [None] * len(keys)
     yield dg.MaterializeResult(
@@ -128,14 +121,14 @@ def score_source_step(
         metadata={
             **common,
             "dagster/row_count": caps.height,
-            "path": path_md(st.path("capability_scores", source)),
-            "failures_path": path_md(st.path("score_failures", source)),
+            "path": path_md(st.path(CAPABILITY_TABLE, source)),
+            "failures_path": path_md(st.path(FAILURE_TABLE, source)),
             "mean_scores": dg.MetadataValue.md(
                 md_table(["capability", "mean expected score"], [(k, "" if m is None else f"{m:.3f}") for k, m in zip(keys, means)])
             ),
         },
     )
-    styles = st.read("style_labels", source)
+    styles = st.read(STYLE_TABLE, source)
     counts = (
         styles.select(pl.col("styles").list.first().alias("primary")).drop_nulls()["primary"].value_counts(sort=True)
         if styles.height
@@ -146,7 +139,7 @@ def score_source_step(
         metadata={
             **common,
             "dagster/row_count": styles.height,
-            "path": path_md(st.path("style_labels", source)),
+            "path": path_md(st.path(STYLE_TABLE, source)),
             "primary_styles": dg.MetadataValue.md(md_table(["primary style", "samples"], counts.rows())),
         },
     )

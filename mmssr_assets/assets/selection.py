@@ -8,16 +8,13 @@ from mmssr_assets.metadata import frame_md, md_table, path_md
 from mmssr_assets.partitions import OWNERS, RECIPE_BACKFILL_POLICY, SOURCES, recipes_partitions
 from mmssr_assets.resources import ScorerResource, StoreResource
 from mmssr_core.recipes import Recipe
-
-SCORES_TABLE = "scores"
-SCORES_PARTITION = "pool"
-SELECTIONS_TABLE = "selections"
+from mmssr_core.schema import CAPABILITY_TABLE, SCORES_PARTITION, SCORES_TABLE, STYLE_TABLE
 
 
 def registered_scored_sources(instance: dg.DagsterInstance, st) -> list[str]:
     """Sources that are partitions of the instance and have both score tables in the store."""
     registered = instance.get_dynamic_partitions(SOURCES)
-    return sorted(s for s in registered if st.exists("capability_scores", s) and st.exists("style_labels", s))
+    return sorted(s for s in registered if st.exists(CAPABILITY_TABLE, s) and st.exists(STYLE_TABLE, s))
 
 
 @dg.asset(
@@ -85,79 +82,52 @@ def build_selected_subset(recipes: list[Recipe]) -> dg.AssetsDefinition:
         ),
     )
     def selected_subset(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
-        from mmssr_core.dedup.budget import select_deduplicated
-        from mmssr_core.dedup.table import read_duplicates
+        from mmssr_core.recipe_selection import select_recipe
         from mmssr_core.selection import SelectionInputError
-        from mmssr_core.store import StoreError
+        from mmssr_core.store import StoreBusy, StoreError
 
         recipe = by_name[context.partition_key]
-        st = store.store()
-        if not st.exists(SCORES_TABLE, SCORES_PARTITION):
-            raise dg.Failure("the scores table is missing: materialize scores_table first")
-        scores = st.read(SCORES_TABLE, SCORES_PARTITION)
         try:
-            sources = scores["source"].unique().to_list()
-            groups = read_duplicates(st, recipe.dedup, sources) if recipe.dedup.enabled else None
+            done = select_recipe(store.store(), recipe)
+        except StoreBusy:
+            raise
         except StoreError as exc:
             raise dg.Failure(str(exc)) from None
-        try:
-            result, dedup = select_deduplicated(
-                scores,
-                [recipe.budget],
-                groups,
-                method=recipe.method,
-                capabilities=list(recipe.capabilities) if recipe.capabilities else None,
-                threshold=recipe.threshold,
-                seed=recipe.seed,
-                rank=recipe.rank,
-            )
         except SelectionInputError as exc:
             raise dg.Failure(f"recipe {recipe.name}: {exc}") from None
-        sel = next(iter(result.values()))
-        path = st.path(SELECTIONS_TABLE, recipe.name)
-        summary = {
-            "recipe": recipe.to_dict(),
-            "pool_size": scores.height,
-            "requested": int(sel.requested),
-            "selected": int(sel.selected),
-            "short": bool(sel.short),
-            "reason": sel.reason or "",
-            "per_capability": {str(k): v for k, v in (sel.per_capability or {}).items()},
-            "rank": sel.rank_mode,
-            "rules": sel.rules,
-            "path": str(path),
-            "dedup": None if dedup is None else {"deduplicated_pool_size": dedup.deduplicated_size, **dedup.summary},
-        }
-        with st.transaction("selection", recipe.name) as tx:  # the subset and its summary land together
-            tx.write(SELECTIONS_TABLE, sel.frame)
-            tx.write_json(SELECTIONS_TABLE, summary)
-        context.log.info(f"selection {recipe.name}: {sel.selected}/{sel.requested} of {scores.height}")
-        by_source = sel.frame.group_by("source").len().sort("source") if sel.frame.height else None
-        meta = {
-            "recipe": recipe.describe(),
-            "requested": summary["requested"],
-            "selected": summary["selected"],
-            "pool_size": scores.height,
-            "short": summary["short"],
-            "reason": summary["reason"] or "-",
-            "rank": sel.rank_mode,
-            "rules": dg.MetadataValue.md(md_table(["capability", "qualifies when"], list(sel.rules.items()))),
-            "dagster/row_count": sel.frame.height,
-            "path": path_md(path),
-            "preview": frame_md(sel.frame, 10),
-            "per_capability": dg.MetadataValue.md(
-                md_table(["capability", "picked"], [(k, _count(v)) for k, v in summary["per_capability"].items()])
-            ),
-        }
-        if dedup is not None:
-            meta["deduplicated_pool_size"] = dedup.deduplicated_size
-            meta["duplicates_removed"] = dedup.summary["removed"]
-            meta["duplicate_groups"] = dedup.summary["groups"]
-        if by_source is not None:
-            meta["per_source"] = dg.MetadataValue.md(md_table(["source", "selected"], by_source.rows()))
-        return dg.MaterializeResult(metadata=meta)
+        sel = done.selection
+        context.log.info(f"selection {recipe.name}: {sel.selected}/{sel.requested} of {done.pool_size}")
+        return dg.MaterializeResult(metadata=_selection_metadata(recipe, done))
 
     return selected_subset
+
+
+def _selection_metadata(recipe: Recipe, done) -> dict:
+    sel, summary, dedup = done.selection, done.summary, done.dedup
+    meta = {
+        "recipe": recipe.describe(),
+        "requested": summary["requested"],
+        "selected": summary["selected"],
+        "pool_size": done.pool_size,
+        "short": summary["short"],
+        "reason": summary["reason"] or "-",
+        "rank": sel.rank_mode,
+        "rules": dg.MetadataValue.md(md_table(["capability", "qualifies when"], list(sel.rules.items()))),
+        "dagster/row_count": sel.frame.height,
+        "path": path_md(done.path),
+        "preview": frame_md(sel.frame, 10),
+        "per_capability": dg.MetadataValue.md(
+            md_table(["capability", "picked"], [(k, _count(v)) for k, v in summary["per_capability"].items()])
+        ),
+    }
+    if dedup is not None:
+        meta["deduplicated_pool_size"] = dedup.deduplicated_size
+        meta["duplicates_removed"] = dedup.summary["removed"]
+        meta["duplicate_groups"] = dedup.summary["groups"]
+    if sel.frame.height:
+        by_source = sel.frame.group_by("source").len().sort("source")
+        meta["per_source"] = dg.MetadataValue.md(md_table(["source", "selected"], by_source.rows()))
+    return meta
 
 
 def _count(value) -> str:

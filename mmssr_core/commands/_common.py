@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmssr_core.cli import CommandError
+from mmssr_core.schema import RAW_POOL_TABLE
 from mmssr_core.store import Store
 from mmssr_core.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
 
 
 def ingested_sources(store: Store, requested: list[str] | None) -> list[str]:
     """The requested sources (default: all ingested), each checked to exist in the store's raw pool."""
-    available = store.partitions("raw_pool")
+    available = store.partitions(RAW_POOL_TABLE)
     sources = requested or available
     if not sources:
         raise CommandError(f"no ingested sources under {store.root} (run `mmssr ingest` first)")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from mmssr_core.cli import CommandError, print_json_line
+from mmssr_core.cli import CommandError, add_store_argument, open_store, print_json_line
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", required=True, help="store root folder (teacher_labels, and the scores if no --scores)")
+    add_store_argument(p, "holds teacher_labels, and the scores if no --scores")
     p.add_argument("--scores", help="a scores table Parquet file (default: the store's scores; columns: docs/method.md)")
     p.add_argument("--out", required=True, help="output folder: agreement.json, agreement.md, PNG plots")
     p.add_argument("--source", action="append", help="only these sources' teacher labels (repeatable)")
@@ -20,10 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mmssr_core.agreement import AgreementError, compute_agreement, read_teacher_labels, write_agreement
     from mmssr_core.commands._common import read_parquet_file
-    from mmssr_core.store import Store, StoreError
+    from mmssr_core.store import StoreError
     from mmssr_core.taxonomy import TaxonomyError, load_taxonomy
 
-    store = Store(args.store)
+    store = open_store(args)
     try:
         taxonomy = load_taxonomy(args.taxonomy)
         teacher = read_teacher_labels(store, args.source)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import sys
 
-from mmssr_core.cli import CommandError, print_json_line
+from mmssr_core.cli import CommandError, add_store_argument, open_store, print_json_line
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--store", help="store root (default: $MMSSR_STORE or ./store)")
+    add_store_argument(p)
     p.add_argument("--source", action="append", help="only these ingested sources (repeatable; default: all)")
     p.add_argument("--exact-only", action="store_true", help="exact duplicates only (same content hash)")
     p.add_argument("--text-threshold", type=float, default=None,
@@ -40,10 +40,9 @@ def run(args) -> int:
     from mmssr_core.commands._common import ingested_sources
     from mmssr_core.dedup.summary import pool_order_ranking, removal_summary
     from mmssr_core.dedup.table import write_duplicates
-    from mmssr_core.store import Store
 
     config = _config(args)
-    store = Store(args.store) if args.store else Store()
+    store = open_store(args)
     sources = ingested_sources(store, args.source)
     result = write_duplicates(store, config, sources,
                               progress=lambda n: print(f"  {n:,} samples read", file=sys.stderr))

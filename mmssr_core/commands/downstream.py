@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mmssr_core.cli import CommandError, print_json_line
+from mmssr_core.cli import CommandError, add_store_argument, open_store, print_json_line
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["run", "import", "table"], help="run a recipe, import a results file, or print the table")
-    p.add_argument("--store", help="store root (default $MMSSR_STORE or ./store)")
+    add_store_argument(p)
     p.add_argument("--recipe", help="recipe name (run, import)")
     p.add_argument("--selection", help="selection file (default: the store's selections/<recipe>.parquet)")
     p.add_argument("--full", action="store_true", help="run: train on every sample of the pool (the full-data reference)")
@@ -48,9 +48,10 @@ def run(args: argparse.Namespace) -> int:
     import polars as pl
 
     from mmssr_core import downstream as D
-    from mmssr_core.store import Store, StoreError, default_store_root
+    from mmssr_core.schema import RAW_POOL_TABLE, SELECTIONS_TABLE
+    from mmssr_core.store import StoreError
 
-    store = Store(args.store) if args.store else Store(default_store_root())
+    store = open_store(args)
     try:
         if args.action == "table":
             df = D.paper_table(D.load_results(store), full=args.full_recipe)
@@ -77,13 +78,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             command = D.TrainEvalCommand(args.command, timeout_s=args.timeout) if args.command else D.TrainEvalCommand.from_env(timeout_s=args.timeout)
             command.words()  # fail on a bad template before exporting anything
-            if not store.partitions("raw_pool"):
+            if not store.partitions(RAW_POOL_TABLE):
                 raise CommandError(f"no raw_pool under {store.root}: ingest first")
             if args.full:
-                selection = store.scan("raw_pool").select("id", "source").collect()
+                selection = store.scan(RAW_POOL_TABLE).select("id", "source").collect()
                 method, budget = args.method or "full", args.budget
             else:
-                selection = pl.read_parquet(args.selection) if args.selection else store.read("selections", args.recipe)
+                selection = pl.read_parquet(args.selection) if args.selection else store.read(SELECTIONS_TABLE, args.recipe)
                 method, budget = _recipe_info(store, args.recipe, args.method, args.budget)
             values = D.export_for_training(store, args.recipe, selection, store.table_dir(D.RESULTS_TABLE) / "data" / args.recipe, fmt=args.format)
             rec = D.run_train_eval(store, args.recipe, command, values, method=method, budget=budget, log=lambda m: print(m, file=sys.stderr))

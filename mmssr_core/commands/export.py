@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmssr_core.cli import CommandError, print_json_line
+from mmssr_core.cli import CommandError, add_store_argument, open_store, print_json_line
 
 MODES = ("copy", "hardlink", "symlink", "absolute", "prefix")
 
@@ -12,7 +12,7 @@ MODES = ("copy", "hardlink", "symlink", "absolute", "prefix")
 def add_arguments(p) -> None:
     p.add_argument("--selection", required=True, help="a selection Parquet (`mmssr select`, or the store's "
                                                       "selections/<recipe>.parquet)")
-    p.add_argument("--store", help="store root holding the ingested raw_pool (default: $MMSSR_STORE or ./store)")
+    add_store_argument(p, "holds the ingested raw_pool")
     p.add_argument("--format", default="llava", choices=["llava", "sharegpt"],
                    help="llava: {id, image, conversations} (+ a ShareGPT copy for LLaMA-Factory); "
                         "sharegpt: LLaMA-Factory {messages, images}")
@@ -49,10 +49,9 @@ def _out_path(args) -> Path:
 def run(args) -> int:
     from mmssr_core.commands._common import read_parquet_file
     from mmssr_core.export import ExportError, export_selection
-    from mmssr_core.store import Store
 
     selection = read_parquet_file(args.selection, "selection")
-    store = Store(args.store) if args.store else Store()
+    store = open_store(args)
     if not store.root.is_dir():
         raise CommandError(f"store {store.root} does not exist")
     mode = args.images or ("prefix" if args.image_prefix else "copy")

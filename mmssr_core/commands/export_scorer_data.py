@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from mmssr_core.cli import CommandError, print_json_line
+from mmssr_core.cli import CommandError, add_store_argument, open_store, print_json_line
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", required=True, help="store root folder (teacher_labels and raw_pool)")
+    add_store_argument(p, "holds teacher_labels and raw_pool")
     p.add_argument("--out", required=True, help="output JSON file (image paths are written relative to its folder)")
     p.add_argument("--source", action="append", help="only these sources (repeatable; default: every labelled one)")
     p.add_argument("--capability", action="append", dest="capabilities",
@@ -23,13 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmssr_core.scorer_data import export_scorer_data
-    from mmssr_core.store import Store, StoreError
+    from mmssr_core.store import StoreError
     from mmssr_core.taxonomy import TaxonomyError, load_taxonomy
 
     try:
         taxonomy = load_taxonomy(args.taxonomy)
         res = export_scorer_data(
-            Store(args.store), args.out, sources=args.source, taxonomy=taxonomy, capabilities=args.capabilities,
+            open_store(args), args.out, sources=args.source, taxonomy=taxonomy, capabilities=args.capabilities,
             styles=not args.no_styles, profile=args.profile,
         )
     except (StoreError, TaxonomyError) as exc:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-import time
 from pathlib import Path
 
-from mmssr_core.cli import CommandError, print_json_line
+from mmssr_core.cli import CommandError, add_store_argument, open_store, print_json_line
+from mmssr_core.progress import Progress
+from mmssr_core.schema import QUARANTINE_TABLE, RAW_POOL_TABLE
 
 
 def add_arguments(p) -> None:
@@ -15,7 +15,7 @@ def add_arguments(p) -> None:
 
     p.add_argument("path", help="a pool file (*.json list, *.jsonl, *.parquet) or a source folder holding one")
     p.add_argument("--source", help="source (partition) name; default: the source folder's name")
-    p.add_argument("--store", help="store root (default: $MMSSR_STORE or ./store)")
+    add_store_argument(p)
     p.add_argument("--image-root", help="folder image paths are relative to (default: the pool file's folder)")
     p.add_argument("--format", default="auto", choices=["auto", "llava", "sharegpt", "parquet"],
                    help="record format; auto detects it from the content")
@@ -23,29 +23,26 @@ def add_arguments(p) -> None:
                    help=f"reject images declaring more pixels (default {DEFAULT_MAX_PIXELS:,})")
     p.add_argument("--max-turn-chars", type=int, default=DEFAULT_MAX_TURN_CHARS,
                    help=f"reject samples with a longer turn (default {DEFAULT_MAX_TURN_CHARS:,} characters)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress on stderr (default, for runs over 2 s: a bar on a terminal, else a line every 2 s)")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
-class _Progress:
-    """Progress to stderr, at most every 2 s, only for runs long enough to need it."""
+def ingest_progress(enabled: bool = True, source: str = ""):
+    """The `ingest_source` progress callback: a bar (or a line every 2 s) once a run lasts over 2 s."""
+    bar = Progress(f"ingest {source}".strip(), unit="records", enabled=enabled, delay=2.0)
 
-    def __init__(self, every: float = 2.0):
-        self.every = every
-        self.start = self.last = time.monotonic()
+    def update(p: dict) -> None:
+        bar.update(p["read"], fraction=p["fraction"],
+                   note=f"{p['accepted']:,} accepted, {p['quarantined']:,} quarantined")
 
-    def __call__(self, p: dict) -> None:
-        now = time.monotonic()
-        if p.get("done") or now - self.last < self.every:
-            return
-        self.last = now
-        rate = p["read"] / max(1e-9, now - self.start)
-        print(f"  ... {p['read']:,} read ({100 * p['fraction']:.0f}%), {p['accepted']:,} accepted, "
-              f"{p['quarantined']:,} quarantined, {rate:,.0f}/s", file=sys.stderr, flush=True)
+    update.close = bar.close  # type: ignore[attr-defined]
+    return update
 
 
 def run(args) -> int:
     from mmssr_core.ingest import IngestError, ingest_source
-    from mmssr_core.store import Store, StoreError, check_name
+    from mmssr_core.store import StoreError, check_name
 
     path = Path(args.path)
     if not path.exists():
@@ -63,15 +60,18 @@ def run(args) -> int:
         raise CommandError(f"--image-root {args.image_root} is not a folder")
     if args.max_pixels < 1 or args.max_turn_chars < 1:
         raise CommandError("--max-pixels and --max-turn-chars must be positive")
-    store = Store(args.store) if args.store else Store()
+    store = open_store(args)
+    progress = ingest_progress(not args.no_progress, source)
     try:
         result = ingest_source(path, source, store, image_root=args.image_root, fmt=args.format,
                                max_pixels=args.max_pixels, max_turn_chars=args.max_turn_chars,
-                               progress=_Progress())
+                               progress=progress)
     except IngestError as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:
         raise CommandError(f"cannot ingest {path}: {exc}") from None
+    finally:
+        progress.close()
 
     r = result
     rate = r.read / r.seconds if r.seconds > 0 else 0.0
@@ -85,8 +85,8 @@ def run(args) -> int:
         fmts = ", ".join(f"{k} {v}" for k, v in imgs.get("formats", {}).items())
         print(f"  images: {imgs['unique']:,} distinct checked ({fmts}); "
               f"{imgs.get('extension_mismatch', 0)} with an extension that lies about the format")
-    print(f"  raw_pool:   {r.paths['raw_pool']}")
-    print(f"  quarantine: {r.paths['quarantine']}")
+    print(f"  raw_pool:   {r.paths[RAW_POOL_TABLE]}")
+    print(f"  quarantine: {r.paths[QUARANTINE_TABLE]}")
     print(f"  {r.seconds:.2f} s ({rate:,.0f} samples/s)")
     if args.json:
         print_json_line(r.to_dict())

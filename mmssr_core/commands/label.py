@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
-from mmssr_core.cli import CommandError, print_json_line
+from mmssr_core.cli import CommandError, add_store_argument, open_store, print_json_line
+from mmssr_core.progress import Progress
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", required=True, help="store root folder")
+    add_store_argument(p)
     p.add_argument("--source", action="append", help="source to sample from (repeatable; default: every ingested source)")
     p.add_argument("--size", type=int, required=True, help="number of distinct samples to label")
     p.add_argument("--base-url", action="append", dest="base_urls", required=True, metavar="URL",
@@ -31,12 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-failures", action="store_true",
                    help="ask again samples whose earlier answer was invalid (transport failures are always retried)")
     p.add_argument("--taxonomy", help="taxonomy config file (JSON/TOML); default $MMSSR_TAXONOMY or the paper's")
-    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress on stderr (default: a bar on a terminal, else a line every 2 s)")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmssr_core.store import Store, StoreError
+    from mmssr_core.store import StoreError
     from mmssr_core.commands._common import ingested_sources, taxonomy_or_error
     from mmssr_core.teacher import TeacherClient, label_sources
 
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--size must be >= 1")
     if args.chunk_size < 1 or args.max_attempts < 1 or args.concurrency < 1:
         raise CommandError("--chunk-size, --max-attempts and --concurrency must be >= 1")
-    store = Store(args.store)
+    store = open_store(args)
     sources = ingested_sources(store, args.source)
     taxonomy = taxonomy_or_error(args.taxonomy)
     try:
@@ -56,14 +57,10 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:
         raise CommandError(f"cannot reach the teacher: {exc}") from None
 
-    last = [0.0]
+    bar = Progress("label", enabled=not args.no_progress)
 
     def progress(p) -> None:
-        now = time.monotonic()
-        if args.no_progress or (now - last[0] < 2.0 and p.done < p.total):
-            return
-        last[0] = now
-        print(f"label: {p.done}/{p.total} ({p.cached} cached) {p.seconds:.0f}s", file=sys.stderr, flush=True)
+        bar.update(p.done, p.total, skipped=p.cached, note=f"{p.cached:,} cached")
 
     try:
         try:
@@ -75,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         raise CommandError(str(exc)) from None
     finally:
+        bar.close()
         client.close()
     if res.failed:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(res.failures_by_reason.items()))

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mmssr_core.cli import CommandError, print_json_line
+from mmssr_core.cli import CommandError, add_store_argument, open_store, print_json_line
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--selection", help="selection Parquet/CSV: id, source (+ rank, picked_by, bin) "
                    "(default: the store's selections/<recipe>.parquet)")
     p.add_argument("--recipe", help="recipe name (file names of the report); default: the selection file's stem")
-    p.add_argument("--store", help="store root (default $MMSSR_STORE or ./store): inputs not given as files come from it")
+    add_store_argument(p, "inputs not given as files come from it")
     p.add_argument("--out", help="write the report under OUT/reports/ instead of the store")
     p.add_argument("--pool", action="append", help="raw_pool Parquet (repeatable); default: the store's raw_pool when present")
     p.add_argument("--failures", action="append", help="score_failures Parquet (repeatable); default: the store's")
@@ -89,10 +89,10 @@ def run(args: argparse.Namespace) -> int:
     from mmssr_core.report_inputs import ReportInputsError, gather_report_inputs
     from mmssr_core.report_metrics import ReportError
     from mmssr_core.selection import SelectionInputError, parse_budget
-    from mmssr_core.store import Store, StoreError, default_store_root
+    from mmssr_core.store import Store, StoreError
     from mmssr_core.taxonomy import TaxonomyError, load_taxonomy
 
-    store = Store(args.store) if args.store else Store(default_store_root())
+    store = open_store(args)
     recipe = args.recipe or (Path(args.selection).stem if args.selection else None)
     if not recipe:
         raise CommandError("give --recipe (and/or --selection FILE)")

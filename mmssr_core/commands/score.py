@@ -7,13 +7,14 @@ import json
 import sys
 import time
 
-from mmssr_core.cli import CommandError, print_json_line
+from mmssr_core.cli import CommandError, add_store_argument, open_store, print_json_line
+from mmssr_core.progress import Progress
 
 BACKENDS = ("rules", "transformers", "vllm", "openai")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", required=True, help="store root folder")
+    add_store_argument(p)
     p.add_argument("--source", action="append", help="source to score (repeatable; default: every ingested source)")
     p.add_argument("--backend", choices=BACKENDS, default="rules", help="scoring backend (default: rules)")
     p.add_argument("--model", help="model path (transformers, vllm) or served model name (openai)")
@@ -30,6 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-parallel-size", type=int, help="vllm: data parallel size")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra backend option (value parsed as JSON when possible); repeatable")
+    p.add_argument("--styles-backend", choices=BACKENDS,
+                   help="score the styles with this backend instead (its own cache); --backend then scores "
+                        "the capabilities")
+    p.add_argument("--styles-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="option of --styles-backend (value parsed as JSON when possible); repeatable")
     p.add_argument("--targets", default="capabilities,styles",
                    help="what to score: capabilities, styles or both (default: capabilities,styles)")
     p.add_argument("--batch-size", type=int, help="samples per backend call (default: the backend's preference)")
@@ -40,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=("reference", "clean", "native"), default=None,
                    help="input profile: reference (default: the released scorer's exact inputs), clean "
                         "(same, without the reference's Question: strip quirk) or native (the model's own processor)")
-    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress on stderr (default: a bar on a terminal, else a line every 2 s)")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
@@ -87,10 +94,17 @@ def backend_options(args: argparse.Namespace) -> dict:
         put("api_key_env", args.api_key_env)
     if name != "rules":
         put("revision", args.revision)
-    for item in args.option:
+    opts.update(parse_options(args.option, "--option"))
+    return opts
+
+
+def parse_options(items: list[str], flag: str) -> dict:
+    """KEY=VALUE pairs as keyword arguments (values parsed as JSON when they parse)."""
+    opts: dict = {}
+    for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise CommandError(f"--option {item!r}: expected KEY=VALUE")
+            raise CommandError(f"{flag} {item!r}: expected KEY=VALUE")
         try:
             opts[key.replace("-", "_")] = json.loads(raw)
         except ValueError:
@@ -98,45 +112,28 @@ def backend_options(args: argparse.Namespace) -> dict:
     return opts
 
 
-class ProgressLine:
-    """Rate-limited progress on stderr: n/total, samples/s, ETA (at most one line per `every` seconds)."""
+class SourceBars:
+    """The `score_source` progress callback: one progress bar (or plain lines) per source and run."""
 
-    def __init__(self, every: float = 2.0, stream=None):
-        self.every = every
-        self.stream = stream or sys.stderr
-        self._last = 0.0
-        self._final: tuple | None = None
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bar: Progress | None = None
+        self.source: str | None = None
 
     def __call__(self, p) -> None:
-        now = time.monotonic()
-        final = p.done >= p.total
-        if final:
-            if self._final == (p.source, p.total):
-                return
-            self._final = (p.source, p.total)
-        elif now - self._last < self.every:
-            return
-        self._last = now
-        new = p.done - p.cached
-        rate = new / p.seconds if p.seconds > 0 else 0.0
-        left = p.total - p.done
-        eta = f"{left / rate:,.0f}s" if rate > 0 and left else ("0s" if not left else "?")
-        pct = 100.0 * p.done / p.total if p.total else 100.0
-        print(
-            f"score {p.source}: {p.done}/{p.total} ({pct:.1f}%, {p.cached} cached) "
-            f"{rate:.1f} samples/s ETA {eta}",
-            file=self.stream,
-            flush=True,
-        )
+        if self.bar is None or self.source != p.source or self.bar.finished and p.done < p.total:
+            self.close()  # a new source, or the second backend of a split scorer
+            self.bar, self.source = Progress(f"score {p.source}", p.total, enabled=self.enabled), p.source
+        self.bar.update(p.done, p.total, skipped=p.cached, note=f"{p.cached:,} cached")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
-def run(args: argparse.Namespace) -> int:
-    from mmssr_core.scoring.base import get_backend
-    from mmssr_core.scoring.runner import TARGET_GROUPS, score_source
-    from mmssr_core.store import Store, StoreError
-    from mmssr_core.commands._common import ingested_sources, taxonomy_or_error
+def _check_numbers(args: argparse.Namespace) -> tuple[str, ...]:
+    from mmssr_core.scoring.runner import TARGET_GROUPS
 
-    store = Store(args.store)
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
     if not targets or any(t not in TARGET_GROUPS for t in targets):
         raise CommandError(f"--targets must list some of {', '.join(TARGET_GROUPS)}")
@@ -146,29 +143,50 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--chunk-size must be >= 1")
     if args.flush_seconds is not None and not args.flush_seconds > 0:
         raise CommandError("--flush-seconds must be positive")
+    if args.styles_option and not args.styles_backend:
+        raise CommandError("--styles-option goes with --styles-backend")
+    return targets
+
+
+def _start(name: str, options: dict):
+    from mmssr_core.scoring.base import get_backend
+
+    try:
+        return get_backend(name, **options)
+    except (ValueError, TypeError, OSError, ImportError) as exc:
+        raise CommandError(f"cannot start the {name} backend: {exc}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmssr_core.commands._common import ingested_sources, taxonomy_or_error
+    from mmssr_core.scoring.split import score_source_split
+    from mmssr_core.store import StoreError
+
+    store = open_store(args)
+    targets = _check_numbers(args)
     sources = ingested_sources(store, args.source)
     taxonomy = taxonomy_or_error(args.taxonomy)
-    options = backend_options(args)
-    try:
-        backend = get_backend(args.backend, **options)
-    except (ValueError, TypeError, OSError, ImportError) as exc:
-        raise CommandError(f"cannot start the {args.backend} backend: {exc}") from None
-
-    progress = None if args.no_progress else ProgressLine()
+    backend = _start(args.backend, backend_options(args))
+    styles_backend = None
+    bars = SourceBars(enabled=not args.no_progress)
     results = []
     t0 = time.monotonic()
     try:
+        if args.styles_backend:
+            styles_backend = _start(args.styles_backend, parse_options(args.styles_option, "--styles-option"))
         for source in sources:
             try:
-                res = score_source(
-                    store, source, backend, taxonomy=taxonomy, targets=targets, batch_size=args.batch_size,
-                    chunk_size=args.chunk_size, progress=progress, profile=args.profile,
+                res = score_source_split(
+                    store, source, backend, styles_backend, taxonomy=taxonomy, targets=targets,
+                    batch_size=args.batch_size, chunk_size=args.chunk_size, progress=bars, profile=args.profile,
                     flush_seconds=args.flush_seconds,
                 )
             except StoreError as exc:
                 raise CommandError(str(exc)) from None
             except RuntimeError as exc:  # a backend that cannot start (server unreachable, no model)
                 raise CommandError(f"{source}: {exc}") from None
+            finally:
+                bars.close()
             results.append(res)
             if not args.json:
                 print(
@@ -176,7 +194,9 @@ def run(args: argparse.Namespace) -> int:
                     f"{res.failed} failed in {res.seconds:.1f}s ({res.identity})"
                 )
     finally:
-        backend.close()
+        for b in (backend, styles_backend):
+            if b is not None:
+                b.close()
     failed = sum(r.failed for r in results)
     if failed:
         reasons: dict[str, int] = {}

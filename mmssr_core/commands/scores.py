@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmssr_core.cli import CommandError, print_json_line
+from mmssr_core.cli import CommandError, add_store_argument, open_store, print_json_line
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", required=True, help="store root folder")
+    add_store_argument(p)
     p.add_argument("--out", required=True, help="output Parquet file")
     p.add_argument("--source", action="append", help="only these sources (repeatable; default: every scored one)")
     p.add_argument("--taxonomy", help="taxonomy config file (JSON/TOML); default $MMSSR_TAXONOMY or the paper's")
@@ -22,10 +22,10 @@ def run(args: argparse.Namespace) -> int:
     import polars as pl
 
     from mmssr_core.scoring.runner import build_scores
-    from mmssr_core.store import Store, StoreError, atomic_write_parquet
+    from mmssr_core.store import StoreError, atomic_write_parquet
     from mmssr_core.taxonomy import TaxonomyError, load_taxonomy
 
-    store = Store(args.store)
+    store = open_store(args)
     try:
         taxonomy = load_taxonomy(args.taxonomy)
         built = build_scores(store, args.source, taxonomy)

@@ -18,6 +18,7 @@ import stat
 from pathlib import Path
 
 from mmssr_core.export.errors import ExportError
+from mmssr_core.store import atomic_symlink, atomic_write, remove_orphan_temps
 
 MODES = ("copy", "hardlink", "symlink", "absolute", "prefix")
 IMAGES_DIR = "images"
@@ -52,6 +53,7 @@ class ImagePlacer:
         self._done: dict[str, str] = {}  # ingested file -> path written
         self.files = 0  # files placed in the folder
         self.fallback_copies = 0  # hard links that had to be copies
+        self._folders: set[Path] = set()  # image folders made (and cleaned of orphan temps) in this export
 
     def path_for(self, file: str, fmt: str | None, image_root: str) -> str:
         got = self._done.get(file)
@@ -76,23 +78,27 @@ class ImagePlacer:
         return rel
 
     def _make(self, file: str, dest: Path) -> None:
-        for d in (dest.parent.parent, dest.parent):
-            d.mkdir(exist_ok=True)
-            os.chmod(d, DIR_MODE)
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+        """Place one image under its final name through the store's atomic helpers (never half a file)."""
+        if dest.parent not in self._folders:
+            for d in (dest.parent.parent, dest.parent):
+                d.mkdir(exist_ok=True)
+                os.chmod(d, DIR_MODE)
+            remove_orphan_temps(dest.parent)  # left by a killed export
+            self._folders.add(dest.parent)
         if self.mode == "symlink":
-            os.symlink(os.path.realpath(file), tmp)
-        elif self.mode == "hardlink" and self._linkable(file):
+            atomic_symlink(os.path.realpath(file), dest)
+        else:  # copies are cheap to make again: no fsync per image
+            atomic_write(dest, lambda tmp: self._fill(file, tmp), durable=False)
+
+    def _fill(self, file: str, tmp: str) -> None:
+        if self.mode == "hardlink" and self._linkable(file):
+            os.unlink(tmp)  # the link takes the temp file's name
             try:
                 os.link(file, tmp)
+                return
             except OSError:  # another file system, or links not allowed here
                 self.fallback_copies += 1
-                self._copy(file, tmp)
-        else:
-            self._copy(file, tmp)
-        os.replace(tmp, dest)
+        self._copy(file, tmp)
 
     def _linkable(self, file: str) -> bool:
         """A link shares the source's permissions: only link files every user may read."""
@@ -100,7 +106,7 @@ class ImagePlacer:
         self.fallback_copies += not ok
         return ok
 
-    def _copy(self, file: str, tmp: Path) -> None:
+    def _copy(self, file: str, tmp: str) -> None:
         with open(file, "rb") as src, open(tmp, "wb") as dst:
             for block in iter(lambda: src.read(_CHUNK), b""):
                 dst.write(block)

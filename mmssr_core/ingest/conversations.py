@@ -237,7 +237,20 @@ def normalise(record: Any, where: str, fmt: str = "auto", max_turn_chars: int = 
     if raw_id is _UNSET:
         raw_id = raw_id_of(record, where)
     label = f"{where} (id {raw_id!r})" if raw_id is not None else where
+    key, turns = _turns_of(record, fmt, label)
+    part_images: list[ImageRef] = []
+    canon, system, inline = _canonical_turns(turns, label, part_images)
+    flavour = "openai" if inline else ("llava" if key == "conversations" else "sharegpt")
+    placeholders = _check_turns(canon, label, max_turn_chars)
+    if system is None:
+        system = _top_level_system(record, label)
+    images = _images(record, label, part_images, canon, placeholders)
+    metadata = {k: v for k, v in record.items() if k not in KNOWN_FIELDS}
+    return Sample(raw_id, system, canon, images, flavour, metadata)
 
+
+def _turns_of(record: dict, fmt: str, label: str) -> tuple[str, list | tuple]:
+    """(field name, turns) of a record: `conversations` (LLaVA) or `messages` (ShareGPT / OpenAI)."""
     if fmt == "llava":
         key = "conversations"
     elif fmt == "sharegpt":
@@ -254,31 +267,26 @@ def normalise(record: Any, where: str, fmt: str = "auto", max_turn_chars: int = 
             raise Rejected("malformed_record", f"{label}: {key!r} is a string that is not JSON") from None
     if not isinstance(turns, (list, tuple)):
         raise Rejected("malformed_record", f"{label}: {key!r} must be a list, got {type(turns).__name__}")
+    return key, turns
 
-    flavour = "llava" if key == "conversations" else "sharegpt"
-    part_images: list[ImageRef] = []
+
+def _canonical_turns(turns, label: str, part_images: list[ImageRef]) -> tuple[list[dict], str | None, bool]:
+    """(human/gpt turns, leading system prompt, whether any content came as parts); images found in
+    content parts are appended to `part_images`."""
     system: str | None = None
     canon: list[dict] = []
+    inline = False
     for n, turn in enumerate(turns):
         if not isinstance(turn, dict):
             raise Rejected("malformed_record", f"{label}: turn {n} must be an object, got {type(turn).__name__}")
-        role = turn.get("from")
-        if role is None:
-            role = turn.get("role")
+        role = _role(turn, label, n)
         content = turn.get("value")
         if content is None:
             content = turn.get("content")
-        canon_role = ROLES.get(role) if type(role) is str else None
-        if canon_role is None:
-            if not isinstance(role, str) or role.strip().lower() not in ROLES:
-                raise Rejected("unknown_role",
-                               f"{label}: turn {n} has role {role!r}; expected human/gpt or user/assistant")
-            canon_role = ROLES[role.strip().lower()]
-        role = canon_role
         if type(content) is str:
             text = content
         elif isinstance(content, (list, tuple)):
-            flavour = "openai"
+            inline = True
             text = "".join(_part_text(p, f"{label} turn {n}", part_images) for p in content)
         elif content is None:
             text = ""
@@ -292,9 +300,26 @@ def normalise(record: Any, where: str, fmt: str = "auto", max_turn_chars: int = 
             system = text
             continue
         canon.append({"from": role, "value": text})
-
     if not canon:
         raise Rejected("missing_conversations", f"{label}: only a system prompt, no conversation turns")
+    return canon, system, inline
+
+
+def _role(turn: dict, label: str, n: int) -> str:
+    """The canonical role (human, gpt, system) of a turn's `from` or `role`."""
+    role = turn.get("from")
+    if role is None:
+        role = turn.get("role")
+    canon_role = ROLES.get(role) if type(role) is str else None
+    if canon_role is None:
+        if not isinstance(role, str) or role.strip().lower() not in ROLES:
+            raise Rejected("unknown_role", f"{label}: turn {n} has role {role!r}; expected human/gpt or user/assistant")
+        canon_role = ROLES[role.strip().lower()]
+    return canon_role
+
+
+def _check_turns(canon: list[dict], label: str, max_turn_chars: int) -> int:
+    """Check order, text and placeholders of the turns; the number of image placeholders."""
     placeholders = 0
     want = "human"
     for n, turn in enumerate(canon):
@@ -317,14 +342,21 @@ def normalise(record: Any, where: str, fmt: str = "auto", max_turn_chars: int = 
         placeholders += count
     if want != "human":
         raise Rejected("bad_turn_order", f"{label}: the conversation ends with a human turn that has no answer")
+    return placeholders
 
-    if system is None:
-        top = record.get("system")
-        if isinstance(top, str) and top:
-            system = top
-        elif top is not None and not isinstance(top, str):
-            raise Rejected("malformed_record", f"{label}: system must be a string, got {type(top).__name__}")
 
+def _top_level_system(record: dict, label: str) -> str | None:
+    top = record.get("system")
+    if isinstance(top, str) and top:
+        return top
+    if top is not None and not isinstance(top, str):
+        raise Rejected("malformed_record", f"{label}: system must be a string, got {type(top).__name__}")
+    return None
+
+
+def _images(record: dict, label: str, part_images: list[ImageRef], canon: list[dict], placeholders: int) -> list:
+    """The sample's images (the `images` field or content parts, not both), matched to the placeholders;
+    a text without any placeholder gets them prepended to its first turn."""
     images = _top_level_images(record, label)
     if part_images:
         if images:
@@ -332,12 +364,9 @@ def normalise(record: Any, where: str, fmt: str = "auto", max_turn_chars: int = 
                            f"{label}: images given both inline as content parts ({len(part_images)}) "
                            f"and in the images field ({len(images)})")
         images = part_images
-
     if images and placeholders == 0:
         canon[0] = {"from": "human", "value": (PLACEHOLDER + "\n") * len(images) + canon[0]["value"]}
     elif placeholders != len(images):
         raise Rejected("image_placeholder_mismatch",
                        f"{label}: {placeholders} {PLACEHOLDER} placeholder(s) for {len(images)} image(s)")
-
-    metadata = {k: v for k, v in record.items() if k not in KNOWN_FIELDS}
-    return Sample(raw_id, system, canon, images, flavour, metadata)
+    return images

@@ -26,6 +26,7 @@ from mmssr_core.schema import (
     RAW_POOL_SCHEMA,
     RAW_POOL_TABLE,
     REASONS,
+    SOURCE_UNIT,
 )
 from mmssr_core.store import Store, StoreBusy, StoreError, check_name, remove_orphan_temps
 
@@ -328,7 +329,7 @@ def ingest_source(
         raise IngestError(f"image root {root} is not a folder")
     reader = open_reader(pool_file, "parquet" if fmt == "parquet" else None, json_stream_threshold, max_record_bytes)
     try:
-        tx = store.transaction("source", source, wait=lock_wait)
+        tx = store.transaction(SOURCE_UNIT, source, wait=lock_wait)
         tx.__enter__()
     except StoreBusy as exc:
         raise IngestError(f"cannot ingest now: {exc}") from None
@@ -387,9 +388,9 @@ def _result(run: _SourceRun, store: Store, pool_file: Path, reader, root: Path, 
     return IngestResult(
         source=run.source, read=n.read, accepted=n.accepted, quarantined=n.quarantined,
         reasons=dict(sorted(n.reasons.items())), text_only=n.text_only, duplicate_content=n.duplicates,
-        paths={"raw_pool": str(store.path(RAW_POOL_TABLE, run.source)),
-               "quarantine": str(store.path(QUARANTINE_TABLE, run.source)),
-               "ingest_stats": str(store.path(INGEST_STATS_TABLE, run.source, ".json"))},
+        paths={RAW_POOL_TABLE: str(store.path(RAW_POOL_TABLE, run.source)),
+               QUARANTINE_TABLE: str(store.path(QUARANTINE_TABLE, run.source)),
+               INGEST_STATS_TABLE: str(store.path(INGEST_STATS_TABLE, run.source, ".json"))},
         input=str(pool_file), container=reader.container, format=fmt_name, image_root=str(root),
         images={**checker.stats(), "unique": len(checker._by_file) + len(checker._by_sha)},
         seconds=round(time.perf_counter() - started, 3),

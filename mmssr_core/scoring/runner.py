@@ -30,6 +30,7 @@ from mmssr_core.schema import (
     FAILURE_TABLE,
     RAW_POOL_TABLE,
     SCORER_COLUMN,
+    SCORES_UNIT,
     STYLE_TABLE,
     argmax_column,
 )
@@ -346,7 +347,7 @@ def _commit_outputs(store: Store, source: str, pool: pl.DataFrame, cache: ScoreC
     )
     count = dict(status.value_counts().iter_rows())
     fail_df = _failure_table(pool, ok, bad, wanted, complete_now, label)
-    with store.transaction("scores", source) as tx:
+    with store.transaction(SCORES_UNIT, source) as tx:
         if _fingerprint(_read_pool(store, source)) != _fingerprint(pool):  # a re-ingest landed meanwhile
             raise StoreError(f"the raw pool of {source!r} changed while it was being scored; its results are "
                              f"in the cache: run the scoring again to score the current pool")

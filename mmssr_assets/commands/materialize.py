@@ -1,7 +1,9 @@
 """`mmssr materialize`: every asset for every source under the sources root, through Dagster.
 
-The work happens in `mmssr_assets.materialize` (imported only here, so `mmssr --help` stays light);
-this module only parses arguments and prints.
+Registered as the `materialize` entry point of the `mmssr.commands` group (pyproject.toml), so the core's
+command line runs it without importing this package by name. The work happens in
+`mmssr_assets.materialize` (imported in `run`, so `mmssr --help` stays light); this module only parses
+arguments and prints.
 """
 
 from __future__ import annotations
@@ -10,13 +12,17 @@ import os
 import sys
 from pathlib import Path
 
-from mmssr_core.cli import CommandError, print_json_line
+from mmssr_core.cli import CommandError, add_store_argument, print_json_line
+from mmssr_core.cli import store_root as cli_store_root
+from mmssr_core.progress import Progress
+
+HELP = "materialize the whole Dagster graph headlessly"
 
 
 def add_arguments(p) -> None:
     p.add_argument("--sources", help="sources root: one sub-folder per source "
                    "(default: $MMSSR_SOURCES_ROOT or examples/sources)")
-    p.add_argument("--store", help="store root (default: $MMSSR_STORE or ./store)")
+    add_store_argument(p)
     p.add_argument("--backend", help="scoring backend: rules | transformers | vllm | openai "
                    "(default: $MMSSR_BACKEND or rules); model via $MMSSR_MODEL, server via $MMSSR_BASE_URL")
     p.add_argument("--model", help="model path or name for the backend (default: $MMSSR_MODEL)")
@@ -24,12 +30,13 @@ def add_arguments(p) -> None:
                    "or <store>/recipes.toml)")
     p.add_argument("--only", nargs="+", metavar="SOURCE", help="materialize only these sources")
     p.add_argument("--batch-size", type=int, default=8, help="samples per scoring call (default 8)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no step lines or bar on stderr (default: a bar of the steps on a terminal, and a line per step)")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
 def run(args) -> int:
     from mmssr_core.recipes import RecipeError, load_recipes
-    from mmssr_core.store import default_store_root
 
     sources_root = Path(args.sources) if args.sources else None
     if sources_root is None:
@@ -38,7 +45,7 @@ def run(args) -> int:
         sources_root = default_sources_root()
     if not sources_root.is_dir():
         raise CommandError(f"sources root {sources_root} is not a folder")
-    store_root = Path(args.store).resolve() if args.store else default_store_root()
+    store_root = cli_store_root(args)
     if args.batch_size < 1:
         raise CommandError("--batch-size must be >= 1")
     try:
@@ -71,10 +78,16 @@ def run(args) -> int:
     scorer = default_scorer()
     if args.backend or args.model:
         scorer = scorer.model_copy(update={k: v for k, v in (("backend", args.backend), ("model", args.model)) if v})
-    summary = materialize_all(
-        sources_root=sources_root, store_root=store_root, scorer=scorer, recipes=recipes,
-        batch_size=args.batch_size, only=args.only,
-    )
+    # the step lines say the same as plain progress lines would: off a terminal only they are written
+    bar = Progress("materialize", unit="steps", enabled=not args.no_progress, plain_updates=False)
+    try:
+        summary = materialize_all(
+            sources_root=sources_root, store_root=store_root, scorer=scorer, recipes=recipes,
+            batch_size=args.batch_size, only=args.only, progress=bar.message,
+            on_step=lambda done, total: bar.update(done, total),
+        )
+    finally:
+        bar.close()
     if args.json:
         print_json_line(summary.to_dict())
     else:
@@ -83,6 +96,8 @@ def run(args) -> int:
 
 
 def _print_human(s) -> None:
+    from mmssr_core.schema import SELECTIONS_TABLE
+
     print(f"\n{'source':<28} {'accepted':>9} {'quarant.':>9} {'scored':>7} {'cached':>7} {'failed':>7}")
     for name, r in s.sources.items():
         print(f"{name:<28} {r['accepted'] or 0:>9} {r['quarantined'] or 0:>9} {r['scored'] or 0:>7} "
@@ -95,7 +110,7 @@ def _print_human(s) -> None:
     print(f"\nchecks: {len(s.checks) - len(failed)}/{len(s.checks)} passed" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     for f in s.failures:
         print(f"error: {f}")
-    print(f"\nsubsets: {Path(s.store) / 'selections'}/<recipe>.parquet")
+    print(f"\nsubsets: {Path(s.store) / SELECTIONS_TABLE}/<recipe>.parquet")
     for name, r in s.reports.items():
         print(f"report {name}: {r.get('html')}")
     home = s.dagster_home or str(Path.cwd() / ".dagster_home")

@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from mmssr_core.scoring import testserver as base
-from mmssr_core.scoring.testserver import TestServer, _chat_response, _seed, request_text
+from mmssr_core.testing import testserver as base
+from mmssr_core.testing.testserver import TestServer, _chat_response, _seed, request_text
 from mmssr_core.taxonomy import Taxonomy
+from mmssr_core.teacher.prompt import TEACHER_SYSTEM_PROMPT
 
 TEACHER_FAULTS = ("malformed_json", "out_of_range", "unknown_style", "partial_answer", "fenced_json", "empty")
 
@@ -137,8 +138,6 @@ class TeacherTestServer(TestServer):
 
     @staticmethod
     def is_teacher(body: dict) -> bool:
-        from mmssr_core.teacher import TEACHER_SYSTEM_PROMPT
-
         for m in body.get("messages") or []:
             if m.get("role") == "system" and m.get("content") == TEACHER_SYSTEM_PROMPT:
                 return True
