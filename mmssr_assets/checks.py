@@ -11,11 +11,19 @@ import dagster as dg
 import polars as pl
 import pyarrow.parquet as pq
 
-from mmssr_assets.assets.selection import SELECTIONS_TABLE
-from mmssr_assets.metadata import md_table
+from mmssr_assets.metadata import table
 from mmssr_assets.partitions import recipes_partitions, sources_partitions
-from mmssr_assets.resources import ScorerResource, StoreResource
+from mmssr_assets.resources import RecipesResource, ScorerResource, StoreResource
 from mmssr_core.recipes import Recipe
+from mmssr_core.schema import (
+    CAPABILITY_TABLE,
+    FAILURE_TABLE,
+    INGEST_STATS_TABLE,
+    QUARANTINE_TABLE,
+    RAW_POOL_TABLE,
+    SELECTIONS_TABLE,
+    STYLE_TABLE,
+)
 from mmssr_core.store import Store, StoreError
 
 N_EXAMPLES = 5
@@ -35,10 +43,10 @@ def _fail(description: str, **metadata) -> dg.AssetCheckResult:
 def rows_conserved(st: Store, source: str) -> dg.AssetCheckResult:
     """read = accepted + quarantined, and the Parquet partitions hold exactly those rows."""
     try:
-        stats = st.read_json("ingest_stats", source)
+        stats = st.read_json(INGEST_STATS_TABLE, source)
     except (StoreError, ValueError) as exc:
         return _fail(f"no ingest stats for source {source!r}: {exc}")
-    raw_rows, q_rows = _rows(st, "raw_pool", source), _rows(st, "quarantine", source)
+    raw_rows, q_rows = _rows(st, RAW_POOL_TABLE, source), _rows(st, QUARANTINE_TABLE, source)
     read, accepted, quarantined = int(stats["read"]), int(stats["accepted"]), int(stats["quarantined"])
     meta = {"read": read, "accepted": accepted, "quarantined": quarantined,
             "raw_pool_rows": raw_rows, "quarantine_rows": q_rows}
@@ -57,17 +65,17 @@ def rows_conserved(st: Store, source: str) -> dg.AssetCheckResult:
 
 def scores_complete(st: Store, source: str, capability_keys: list[str]) -> dg.AssetCheckResult:
     """Every accepted sample has a score for every capability, or a recorded failure."""
-    if not st.exists("capability_scores", source):
+    if not st.exists(CAPABILITY_TABLE, source):
         return _fail(f"no capability_scores partition for source {source!r}")
-    pool = st.read("raw_pool", source).select("id")
-    caps = st.read("capability_scores", source)
+    pool = st.read(RAW_POOL_TABLE, source).select("id")
+    caps = st.read(CAPABILITY_TABLE, source)
     missing_cols = [k for k in capability_keys if k not in caps.columns]
     if missing_cols:
         return _fail(f"capability_scores/{source} lacks columns {missing_cols}", missing_columns=", ".join(missing_cols))
     complete = caps.filter(pl.all_horizontal([pl.col(k).is_not_null() for k in capability_keys])).select("id")
     failed = (
-        st.read("score_failures", source).select("id").unique()
-        if st.exists("score_failures", source)
+        st.read(FAILURE_TABLE, source).select("id").unique()
+        if st.exists(FAILURE_TABLE, source)
         else pl.DataFrame(schema={"id": pl.Utf8})
     )
     unexplained = pool.join(complete, on="id", how="anti").join(failed, on="id", how="anti")
@@ -87,20 +95,20 @@ def scores_complete(st: Store, source: str, capability_keys: list[str]) -> dg.As
 
 def styles_in_label_set(st: Store, source: str, labels: list[str]) -> dg.AssetCheckResult:
     """Every style label is one of the taxonomy's labels; every accepted sample has a row."""
-    if not st.exists("style_labels", source):
+    if not st.exists(STYLE_TABLE, source):
         return _fail(f"no style_labels partition for source {source!r}")
-    styles = st.read("style_labels", source)
+    styles = st.read(STYLE_TABLE, source)
     bad = (
         styles.select("id", "styles").explode("styles").drop_nulls("styles")
         .filter(~pl.col("styles").is_in(list(labels)))
     )
-    pool_rows = _rows(st, "raw_pool", source)
+    pool_rows = _rows(st, RAW_POOL_TABLE, source)
     meta = {"rows": styles.height, "accepted": pool_rows, "labelled": styles["styles"].drop_nulls().len(),
             "bad_labels": bad.height}
     if bad.height:
         return _fail(
             f"source {source!r}: {bad.height} style labels outside the label set",
-            examples=dg.MetadataValue.md(md_table(["id", "label"], bad.head(N_EXAMPLES).rows())), **meta,
+            examples=table([("id", "string"), ("label", "string")], bad.head(N_EXAMPLES).rows()), **meta,
         )
     if styles.height != pool_rows:
         return _fail(f"source {source!r}: style_labels has {styles.height} rows for {pool_rows} accepted samples", **meta)
@@ -135,17 +143,17 @@ def ids_in_pool(st: Store, recipe: str) -> dg.AssetCheckResult:
         return _fail(f"no selection for recipe {recipe!r}")
     sel = st.read(SELECTIONS_TABLE, recipe).select("id", "source")
     sources = sorted(sel["source"].unique().to_list())
-    absent = [s for s in sources if not st.exists("raw_pool", s)]
+    absent = [s for s in sources if not st.exists(RAW_POOL_TABLE, s)]
     if absent:
         return _fail(f"recipe {recipe!r}: sources {absent} have no raw_pool partition", missing_sources=", ".join(absent))
-    pool = st.scan("raw_pool", sources).select("id", "source").collect() if sources else sel.clear()
+    pool = st.scan(RAW_POOL_TABLE, sources).select("id", "source").collect() if sources else sel.clear()
     missing = sel.join(pool, on=["id", "source"], how="anti")
     dupes = sel.height - sel.unique().height
     meta = {"selected": sel.height, "missing": missing.height, "duplicates": dupes}
     if missing.height or dupes:
         return _fail(
             f"recipe {recipe!r}: {missing.height} ids not in the pool, {dupes} duplicates",
-            examples=dg.MetadataValue.md(md_table(["id", "source"], missing.head(N_EXAMPLES).rows())), **meta,
+            examples=table([("id", "string"), ("source", "string")], missing.head(N_EXAMPLES).rows()), **meta,
         )
     return dg.AssetCheckResult(passed=True, metadata=meta)
 
@@ -168,7 +176,7 @@ def one_per_duplicate_group(st: Store, recipe: Recipe) -> dg.AssetCheckResult:
     if repeated.height:
         rows = [(g, ", ".join(m)) for g, m in repeated.head(N_EXAMPLES).iter_rows()]
         return _fail(f"recipe {recipe.name!r}: {repeated.height} duplicate groups have several selected members",
-                     examples=dg.MetadataValue.md(md_table(["group", "selected members"], rows)), **meta)
+                     examples=table([("group", "string"), ("selected members", "string")], rows), **meta)
     return dg.AssetCheckResult(passed=True, metadata=meta, description="at most one sample per duplicate group")
 
 
@@ -193,28 +201,25 @@ def style_labels_in_label_set(context: dg.AssetCheckExecutionContext, store: Sto
     return styles_in_label_set(store.store(), context.partition_key, list(scorer.taxonomy().styles))
 
 
-def build_recipe_checks(recipes: list[Recipe]) -> list[dg.AssetChecksDefinition]:
-    parts = recipes_partitions(recipes)
+@dg.asset_check(asset="selected_subset", partitions_def=recipes_partitions, blocking=True,
+                description="the subset has exactly its budget, or reports why it is short")
+def selected_subset_budget(context: dg.AssetCheckExecutionContext, store: StoreResource) -> dg.AssetCheckResult:
+    return budget_met(store.store(), context.partition_key)
 
-    @dg.asset_check(asset="selected_subset", partitions_def=parts, blocking=True,
-                    description="the subset has exactly its budget, or reports why it is short")
-    def selected_subset_budget(context: dg.AssetCheckExecutionContext, store: StoreResource) -> dg.AssetCheckResult:
-        return budget_met(store.store(), context.partition_key)
 
-    @dg.asset_check(asset="selected_subset", partitions_def=parts, blocking=True,
-                    description="every selected (source, id) exists in the raw pool, without duplicates")
-    def selected_subset_ids_in_pool(context: dg.AssetCheckExecutionContext, store: StoreResource) -> dg.AssetCheckResult:
-        return ids_in_pool(store.store(), context.partition_key)
+@dg.asset_check(asset="selected_subset", partitions_def=recipes_partitions, blocking=True,
+                description="every selected (source, id) exists in the raw pool, without duplicates")
+def selected_subset_ids_in_pool(context: dg.AssetCheckExecutionContext, store: StoreResource) -> dg.AssetCheckResult:
+    return ids_in_pool(store.store(), context.partition_key)
 
-    by_name = {r.name: r for r in recipes}
 
-    @dg.asset_check(asset="selected_subset", partitions_def=parts, blocking=True,
-                    description="at most one selected sample per duplicate group")
-    def selected_subset_one_per_duplicate_group(context: dg.AssetCheckExecutionContext,
-                                                store: StoreResource) -> dg.AssetCheckResult:
-        return one_per_duplicate_group(store.store(), by_name[context.partition_key])
-
-    return [selected_subset_budget, selected_subset_ids_in_pool, selected_subset_one_per_duplicate_group]
+@dg.asset_check(asset="selected_subset", partitions_def=recipes_partitions, blocking=True,
+                description="at most one selected sample per duplicate group")
+def selected_subset_one_per_duplicate_group(context: dg.AssetCheckExecutionContext, store: StoreResource,
+                                            recipes: RecipesResource) -> dg.AssetCheckResult:
+    st = store.store()
+    return one_per_duplicate_group(st, recipes.get(context.partition_key, st.root))
 
 
 SOURCE_CHECKS = [raw_pool_rows_conserved, capability_scores_complete, style_labels_in_label_set]
+RECIPE_CHECKS = [selected_subset_budget, selected_subset_ids_in_pool, selected_subset_one_per_duplicate_group]

@@ -2,10 +2,12 @@
 
 Same `Definitions` (assets, checks, resources) the UI loads, executed in-process against a real
 `DagsterInstance` ($DAGSTER_HOME when set, so the UI later shows these runs; else an ephemeral one):
-1. every source folder under the sources root becomes a `sources` partition (missing ones are added);
-2. one `ingest_and_score` run per source (raw_pool -> capability_scores + style_labels + checks);
-3. one `select_and_report` run per recipe (scores_table once, then selected_subset -> eval_report +
-   checks).
+1. every source folder under the sources root becomes a `sources` partition and every recipe a `recipes`
+   partition (missing ones are added);
+2. one `ingest_and_score` run per source (source_folder observed -> raw_pool -> capability_scores +
+   style_labels + checks);
+3. one `select_and_report` run per recipe (scores_table and duplicates once, then recipe observed ->
+   selected_subset -> eval_report + checks).
 A failing source or recipe is reported and the rest go on; the exit status says whether all passed.
 """
 
@@ -21,10 +23,13 @@ from typing import Callable
 
 import dagster as dg
 
+from mmssr_assets.assets.observed import RECIPE
 from mmssr_assets.definitions import build_definitions
+from mmssr_assets.freshness import changed_observations, report
 from mmssr_assets.jobs import INGEST_AND_SCORE, SELECT_AND_REPORT
-from mmssr_assets.partitions import SOURCES
+from mmssr_assets.partitions import RECIPES, SOURCES
 from mmssr_assets.resources import ScorerResource, default_scorer
+from mmssr_assets.versions import recipe_version
 from mmssr_core.recipes import Recipe, load_recipes
 from mmssr_core.store import Store
 
@@ -90,14 +95,18 @@ def _run_error(result) -> str:
     return "run failed"
 
 
+# The repository's instance settings (SQLite, the gpu pool, run retries): the folder `DAGSTER_HOME` points
+# at in the documented commands. An empty $DAGSTER_HOME elsewhere gets a copy.
+INSTANCE_YAML = Path(__file__).resolve().parent.parent / ".dagster_home" / "dagster.yaml"
+
+
 def get_instance() -> dg.DagsterInstance:
     """$DAGSTER_HOME's instance when set (runs show up in the UI), else an ephemeral one."""
     if os.environ.get("DAGSTER_HOME"):
         home = Path(os.environ["DAGSTER_HOME"])
         home.mkdir(parents=True, exist_ok=True)
-        repo_yaml = Path(__file__).resolve().parent.parent / "dagster.yaml"
-        if not (home / "dagster.yaml").exists() and repo_yaml.exists():
-            shutil.copyfile(repo_yaml, home / "dagster.yaml")
+        if not (home / "dagster.yaml").exists() and INSTANCE_YAML.is_file():
+            shutil.copyfile(INSTANCE_YAML, home / "dagster.yaml")
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
 
@@ -129,11 +138,12 @@ def materialize_all(
 
     found = discover_sources(sources_root)
     names = [s for s in found if only is None or s in only]
-    known = set(instance.get_dynamic_partitions(SOURCES))
-    missing = [s for s in names if s not in known]
-    if missing:
-        instance.add_dynamic_partitions(SOURCES, missing)
-        say(f"added {len(missing)} source partition(s): {', '.join(missing)}")
+    for kind, keys in ((SOURCES, names), (RECIPES, [r.name for r in recipes])):
+        known = set(instance.get_dynamic_partitions(kind))
+        missing = [k for k in keys if k not in known]
+        if missing:
+            instance.add_dynamic_partitions(kind, missing)
+            say(f"added {len(missing)} {kind} partition(s): {', '.join(missing)}")
 
     total = len(names) + len(recipes)
     step = 0
@@ -174,8 +184,11 @@ def materialize_all(
 
     summary.stage_seconds["sources"] = time.monotonic() - t0
     t_recipes = time.monotonic()
+    # every recipe observed before the first run rebuilds the pool-wide tables, so the later recipes' runs
+    # (which observe their recipe again, unchanged) leave the duplicate groups fresh
+    report(instance, changed_observations(instance, RECIPE, {r.name: recipe_version(r) for r in recipes}))
     select_job = defs.resolve_job_def(SELECT_AND_REPORT)
-    without_table = [dg.AssetKey("selected_subset"), dg.AssetKey("eval_report")]
+    without_table = [dg.AssetKey("recipe"), dg.AssetKey("selected_subset"), dg.AssetKey("eval_report")]
     for i, recipe in enumerate(recipes):
         step += 1
         t = time.monotonic()
@@ -185,7 +198,7 @@ def materialize_all(
             instance=instance,
             run_config=QUIET,
             raise_on_error=False,
-            # the pool-wide scores table is rebuilt once, in the first recipe's run
+            # the pool-wide scores table and duplicate groups are rebuilt once, in the first recipe's run
             asset_selection=None if i == 0 else without_table,
             tags={"mmssr/trigger": "materialize"},
         )

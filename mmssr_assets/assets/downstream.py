@@ -2,8 +2,9 @@
 reference every share is relative to) and `downstream_eval` (the paper's table over all stored results).
 
 Training is your command (`DownstreamResource.command`, default $MMSSR_TRAIN_EVAL_CMD), run as a
-subprocess per recipe by `mmssr_core.downstream`; these assets are never part of the scheduled jobs
-(a run trains a model), materialize them on purpose.
+subprocess per recipe by `mmssr_core.downstream`. These assets are never part of the scheduled jobs (a
+run trains a model) and are not in the default graph: the code location adds them when
+$MMSSR_DOWNSTREAM=on (or `build_definitions(downstream=True)`); materialize them on purpose.
 """
 
 
@@ -12,13 +13,14 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from mmssr_assets.assets.selection import SELECTIONS_TABLE
-from mmssr_assets.metadata import md_table
+from mmssr_assets.metadata import frame_table, table
 from mmssr_assets.partitions import OWNERS, RECIPE_BACKFILL_POLICY, recipes_partitions
-from mmssr_assets.resources import StoreResource
-from mmssr_core.recipes import Recipe
+from mmssr_assets.resources import RecipesResource, StoreResource
+from mmssr_core.schema import RAW_POOL_TABLE, SELECTIONS_TABLE
 
 GROUP = "downstream"
+_ON_PURPOSE = (" Not run by the demo, any job or schedule: it trains a model with your command "
+               "($MMSSR_TRAIN_EVAL_CMD), so it stays unmaterialized until you launch it.")
 
 
 class DownstreamResource(dg.ConfigurableResource):
@@ -47,10 +49,10 @@ def _run(context, st, name: str, selection, downstream: DownstreamResource, meth
     try:
         command = downstream.train_eval()
         command.words()
-        if not st.partitions("raw_pool"):
+        if not st.partitions(RAW_POOL_TABLE):
             raise dg.Failure("no raw_pool in the store: materialize raw_pool first")
         if selection is None:
-            selection = st.scan("raw_pool").select("id", "source").collect()
+            selection = st.scan(RAW_POOL_TABLE).select("id", "source").collect()
         values = D.export_for_training(
             st, name, selection, st.table_dir(D.RESULTS_TABLE) / "data" / name, fmt=downstream.export_format
         )
@@ -58,7 +60,8 @@ def _run(context, st, name: str, selection, downstream: DownstreamResource, meth
     except D.DownstreamError as exc:
         raise dg.Failure(str(exc)) from None
     meta = {
-        "benchmarks": dg.MetadataValue.md(md_table(["benchmark", "score"], sorted(rec["benchmarks"].items()))),
+        "benchmarks": table([("benchmark", "string"), ("score", "float")],
+                            [(b, float(v)) for b, v in sorted(rec["benchmarks"].items())]),
         "train_samples": selection.height,
         "run_dir": dg.MetadataValue.path(rec["run_dir"]),
         "dataset": dg.MetadataValue.path(values["dataset"]),
@@ -69,13 +72,11 @@ def _run(context, st, name: str, selection, downstream: DownstreamResource, meth
     return dg.MaterializeResult(metadata=meta)
 
 
-def build_downstream_assets(recipes: list[Recipe], selected_subset: dg.AssetsDefinition) -> list[dg.AssetsDefinition]:
-    by_name = {r.name: r for r in recipes}
-
+def build_downstream_assets() -> list[dg.AssetsDefinition]:
     @dg.asset(
-        partitions_def=recipes_partitions(recipes),
+        partitions_def=recipes_partitions,
         backfill_policy=RECIPE_BACKFILL_POLICY,
-        deps=[selected_subset],
+        deps=["selected_subset"],
         group_name=GROUP,
         kinds={"python"},
         owners=OWNERS,
@@ -83,12 +84,13 @@ def build_downstream_assets(recipes: list[Recipe], selected_subset: dg.AssetsDef
         description=(
             "Train and evaluate on one recipe's subset: export it (LLaVA JSON + LLaMA-Factory dataset_info.json), "
             "run the configured command, store its benchmark results as `downstream/<recipe>.json`. "
-            "A failed run keeps the earlier results."
+            "A failed run keeps the earlier results." + _ON_PURPOSE
         ),
     )
-    def downstream_run(context: dg.AssetExecutionContext, store: StoreResource, downstream: DownstreamResource) -> dg.MaterializeResult:
-        recipe = by_name[context.partition_key]
+    def downstream_run(context: dg.AssetExecutionContext, store: StoreResource, downstream: DownstreamResource,
+                       recipes: RecipesResource) -> dg.MaterializeResult:
         st = store.store()
+        recipe = recipes.get(context.partition_key, st.root)
         if not st.exists(SELECTIONS_TABLE, recipe.name):
             raise dg.Failure(f"no selection for recipe {recipe.name!r}: materialize selected_subset first")
         selection = st.read(SELECTIONS_TABLE, recipe.name)
@@ -100,7 +102,7 @@ def build_downstream_assets(recipes: list[Recipe], selected_subset: dg.AssetsDef
         kinds={"python"},
         owners=OWNERS,
         tags={"stage": "downstream"},
-        description="Train and evaluate on the whole pool: the full-data reference of the paper's table.",
+        description="Train and evaluate on the whole pool: the full-data reference of the paper's table." + _ON_PURPOSE,
     )
     def downstream_full_run(context: dg.AssetExecutionContext, store: StoreResource, downstream: DownstreamResource) -> dg.MaterializeResult:
         return _run(context, store.store(), downstream.full_recipe, None, downstream, "full", None)
@@ -113,7 +115,8 @@ def build_downstream_assets(recipes: list[Recipe], selected_subset: dg.AssetsDef
         tags={"stage": "downstream"},
         description=(
             "The paper's table from every stored results file: per benchmark score and share of the full-data "
-            "run, mean share, and benchmarks beaten over random at the same budget."
+            "run, mean share, and benchmarks beaten over random at the same budget. Materialize it after "
+            "downstream_run (and downstream_full_run) wrote results."
         ),
     )
     def downstream_eval(context: dg.AssetExecutionContext, store: StoreResource, downstream: DownstreamResource) -> dg.MaterializeResult:
@@ -126,7 +129,7 @@ def build_downstream_assets(recipes: list[Recipe], selected_subset: dg.AssetsDef
         df = D.paper_table(records, full=downstream.full_recipe)
         path = st.write(D.RESULTS_TABLE, "table", df)
         meta = {
-            "table": dg.MetadataValue.md(D.table_markdown(df)),
+            "table": frame_table(df, None),
             "recipes": len(records),
             "has_full_run": downstream.full_recipe in records,
             "path": dg.MetadataValue.path(str(path)),
