@@ -168,3 +168,29 @@ def wait_backfill(dev: DagsterDev, backfill_id: str, timeout: float = 240) -> di
             return last
         time.sleep(2)
     raise AssertionError(f"backfill {backfill_id} not done after {timeout}s: {last}\n{dev.tail()}")
+
+
+def stale_map(instance, defs) -> dict[str, str]:
+    """Every asset partition of `defs` that Dagster does not report FRESH: "key[partition]" -> status
+    (STALE or MISSING), read through the stale-status resolver the UI uses."""
+    from mmssr_assets.freshness import Freshness
+
+    graph = defs.resolve_asset_graph()
+    fresh = Freshness(instance, graph)
+    out = {}
+    for key in sorted(graph.get_all_asset_keys()):
+        node = graph.get(key)
+        if node.is_external:
+            continue
+        parts = node.partitions_def.get_partition_keys(dynamic_partitions_store=instance) if node.partitions_def else [None]
+        for p in parts:
+            status = fresh.status(key, p)
+            if status != "FRESH":
+                out[key.to_user_string() + (f"[{p}]" if p else "")] = status
+    return out
+
+
+def record_events(instance, result) -> None:
+    """Persist the asset events a sensor evaluated in a test returned (the daemon does it in production)."""
+    for event in getattr(result, "asset_events", None) or []:
+        instance.report_runless_asset_event(event)

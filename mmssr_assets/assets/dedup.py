@@ -36,7 +36,7 @@ def _examples(st, summary: dict, limit: int = 5) -> dg.MetadataValue:
 
 
 @dg.asset(
-    deps=[scores_table, "recipe"],
+    deps=[scores_table],  # recipes' dedup settings are read at run time; an edited recipe's run rebuilds it
     code_version=source_code_version("mmssr_core.dedup"),
     group_name="selection",
     kinds={"polars", "parquet"},

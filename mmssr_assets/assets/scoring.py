@@ -139,7 +139,9 @@ def _outputs(st, source: str, result, scorer: ScorerResource):
 
     def version(targets) -> dg.DataVersion:
         failed = [] if failures is None else failures.filter(targets)["id"].unique().to_list()
-        return dg.DataVersion(scores_version(result.identity, pool, failed))
+        # the label, the backend's digest (checkpoint revision, settings) and the configured identity
+        identity = f"{result.identity}|{result.digest}|{scorer.fingerprint()}"
+        return dg.DataVersion(scores_version(identity, pool, failed))
 
     caps = st.read(CAPABILITY_TABLE, source)
     keys = [k for k in taxonomy.keys if k in caps.columns]
