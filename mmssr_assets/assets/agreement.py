@@ -11,7 +11,7 @@ import base64
 import dagster as dg
 
 from mmssr_assets.assets.selection import SCORES_PARTITION, scores_table
-from mmssr_assets.metadata import backends_of, scorer_metadata, table
+from mmssr_assets.metadata import scores_scorer_metadata, table
 from mmssr_assets.partitions import OWNERS
 from mmssr_assets.resources import ScorerResource, StoreResource
 from mmssr_assets.versions import source_code_version
@@ -80,7 +80,7 @@ def scorer_agreement(context: dg.AssetExecutionContext, store: StoreResource, sc
         "integer_accuracy": num(result.accuracy),
         "style_micro_f1": num(styles.get("micro_f1")),
         "primary_style_accuracy": num(styles.get("primary_accuracy")),
-        **scorer_metadata(result.scorer, backends_of(result.scorer)),
+        **scores_scorer_metadata(result.scorer.split(" | ")),
         "teacher": dg.MetadataValue.text(result.teacher),
         "summary": dg.MetadataValue.path(str(paths["json"])),
     }
