@@ -18,6 +18,7 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver, S
 from dagster._time import get_current_datetime
 
 DATA_VERSION_TAG = "dagster/data_version"  # the tag an observation carries its data version in
+NULL_EVENT_POINTER = "NULL"  # an input pointer of a materialization that read no event of that input
 FRESH, STALE, MISSING = StaleStatus.FRESH.value, StaleStatus.STALE.value, StaleStatus.MISSING.value
 
 
@@ -67,6 +68,18 @@ class Freshness:
         """The current data version, or None when never materialized or observed."""
         return latest_version(self.instance, key, partition, observed=self.asset_graph.get(_key(key)).is_external)
 
+    def unobserved_input(self, key, partition: str | None = None) -> str | None:
+        """The observed input `key`'s latest materialization read no observation of (it was materialized
+        before the input was ever observed), else None. Dagster cannot tell such a partition stale later:
+        it compares the observations recorded after the one the materialization read."""
+        record = self.instance.get_latest_data_version_record(_key(key), is_source=False, partition_key=partition)
+        tags = (record.event_log_entry.tags or {}) if record else {}
+        for parent in self.asset_graph.get(_key(key)).parent_keys:
+            if self.asset_graph.get(parent).is_observable and tags.get(
+                    f"dagster/input_event_pointer/{parent.to_user_string()}", NULL_EVENT_POINTER) == NULL_EVENT_POINTER:
+                return parent.to_user_string()
+        return None
+
     def due(self, keys, partition: str | None = None) -> str | None:
         """The first reason any of `keys` (of one partition) needs a run, or None when all are fresh."""
         for key in keys:
@@ -76,6 +89,9 @@ class Freshness:
             if state == STALE:
                 causes = self.causes(key, partition)
                 return causes[0] if causes else f"{_key(key).to_user_string()} stale"
+            unobserved = self.unobserved_input(key, partition)
+            if unobserved:
+                return f"{_key(key).to_user_string()} was materialized before {unobserved} was observed"
         return None
 
 

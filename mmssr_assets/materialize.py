@@ -23,14 +23,15 @@ from typing import Callable
 
 import dagster as dg
 
-from mmssr_assets.assets.observed import RECIPE
+from mmssr_assets.assets.observed import RECIPE, SOURCE_FOLDER
 from mmssr_assets.definitions import build_definitions
 from mmssr_assets.freshness import changed_observations, report
 from mmssr_assets.jobs import INGEST_AND_SCORE, SELECT_AND_REPORT
 from mmssr_assets.partitions import RECIPES, SOURCES
-from mmssr_assets.resources import ScorerResource, default_scorer
+from mmssr_assets.resources import ScorerResource, SourcesResource, default_scorer
 from mmssr_assets.versions import recipe_version
 from mmssr_core.recipes import Recipe, load_recipes
+from mmssr_core.schema import SELECTIONS_TABLE
 from mmssr_core.store import Store
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -128,100 +129,115 @@ def materialize_all(
     say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     sources_root = Path(sources_root).resolve()
     store_root = Path(store_root).resolve()
-    st = Store(store_root)
     recipes = recipes if recipes is not None else load_recipes(store_root=store_root)
     defs = build_definitions(store_root=store_root, sources_root=sources_root,
                              scorer=scorer or default_scorer(), recipes=recipes)
     instance = instance or get_instance()
     summary = MaterializeSummary(store=str(store_root), sources_root=str(sources_root),
                                  dagster_home=os.environ.get("DAGSTER_HOME"))
+    names = [s for s in discover_sources(sources_root) if only is None or s in only]
+    _register(instance, {SOURCES: names, RECIPES: [r.name for r in recipes]}, say)
+    sources = SourcesResource(root=str(sources_root))
+    report(instance, changed_observations(instance, SOURCE_FOLDER, {s: sources.fingerprint(s) for s in names}))
+    counter = _Counter(len(names) + len(recipes))
+    for name in names:
+        _run_source(defs, instance, name, batch_size, summary, counter, say)
+    summary.stage_seconds["sources"] = time.monotonic() - t0
+    t_recipes = time.monotonic()
+    # every recipe observed before the first run rebuilds the pool-wide tables, so the later recipes' runs
+    # (which observe their recipe again, unchanged) leave the duplicate groups fresh
+    report(instance, changed_observations(instance, RECIPE, {r.name: recipe_version(r) for r in recipes}))
+    for i, recipe in enumerate(recipes):
+        _run_recipe(defs, instance, recipe, Store(store_root), summary, counter, say, pool_tables=i == 0)
+    summary.stage_seconds["recipes"] = time.monotonic() - t_recipes
+    summary.seconds = time.monotonic() - t0
+    return summary
 
-    found = discover_sources(sources_root)
-    names = [s for s in found if only is None or s in only]
-    for kind, keys in ((SOURCES, names), (RECIPES, [r.name for r in recipes])):
+
+@dataclass
+class _Counter:
+    total: int
+    step: int = 0
+
+    def next(self) -> str:
+        self.step += 1
+        return f"[{self.step}/{self.total}]"
+
+
+def _register(instance: dg.DagsterInstance, keys_by_partitions: dict[str, list[str]], say) -> None:
+    """Add the missing dynamic partitions (sources, recipes)."""
+    for kind, keys in keys_by_partitions.items():
         known = set(instance.get_dynamic_partitions(kind))
         missing = [k for k in keys if k not in known]
         if missing:
             instance.add_dynamic_partitions(kind, missing)
             say(f"added {len(missing)} {kind} partition(s): {', '.join(missing)}")
 
-    total = len(names) + len(recipes)
-    step = 0
-    source_job = defs.resolve_job_def(INGEST_AND_SCORE)
-    for name in names:
-        step += 1
-        t = time.monotonic()
-        say(f"[{step}/{total}] source {name}: ingest + score ...")
-        result = source_job.execute_in_process(
-            partition_key=name,
-            instance=instance,
-            run_config={**QUIET, "ops": {"score_source": {"config": {"batch_size": batch_size}}}},
-            raise_on_error=False,
-            tags={"mmssr/trigger": "materialize"},
-        )
-        mats = _materializations(result)
-        raw, caps = mats.get("raw_pool", {}), mats.get("capability_scores", {})
-        summary.sources[name] = {
-            "accepted": raw.get("accepted"),
-            "quarantined": raw.get("quarantined"),
-            "read": raw.get("read"),
-            "scored": caps.get("scored"),
-            "cached": caps.get("cached"),
-            "failed": caps.get("failed"),
-            "computed": caps.get("computed"),
-            "run_id": result.run_id,
-            "success": result.success,
-        }
-        for ev in _checks(result):
-            summary.checks[f"{ev.check_name}[{name}]"] = bool(ev.passed)
-        if not result.success:
-            summary.failures.append(f"source {name}: {_run_error(result)}")
-            say(f"      FAILED: {summary.failures[-1]}")
-        else:
-            say(f"      {raw.get('accepted')} accepted, {raw.get('quarantined')} quarantined; "
-                f"{caps.get('scored')} scored, {caps.get('cached')} cached, {caps.get('failed')} failed "
-                f"({time.monotonic() - t:.1f}s)")
 
-    summary.stage_seconds["sources"] = time.monotonic() - t0
-    t_recipes = time.monotonic()
-    # every recipe observed before the first run rebuilds the pool-wide tables, so the later recipes' runs
-    # (which observe their recipe again, unchanged) leave the duplicate groups fresh
-    report(instance, changed_observations(instance, RECIPE, {r.name: recipe_version(r) for r in recipes}))
-    select_job = defs.resolve_job_def(SELECT_AND_REPORT)
-    without_table = [dg.AssetKey("recipe"), dg.AssetKey("selected_subset"), dg.AssetKey("eval_report")]
-    for i, recipe in enumerate(recipes):
-        step += 1
-        t = time.monotonic()
-        say(f"[{step}/{total}] recipe {recipe.name}: {recipe.describe()} ...")
-        result = select_job.execute_in_process(
-            partition_key=recipe.name,
-            instance=instance,
-            run_config=QUIET,
-            raise_on_error=False,
-            # the pool-wide scores table and duplicate groups are rebuilt once, in the first recipe's run
-            asset_selection=None if i == 0 else without_table,
-            tags={"mmssr/trigger": "materialize"},
-        )
-        mats = _materializations(result)
-        sel = mats.get("selected_subset", {})
-        for ev in _checks(result):
-            summary.checks[f"{ev.check_name}[{recipe.name}]"] = bool(ev.passed)
-        if "selected_subset" in mats:
-            summary.subsets[recipe.name] = {
-                "requested": sel.get("requested"),
-                "selected": sel.get("selected"),
-                "short": sel.get("short"),
-                "reason": None if sel.get("reason") in (None, "-") else sel.get("reason"),
-                "path": str(st.path("selections", recipe.name)),
-            }
-        if "eval_report" in mats:
-            rep = mats["eval_report"]
-            summary.reports[recipe.name] = {"html": rep.get("report_html"), "json": rep.get("report_json")}
-        if not result.success:
-            summary.failures.append(f"recipe {recipe.name}: {_run_error(result)}")
-            say(f"      FAILED: {summary.failures[-1]}")
-        else:
-            say(f"      {sel.get('selected')}/{sel.get('requested')} selected ({time.monotonic() - t:.1f}s)")
-    summary.stage_seconds["recipes"] = time.monotonic() - t_recipes
-    summary.seconds = time.monotonic() - t0
-    return summary
+def _run_source(defs, instance, name: str, batch_size: int, summary: MaterializeSummary, counter, say) -> None:
+    t = time.monotonic()
+    say(f"{counter.next()} source {name}: ingest + score ...")
+    result = defs.resolve_job_def(INGEST_AND_SCORE).execute_in_process(
+        partition_key=name,
+        instance=instance,
+        run_config={**QUIET, "ops": {"score_source": {"config": {"batch_size": batch_size}}}},
+        raise_on_error=False,
+        tags={"mmssr/trigger": "materialize"},
+    )
+    mats = _materializations(result)
+    raw, caps = mats.get("raw_pool", {}), mats.get("capability_scores", {})
+    summary.sources[name] = {
+        "accepted": raw.get("accepted"),
+        "quarantined": raw.get("quarantined"),
+        "read": raw.get("read"),
+        "scored": caps.get("scored"),
+        "cached": caps.get("cached"),
+        "failed": caps.get("failed"),
+        "computed": caps.get("computed"),
+        "run_id": result.run_id,
+        "success": result.success,
+    }
+    for ev in _checks(result):
+        summary.checks[f"{ev.check_name}[{name}]"] = bool(ev.passed)
+    if not result.success:
+        summary.failures.append(f"source {name}: {_run_error(result)}")
+        say(f"      FAILED: {summary.failures[-1]}")
+    else:
+        say(f"      {raw.get('accepted')} accepted, {raw.get('quarantined')} quarantined; "
+            f"{caps.get('scored')} scored, {caps.get('cached')} cached, {caps.get('failed')} failed "
+            f"({time.monotonic() - t:.1f}s)")
+
+
+def _run_recipe(defs, instance, recipe: Recipe, st: Store, summary: MaterializeSummary, counter, say, *,
+                pool_tables: bool) -> None:
+    """One recipe's run; the pool-wide scores table and duplicate groups only when `pool_tables` (the first)."""
+    t = time.monotonic()
+    say(f"{counter.next()} recipe {recipe.name}: {recipe.describe()} ...")
+    result = defs.resolve_job_def(SELECT_AND_REPORT).execute_in_process(
+        partition_key=recipe.name,
+        instance=instance,
+        run_config=QUIET,
+        raise_on_error=False,
+        asset_selection=None if pool_tables else [dg.AssetKey(k) for k in ("recipe", "selected_subset", "eval_report")],
+        tags={"mmssr/trigger": "materialize"},
+    )
+    mats = _materializations(result)
+    sel = mats.get("selected_subset", {})
+    for ev in _checks(result):
+        summary.checks[f"{ev.check_name}[{recipe.name}]"] = bool(ev.passed)
+    if "selected_subset" in mats:
+        summary.subsets[recipe.name] = {
+            "requested": sel.get("requested"),
+            "selected": sel.get("selected"),
+            "short": sel.get("short"),
+            "reason": None if sel.get("reason") in (None, "-") else sel.get("reason"),
+            "path": str(st.path(SELECTIONS_TABLE, recipe.name)),
+        }
+    if "eval_report" in mats:
+        rep = mats["eval_report"]
+        summary.reports[recipe.name] = {"html": rep.get("report_html"), "json": rep.get("report_json")}
+    if not result.success:
+        summary.failures.append(f"recipe {recipe.name}: {_run_error(result)}")
+        say(f"      FAILED: {summary.failures[-1]}")
+    else:
+        say(f"      {sel.get('selected')}/{sel.get('requested')} selected ({time.monotonic() - t:.1f}s)")

@@ -1,8 +1,8 @@
 """Sensors: a new source folder or recipe becomes a partition and a run; a changed one is observed.
 
 `new_sources_sensor` lists the sources root every 30 s: each new folder with a pool file becomes a
-`sources` partition with one `ingest_and_score` run; a registered folder whose files changed gets a new
-observed data version (`source_folder[<source>]`), so the UI marks its `raw_pool` stale at once, and the
+`sources` partition with one `ingest_and_score` run and its first observation; a registered folder whose
+files changed gets a new observed data version (`source_folder[<source>]`), so the UI marks its `raw_pool` stale at once, and the
 rescoring schedule runs it. Folders that did not change are left alone, so adding the 11th domain never
 touches the other ten. `new_recipes_sensor` does the same for recipes (`recipe[<name>]`,
 `select_and_report`).
@@ -57,7 +57,9 @@ def new_sources_sensor(context: dg.SensorEvaluationContext, sources: SourcesReso
     known = set(context.instance.get_dynamic_partitions(SOURCES))
     new = new_sources(found, known)
     versions = {s: sources.fingerprint(s) for s in found}
-    observed = changed_observations(context.instance, SOURCE_FOLDER, {s: v for s, v in versions.items() if s in known})
+    # new folders are observed too: an asset materialized before its input was ever observed could not be
+    # told stale later (Dagster compares observations recorded after the one it read)
+    observed = changed_observations(context.instance, SOURCE_FOLDER, versions)
     if new:
         context.log.info(f"new sources under {root}: {', '.join(new)}")
     requests = [
@@ -83,7 +85,7 @@ def new_recipes_sensor(context: dg.SensorEvaluationContext, store: StoreResource
         return dg.SkipReason(f"recipes cannot be read: {exc}")
     known = set(context.instance.get_dynamic_partitions(RECIPES))
     new = sorted(n for n in defined if n not in known)
-    observed = changed_observations(context.instance, RECIPE, {n: v for n, v in defined.items() if n in known})
+    observed = changed_observations(context.instance, RECIPE, defined)
     scored = context.instance.get_latest_materialization_event(dg.AssetKey("capability_scores")) is not None
     requests = [
         dg.RunRequest(partition_key=n, run_key=f"new-recipe:{n}:{defined[n]}", tags={"mmssr/trigger": "new_recipe"})

@@ -75,7 +75,7 @@ def launch_new_domain_backfill(dev: DagsterDev) -> str:
     params = {
         "title": "new domain",
         "partitionsByAssets": (
-            [{"assetKey": {"path": [a]}, "partitions": rng} for a in SOURCE_ASSETS]
+            [{"assetKey": {"path": [a]}, "partitions": rng} for a in ("source_folder", *SOURCE_ASSETS)]
             + [{"assetKey": {"path": [a]}, "partitions": None} for a in ("scores_table", "duplicates")]
             + [{"assetKey": {"path": [a]}, "partitions": {"range": {"start": RECIPE, "end": RECIPE}}}
                for a in ("selected_subset", "eval_report")]
@@ -99,8 +99,9 @@ def verify_new_domain_backfill(dev: DagsterDev, backfill_id: str, store_root) ->
         assert start == end, tags  # multi_run(1): one partition per run
         by_partition.setdefault(start, []).append(sorted(a["path"][0] for a in (r["assetSelection"] or [])))
     # the same BackfillPolicy on every per-source asset: one run per source carrying the whole chain
+    # (each run observes its source folder first, then ingests and scores it)
     for key in NEW_DOMAIN:
-        assert by_partition[key] == [sorted(SOURCE_ASSETS)], by_partition
+        assert by_partition[key] == [sorted(["source_folder", *SOURCE_ASSETS])], by_partition
     assert by_partition[RECIPE] == [["eval_report", "selected_subset"]], by_partition
     assert sorted(a for run in by_partition[None] for a in run) == ["duplicates", "scores_table"], by_partition
 

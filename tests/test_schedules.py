@@ -48,6 +48,22 @@ def test_rescore_requests_unmaterialized_sources_and_skips_gone_folders(tmp_path
     assert latest_version(instance, "source_folder", "a", observed=True) is not None
 
 
+def test_rescore_reruns_a_source_materialized_before_its_folder_was_observed(tmp_path, shared_data, instance):
+    """A raw_pool run that did not observe its folder (a UI click on raw_pool alone, on an instance that
+    never observed any folder) read no observation, so Dagster could never tell it stale: the schedule
+    runs that source once, observing first; after that run it is fresh and not requested again."""
+    slice_source(tmp_path / "sources", shared_data, "tabmwp_dev1k", 3, "a")
+    instance.add_dynamic_partitions("sources", ["a"])
+    defs = _defs(tmp_path)
+    keys = [dg.AssetKey(k) for k in ("raw_pool", "capability_scores", "style_labels")]
+    job = defs.resolve_job_def("ingest_and_score")
+    assert job.execute_in_process(partition_key="a", instance=instance, asset_selection=keys).success
+    [req] = _tick(instance, defs, "rescore_changed_sources")
+    assert req.tags["mmssr/reason"] == "raw_pool was materialized before source_folder was observed"
+    assert job.execute_in_process(partition_key="a", instance=instance).success
+    assert isinstance(_tick(instance, defs, "rescore_changed_sources"), dg.SkipReason)
+
+
 def test_refresh_waits_for_scores(tmp_path, instance):
     result = _tick(instance, _defs(tmp_path), "refresh_selections")
     assert isinstance(result, dg.SkipReason) and "no scored source" in result.skip_message

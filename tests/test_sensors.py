@@ -38,7 +38,8 @@ def test_new_folder_becomes_partition_and_run(tmp_path, shared_data, instance):
     [req] = result.run_requests
     assert req.partition_key == "llava_bench"
     assert req.run_key.startswith("new-source:llava_bench:")
-    assert not result.asset_events  # a new source is observed by its own run
+    # observed at once, so whatever materializes it next has an observation to be compared against later
+    assert [(e.asset_key.to_user_string(), e.partition) for e in result.asset_events] == [("source_folder", "llava_bench")]
 
 
 def test_known_folder_yields_nothing_and_only_the_new_one_runs(tmp_path, shared_data, instance):
@@ -52,7 +53,7 @@ def test_known_folder_yields_nothing_and_only_the_new_one_runs(tmp_path, shared_
     result = _evaluate(instance, root)
     assert [r.partition_key for r in result.run_requests] == ["mathv"]
     assert [list(r.partition_keys) for r in result.dynamic_partitions_requests] == [["mathv"]]
-    assert not result.asset_events
+    assert [e.partition for e in result.asset_events] == ["mathv"]  # the known, unchanged one is not re-observed
 
 
 def test_changed_folder_is_observed_not_run(tmp_path, shared_data, instance):
@@ -88,11 +89,13 @@ def test_new_recipe_becomes_partition_and_runs_once_scores_exist(tmp_path, insta
     result = _recipes_tick(instance, tmp_path, recipes)
     assert [list(r.partition_keys) for r in result.dynamic_partitions_requests] == [["r5"]]
     assert not result.run_requests  # nothing scored yet: selecting would fail
+    record_events(instance, result)
     instance.add_dynamic_partitions("recipes", ["r5"])
     instance.report_runless_asset_event(dg.AssetMaterialization("capability_scores", partition="s"))
-    record_events(instance, _recipes_tick(instance, tmp_path, recipes))
+    assert isinstance(_recipes_tick(instance, tmp_path, recipes), dg.SkipReason)
     result = _recipes_tick(instance, tmp_path, [*recipes, Recipe("r10", budget=0.1)])
-    assert [r.partition_key for r in result.run_requests] == ["r10"] and not result.asset_events
+    assert [r.partition_key for r in result.run_requests] == ["r10"]
+    assert [e.partition for e in result.asset_events] == ["r10"]
     edited = _recipes_tick(instance, tmp_path, [Recipe("r5", budget=0.07)])
     assert [(e.asset_key.to_user_string(), e.partition) for e in edited.asset_events] == [("recipe", "r5")]
 

@@ -72,73 +72,75 @@ def _run(context, st, name: str, selection, downstream: DownstreamResource, meth
     return dg.MaterializeResult(metadata=meta)
 
 
+@dg.asset(
+    partitions_def=recipes_partitions,
+    backfill_policy=RECIPE_BACKFILL_POLICY,
+    deps=["selected_subset"],
+    group_name=GROUP,
+    kinds={"python"},
+    owners=OWNERS,
+    tags={"stage": "downstream"},
+    description=(
+        "Train and evaluate on one recipe's subset: export it (LLaVA JSON + LLaMA-Factory dataset_info.json), "
+        "run the configured command, store its benchmark results as `downstream/<recipe>.json`. "
+        "A failed run keeps the earlier results." + _ON_PURPOSE
+    ),
+)
+def downstream_run(context: dg.AssetExecutionContext, store: StoreResource, downstream: DownstreamResource,
+                   recipes: RecipesResource) -> dg.MaterializeResult:
+    st = store.store()
+    recipe = recipes.get(context.partition_key, st.root)
+    if not st.exists(SELECTIONS_TABLE, recipe.name):
+        raise dg.Failure(f"no selection for recipe {recipe.name!r}: materialize selected_subset first")
+    selection = st.read(SELECTIONS_TABLE, recipe.name)
+    return _run(context, st, recipe.name, selection, downstream, recipe.method, recipe.budget)
+
+@dg.asset(
+    deps=["raw_pool"],
+    group_name=GROUP,
+    kinds={"python"},
+    owners=OWNERS,
+    tags={"stage": "downstream"},
+    description="Train and evaluate on the whole pool: the full-data reference of the paper's table." + _ON_PURPOSE,
+)
+def downstream_full_run(context: dg.AssetExecutionContext, store: StoreResource, downstream: DownstreamResource) -> dg.MaterializeResult:
+    return _run(context, store.store(), downstream.full_recipe, None, downstream, "full", None)
+
+@dg.asset(
+    deps=[downstream_run, downstream_full_run],
+    group_name=GROUP,
+    kinds={"polars"},
+    owners=OWNERS,
+    tags={"stage": "downstream"},
+    description=(
+        "The paper's table from every stored results file: per benchmark score and share of the full-data "
+        "run, mean share, and benchmarks beaten over random at the same budget. Materialize it after "
+        "downstream_run (and downstream_full_run) wrote results."
+    ),
+)
+def downstream_eval(context: dg.AssetExecutionContext, store: StoreResource, downstream: DownstreamResource) -> dg.MaterializeResult:
+    from mmssr_core import downstream as D
+
+    st = store.store()
+    records = D.load_results(st)
+    if not records:
+        raise dg.Failure("no downstream results yet: materialize downstream_run (and downstream_full_run) first")
+    df = D.paper_table(records, full=downstream.full_recipe)
+    path = st.write(D.RESULTS_TABLE, "table", df)
+    meta = {
+        "table": frame_table(df, None),
+        "recipes": len(records),
+        "has_full_run": downstream.full_recipe in records,
+        "path": dg.MetadataValue.path(str(path)),
+    }
+    for r in df.iter_rows(named=True):
+        if r["share_of_full"] is not None:
+            meta[f"share_of_full/{r['recipe']}"] = float(r["share_of_full"])
+        if r["beaten_random"] is not None:
+            meta[f"beaten_random/{r['recipe']}"] = int(r["beaten_random"])
+    return dg.MaterializeResult(metadata=meta)
+
+
 def build_downstream_assets() -> list[dg.AssetsDefinition]:
-    @dg.asset(
-        partitions_def=recipes_partitions,
-        backfill_policy=RECIPE_BACKFILL_POLICY,
-        deps=["selected_subset"],
-        group_name=GROUP,
-        kinds={"python"},
-        owners=OWNERS,
-        tags={"stage": "downstream"},
-        description=(
-            "Train and evaluate on one recipe's subset: export it (LLaVA JSON + LLaMA-Factory dataset_info.json), "
-            "run the configured command, store its benchmark results as `downstream/<recipe>.json`. "
-            "A failed run keeps the earlier results." + _ON_PURPOSE
-        ),
-    )
-    def downstream_run(context: dg.AssetExecutionContext, store: StoreResource, downstream: DownstreamResource,
-                       recipes: RecipesResource) -> dg.MaterializeResult:
-        st = store.store()
-        recipe = recipes.get(context.partition_key, st.root)
-        if not st.exists(SELECTIONS_TABLE, recipe.name):
-            raise dg.Failure(f"no selection for recipe {recipe.name!r}: materialize selected_subset first")
-        selection = st.read(SELECTIONS_TABLE, recipe.name)
-        return _run(context, st, recipe.name, selection, downstream, recipe.method, recipe.budget)
-
-    @dg.asset(
-        deps=["raw_pool"],
-        group_name=GROUP,
-        kinds={"python"},
-        owners=OWNERS,
-        tags={"stage": "downstream"},
-        description="Train and evaluate on the whole pool: the full-data reference of the paper's table." + _ON_PURPOSE,
-    )
-    def downstream_full_run(context: dg.AssetExecutionContext, store: StoreResource, downstream: DownstreamResource) -> dg.MaterializeResult:
-        return _run(context, store.store(), downstream.full_recipe, None, downstream, "full", None)
-
-    @dg.asset(
-        deps=[downstream_run, downstream_full_run],
-        group_name=GROUP,
-        kinds={"polars"},
-        owners=OWNERS,
-        tags={"stage": "downstream"},
-        description=(
-            "The paper's table from every stored results file: per benchmark score and share of the full-data "
-            "run, mean share, and benchmarks beaten over random at the same budget. Materialize it after "
-            "downstream_run (and downstream_full_run) wrote results."
-        ),
-    )
-    def downstream_eval(context: dg.AssetExecutionContext, store: StoreResource, downstream: DownstreamResource) -> dg.MaterializeResult:
-        from mmssr_core import downstream as D
-
-        st = store.store()
-        records = D.load_results(st)
-        if not records:
-            raise dg.Failure("no downstream results yet: materialize downstream_run (and downstream_full_run) first")
-        df = D.paper_table(records, full=downstream.full_recipe)
-        path = st.write(D.RESULTS_TABLE, "table", df)
-        meta = {
-            "table": frame_table(df, None),
-            "recipes": len(records),
-            "has_full_run": downstream.full_recipe in records,
-            "path": dg.MetadataValue.path(str(path)),
-        }
-        for r in df.iter_rows(named=True):
-            if r["share_of_full"] is not None:
-                meta[f"share_of_full/{r['recipe']}"] = float(r["share_of_full"])
-            if r["beaten_random"] is not None:
-                meta[f"beaten_random/{r['recipe']}"] = int(r["beaten_random"])
-        return dg.MaterializeResult(metadata=meta)
-
+    """The train-and-evaluate assets (added to the graph only on request: $MMSSR_DOWNSTREAM=on)."""
     return [downstream_run, downstream_full_run, downstream_eval]
