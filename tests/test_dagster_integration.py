@@ -187,7 +187,7 @@ def test_backfill_new_domain_over_graphql_postgres(servers):
                           password=e["DAGSTER_PG_PASSWORD"], dbname=e["DAGSTER_PG_DB"]) as con:
         cur = con.cursor()
         cur.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'")
-        assert cur.fetchone()[0] == len(NEW_DOMAIN) + 2
+        assert cur.fetchone()[0] == 1 + len(NEW_DOMAIN) + 2  # observe, one per source, pool tables, the recipe
         cur.execute("SELECT partition FROM dynamic_partitions WHERE partitions_def_name = 'sources' ORDER BY id")
         assert [r[0] for r in cur.fetchall()] == list(NEW_DOMAIN)
     assert not (dev.home / "history").exists()  # nothing went to SQLite
@@ -214,9 +214,9 @@ def test_the_ui_marks_a_changed_source_stale(servers):
     while stale()[0] != ["STALE", "FRESH"]:
         assert time.monotonic() < deadline, f"raw_pool not marked stale: {stale()}\n{dev.tail()}"
         time.sleep(2)
-    [cause] = stale()[1][0]
-    assert cause["dependency"]["path"] == ["source_folder"] and cause["dependencyPartitionKey"] == NEW_DOMAIN[0]
-    assert cause["reason"] == "has a new dependency data version"
+    [cause] = stale()[1][0]  # the root cause the UI shows: the observed folder's new version
+    assert cause["key"]["path"] == ["source_folder"] and cause["partitionKey"] == NEW_DOMAIN[0]
+    assert cause["reason"] == "has a new data version"
 
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
