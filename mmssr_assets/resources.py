@@ -160,7 +160,8 @@ class ScorerResource(dg.ConfigurableResource):
     def fingerprint(self) -> str:
         """Changes when the scorer's identity changes (backend, model, options, taxonomy, prompts).
 
-        Computed from configuration without loading a model, so a schedule can compare it cheaply.
+        Computed from configuration without loading a model: it is the scoring step's code version, so
+        another scorer marks every source's scores stale in the UI.
         The secret is left out on purpose.
         """
         from mmssr_core.prompts import PromptSet

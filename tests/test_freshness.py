@@ -8,6 +8,7 @@ has a new data version; the schedules follow the chain from there.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import time
@@ -28,7 +29,7 @@ name = "r50"
 budget = 0.5
 """
 AGREEMENT = {"scorer_agreement": "MISSING"}  # never materialized by the demo (needs teacher labels)
-WHEN = __import__("datetime").datetime(2026, 11, 30, 4, 0, tzinfo=__import__("datetime").timezone.utc)
+WHEN = dt.datetime(2026, 11, 30, 4, 0, tzinfo=dt.timezone.utc)
 
 
 @pytest.fixture
