@@ -11,11 +11,10 @@ import dagster as dg
 import polars as pl
 import pyarrow.parquet as pq
 
-from mmssr_assets.metadata import md_table
+from mmssr_assets.metadata import table
 from mmssr_assets.partitions import recipes_partitions, sources_partitions
-from mmssr_assets.resources import ScorerResource, StoreResource
+from mmssr_assets.resources import RecipesResource, ScorerResource, StoreResource
 from mmssr_core.recipes import Recipe
-from mmssr_core.store import Store, StoreError
 from mmssr_core.schema import (
     CAPABILITY_TABLE,
     FAILURE_TABLE,
@@ -25,6 +24,7 @@ from mmssr_core.schema import (
     SELECTIONS_TABLE,
     STYLE_TABLE,
 )
+from mmssr_core.store import Store, StoreError
 
 N_EXAMPLES = 5
 
@@ -108,7 +108,7 @@ def styles_in_label_set(st: Store, source: str, labels: list[str]) -> dg.AssetCh
     if bad.height:
         return _fail(
             f"source {source!r}: {bad.height} style labels outside the label set",
-            examples=dg.MetadataValue.md(md_table(["id", "label"], bad.head(N_EXAMPLES).rows())), **meta,
+            examples=table([("id", "string"), ("label", "string")], bad.head(N_EXAMPLES).rows()), **meta,
         )
     if styles.height != pool_rows:
         return _fail(f"source {source!r}: style_labels has {styles.height} rows for {pool_rows} accepted samples", **meta)
@@ -153,7 +153,7 @@ def ids_in_pool(st: Store, recipe: str) -> dg.AssetCheckResult:
     if missing.height or dupes:
         return _fail(
             f"recipe {recipe!r}: {missing.height} ids not in the pool, {dupes} duplicates",
-            examples=dg.MetadataValue.md(md_table(["id", "source"], missing.head(N_EXAMPLES).rows())), **meta,
+            examples=table([("id", "string"), ("source", "string")], missing.head(N_EXAMPLES).rows()), **meta,
         )
     return dg.AssetCheckResult(passed=True, metadata=meta)
 
@@ -176,7 +176,7 @@ def one_per_duplicate_group(st: Store, recipe: Recipe) -> dg.AssetCheckResult:
     if repeated.height:
         rows = [(g, ", ".join(m)) for g, m in repeated.head(N_EXAMPLES).iter_rows()]
         return _fail(f"recipe {recipe.name!r}: {repeated.height} duplicate groups have several selected members",
-                     examples=dg.MetadataValue.md(md_table(["group", "selected members"], rows)), **meta)
+                     examples=table([("group", "string"), ("selected members", "string")], rows), **meta)
     return dg.AssetCheckResult(passed=True, metadata=meta, description="at most one sample per duplicate group")
 
 
@@ -201,28 +201,25 @@ def style_labels_in_label_set(context: dg.AssetCheckExecutionContext, store: Sto
     return styles_in_label_set(store.store(), context.partition_key, list(scorer.taxonomy().styles))
 
 
-def build_recipe_checks(recipes: list[Recipe]) -> list[dg.AssetChecksDefinition]:
-    parts = recipes_partitions(recipes)
+@dg.asset_check(asset="selected_subset", partitions_def=recipes_partitions, blocking=True,
+                description="the subset has exactly its budget, or reports why it is short")
+def selected_subset_budget(context: dg.AssetCheckExecutionContext, store: StoreResource) -> dg.AssetCheckResult:
+    return budget_met(store.store(), context.partition_key)
 
-    @dg.asset_check(asset="selected_subset", partitions_def=parts, blocking=True,
-                    description="the subset has exactly its budget, or reports why it is short")
-    def selected_subset_budget(context: dg.AssetCheckExecutionContext, store: StoreResource) -> dg.AssetCheckResult:
-        return budget_met(store.store(), context.partition_key)
 
-    @dg.asset_check(asset="selected_subset", partitions_def=parts, blocking=True,
-                    description="every selected (source, id) exists in the raw pool, without duplicates")
-    def selected_subset_ids_in_pool(context: dg.AssetCheckExecutionContext, store: StoreResource) -> dg.AssetCheckResult:
-        return ids_in_pool(store.store(), context.partition_key)
+@dg.asset_check(asset="selected_subset", partitions_def=recipes_partitions, blocking=True,
+                description="every selected (source, id) exists in the raw pool, without duplicates")
+def selected_subset_ids_in_pool(context: dg.AssetCheckExecutionContext, store: StoreResource) -> dg.AssetCheckResult:
+    return ids_in_pool(store.store(), context.partition_key)
 
-    by_name = {r.name: r for r in recipes}
 
-    @dg.asset_check(asset="selected_subset", partitions_def=parts, blocking=True,
-                    description="at most one selected sample per duplicate group")
-    def selected_subset_one_per_duplicate_group(context: dg.AssetCheckExecutionContext,
-                                                store: StoreResource) -> dg.AssetCheckResult:
-        return one_per_duplicate_group(store.store(), by_name[context.partition_key])
-
-    return [selected_subset_budget, selected_subset_ids_in_pool, selected_subset_one_per_duplicate_group]
+@dg.asset_check(asset="selected_subset", partitions_def=recipes_partitions, blocking=True,
+                description="at most one selected sample per duplicate group")
+def selected_subset_one_per_duplicate_group(context: dg.AssetCheckExecutionContext, store: StoreResource,
+                                            recipes: RecipesResource) -> dg.AssetCheckResult:
+    st = store.store()
+    return one_per_duplicate_group(st, recipes.get(context.partition_key, st.root))
 
 
 SOURCE_CHECKS = [raw_pool_rows_conserved, capability_scores_complete, style_labels_in_label_set]
+RECIPE_CHECKS = [selected_subset_budget, selected_subset_ids_in_pool, selected_subset_one_per_duplicate_group]

@@ -2,10 +2,12 @@
 
 Same `Definitions` (assets, checks, resources) the UI loads, executed in-process against a real
 `DagsterInstance` ($DAGSTER_HOME when set, so the UI later shows these runs; else an ephemeral one):
-1. every source folder under the sources root becomes a `sources` partition (missing ones are added);
-2. one `ingest_and_score` run per source (raw_pool -> capability_scores + style_labels + checks);
-3. one `select_and_report` run per recipe (scores_table once, then selected_subset -> eval_report +
-   checks).
+1. every source folder under the sources root becomes a `sources` partition and every recipe a `recipes`
+   partition (missing ones are added);
+2. one `ingest_and_score` run per source (source_folder observed -> raw_pool -> capability_scores +
+   style_labels + checks);
+3. one `select_and_report` run per recipe (scores_table and duplicates once, then recipe observed ->
+   selected_subset -> eval_report + checks).
 A failing source or recipe is reported and the rest go on; the exit status says whether all passed.
 """
 
@@ -21,13 +23,16 @@ from typing import Callable
 
 import dagster as dg
 
+from mmssr_assets.assets.observed import RECIPE, SOURCE_FOLDER
 from mmssr_assets.definitions import build_definitions
+from mmssr_assets.freshness import changed_observations, report
 from mmssr_assets.jobs import INGEST_AND_SCORE, SELECT_AND_REPORT
-from mmssr_assets.partitions import SOURCES
-from mmssr_assets.resources import ScorerResource, default_scorer
+from mmssr_assets.partitions import RECIPES, SOURCES
+from mmssr_assets.resources import ScorerResource, SourcesResource, default_scorer
+from mmssr_assets.versions import recipe_version
 from mmssr_core.recipes import Recipe, load_recipes
-from mmssr_core.store import Store
 from mmssr_core.schema import SELECTIONS_TABLE
+from mmssr_core.store import Store
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -94,14 +99,17 @@ def _run_error(result) -> str:
 def get_instance() -> dg.DagsterInstance:
     """$DAGSTER_HOME's instance when set (runs show up in the UI), else an ephemeral one.
 
-    An empty $DAGSTER_HOME gets the `dagster.yaml` of the current folder (the repository's, when run from
-    its root), so its concurrency pools and retries apply; no file there means Dagster's defaults."""
+    An empty $DAGSTER_HOME gets the instance settings of the current folder (the repository's
+    `.dagster_home/dagster.yaml`, or a `dagster.yaml` there), so its concurrency pools and retries apply;
+    none there means Dagster's defaults. Nothing is looked up inside the installed package."""
     if os.environ.get("DAGSTER_HOME"):
         home = Path(os.environ["DAGSTER_HOME"])
         home.mkdir(parents=True, exist_ok=True)
-        local_yaml = Path.cwd() / "dagster.yaml"
-        if not (home / "dagster.yaml").exists() and local_yaml.is_file() and local_yaml.parent != home:
-            shutil.copyfile(local_yaml, home / "dagster.yaml")
+        if not (home / "dagster.yaml").exists():
+            for candidate in (Path.cwd() / ".dagster_home" / "dagster.yaml", Path.cwd() / "dagster.yaml"):
+                if candidate.is_file() and candidate.parent.resolve() != home.resolve():
+                    shutil.copyfile(candidate, home / "dagster.yaml")
+                    break
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
 
@@ -133,17 +141,19 @@ def materialize_all(
     summary = MaterializeSummary(store=str(store_root), sources_root=str(sources_root),
                                  dagster_home=os.environ.get("DAGSTER_HOME"))
     names = [s for s in discover_sources(sources_root) if only is None or s in only]
-    _register_sources(instance, names, say)
+    _register(instance, {SOURCES: names, RECIPES: [r.name for r in recipes]}, say)
+    sources = SourcesResource(root=str(sources_root))
+    report(instance, changed_observations(instance, SOURCE_FOLDER, {s: sources.fingerprint(s) for s in names}))
     steps = _Steps(len(names) + len(recipes), say, on_step)
-    source_job = defs.resolve_job_def(INGEST_AND_SCORE)
     for name in names:
-        _run_source(source_job, instance, name, batch_size, summary, steps)
+        _run_source(defs, instance, name, batch_size, summary, steps)
     summary.stage_seconds["sources"] = time.monotonic() - t0
     t_recipes = time.monotonic()
-    select_job = defs.resolve_job_def(SELECT_AND_REPORT)
+    # every recipe observed before the first run rebuilds the pool-wide tables, so the later recipes' runs
+    # (which observe their recipe again, unchanged) leave the duplicate groups fresh
+    report(instance, changed_observations(instance, RECIPE, {r.name: recipe_version(r) for r in recipes}))
     for i, recipe in enumerate(recipes):
-        # the pool-wide scores table is rebuilt once, in the first recipe's run
-        _run_recipe(select_job, instance, recipe, i == 0, Store(store_root), summary, steps)
+        _run_recipe(defs, instance, recipe, Store(store_root), summary, steps, pool_tables=i == 0)
     summary.stage_seconds["recipes"] = time.monotonic() - t_recipes
     summary.seconds = time.monotonic() - t0
     return summary
@@ -172,18 +182,19 @@ class _Steps:
         return time.monotonic() - self.t
 
 
-def _register_sources(instance: dg.DagsterInstance, names: list[str], say: Callable[[str], None]) -> None:
-    """Every source folder becomes a `sources` partition (the missing ones are added)."""
-    known = set(instance.get_dynamic_partitions(SOURCES))
-    missing = [s for s in names if s not in known]
-    if missing:
-        instance.add_dynamic_partitions(SOURCES, missing)
-        say(f"added {len(missing)} source partition(s): {', '.join(missing)}")
+def _register(instance: dg.DagsterInstance, keys_by_partitions: dict[str, list[str]], say) -> None:
+    """Add the missing dynamic partitions (sources, recipes)."""
+    for kind, keys in keys_by_partitions.items():
+        known = set(instance.get_dynamic_partitions(kind))
+        missing = [k for k in keys if k not in known]
+        if missing:
+            instance.add_dynamic_partitions(kind, missing)
+            say(f"added {len(missing)} {kind} partition(s): {', '.join(missing)}")
 
 
-def _run_source(job, instance, name: str, batch_size: int, summary: MaterializeSummary, steps: _Steps) -> None:
+def _run_source(defs, instance, name: str, batch_size: int, summary: MaterializeSummary, steps: _Steps) -> None:
     steps.start(f"source {name}: ingest + score")
-    result = job.execute_in_process(
+    result = defs.resolve_job_def(INGEST_AND_SCORE).execute_in_process(
         partition_key=name,
         instance=instance,
         run_config={**QUIET, "ops": {"score_source": {"config": {"batch_size": batch_size}}}},
@@ -214,15 +225,16 @@ def _run_source(job, instance, name: str, batch_size: int, summary: MaterializeS
                   f"({steps.seconds():.1f}s)")
 
 
-def _run_recipe(job, instance, recipe: Recipe, with_table: bool, st: Store, summary: MaterializeSummary,
-                steps: _Steps) -> None:
+def _run_recipe(defs, instance, recipe: Recipe, st: Store, summary: MaterializeSummary, steps: _Steps, *,
+                pool_tables: bool) -> None:
+    """One recipe's run; the pool-wide scores table and duplicate groups only when `pool_tables` (the first)."""
     steps.start(f"recipe {recipe.name}: {recipe.describe()}")
-    result = job.execute_in_process(
+    result = defs.resolve_job_def(SELECT_AND_REPORT).execute_in_process(
         partition_key=recipe.name,
         instance=instance,
         run_config=QUIET,
         raise_on_error=False,
-        asset_selection=None if with_table else [dg.AssetKey("selected_subset"), dg.AssetKey("eval_report")],
+        asset_selection=None if pool_tables else [dg.AssetKey(k) for k in ("recipe", "selected_subset", "eval_report")],
         tags={"mmssr/trigger": "materialize"},
     )
     mats = _materializations(result)

@@ -1,37 +1,25 @@
 """Partition sets of the graph.
 
 `sources`: one partition per source folder under the sources root, added at run time (by the sensor,
-the materialize command or the UI), so a new domain never changes code.
-`recipes`: one partition per selection recipe, read from the recipe config when the code location
-loads (defaults + the store's `recipes.toml` + $MMSSR_RECIPES); reload the code location after
-editing recipes.
+the rescoring schedule, the materialize command or the UI), so a new domain never changes code.
+`recipes`: one partition per selection recipe (defaults + the store's `recipes.toml` + $MMSSR_RECIPES),
+added the same way. Both are dynamic, so loading the definitions never reads the store: recipes are read
+when a run, a sensor tick or a schedule tick needs them.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import dagster as dg
 
-from mmssr_core.recipes import Recipe, load_recipes
+from mmssr_assets.known_warnings import install as _install_warning_filters
+
+_install_warning_filters()  # before any asset, check or observation below or in the modules importing this one
 
 SOURCES = "sources"
-
-# backfill_policy on @asset is marked beta in 1.13; we rely on it deliberately (see SOURCE_BACKFILL_POLICY).
-warnings.filterwarnings("ignore", message=r"Parameter `backfill_policy`", category=dg.BetaWarning)
-# Partitioned asset checks (one result per source / recipe) are "preview" in 1.13; used on purpose.
-warnings.filterwarnings("ignore", message=r"Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
+RECIPES = "recipes"
 
 sources_partitions = dg.DynamicPartitionsDefinition(name=SOURCES)
-
-
-def recipes_partitions(recipes: list[Recipe]) -> dg.StaticPartitionsDefinition:
-    return dg.StaticPartitionsDefinition([r.name for r in recipes])
-
-
-def current_recipes(store_root=None) -> list[Recipe]:
-    return load_recipes(store_root=store_root)
-
+recipes_partitions = dg.DynamicPartitionsDefinition(name=RECIPES)
 
 # One policy for every per-source asset: a backfill of N sources launches N runs, each carrying the
 # whole chain (raw_pool -> capability_scores + style_labels) for one source, so the chain is never split

@@ -15,6 +15,8 @@ from typing import Any, Optional
 import dagster as dg
 from pydantic import Field
 
+from mmssr_assets.versions import folder_version
+from mmssr_core.recipes import Recipe, RecipeError, get_recipe, load_recipes, recipe_from_dict
 from mmssr_core.store import Store, default_store_root
 
 ENV_SOURCES_ROOT = "MMSSR_SOURCES_ROOT"
@@ -64,15 +66,37 @@ class SourcesResource(dg.ConfigurableResource):
         return dict(discover_sources(root))
 
     def fingerprint(self, name: str) -> str:
-        """Changes when the source's files change (names, sizes, mtimes): cheap, no content read."""
-        folder = self.path() / name
-        h = hashlib.sha256()
-        if folder.is_dir():
-            for p in sorted(folder.rglob("*")):
-                if p.is_file():
-                    st = p.stat()
-                    h.update(f"{p.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        return h.hexdigest()[:16]
+        """The observed data version of a source folder (names, sizes, mtimes): cheap, no content read."""
+        return folder_version(self.path() / name)
+
+
+class RecipesResource(dg.ConfigurableResource):
+    """Where selection recipes come from. Read when a run or a tick needs them, never when the code
+    location loads: defaults + `<store>/recipes.toml` + $MMSSR_RECIPES, or `file` instead of the last two,
+    or exactly the `inline` recipes (tests, `mmssr materialize --recipes`)."""
+
+    file: Optional[str] = Field(default=None, description="recipe file (TOML/JSON) used with the defaults")
+    inline: Optional[str] = Field(
+        default=None, description="exactly these recipes: a JSON list of mappings (name, budget, capabilities...)"
+    )
+
+    def load(self, store_root: str | os.PathLike | None) -> list[Recipe]:
+        if self.inline is not None:
+            return [recipe_from_dict(d) for d in json.loads(self.inline)]
+        if self.file:
+            return load_recipes(self.file)
+        return load_recipes(store_root=store_root)
+
+    def get(self, name: str, store_root: str | os.PathLike | None) -> Recipe:
+        """The recipe of a partition key; a clear failure when the key names no recipe (anymore)."""
+        try:
+            return get_recipe(name, self.load(store_root))
+        except RecipeError as exc:
+            raise dg.Failure(f"recipe partition {name!r}: {exc}") from None
+
+    @classmethod
+    def of(cls, recipes: list[Recipe] | None) -> "RecipesResource":
+        return cls() if recipes is None else cls(inline=json.dumps([r.to_dict() for r in recipes]))
 
 
 class ScorerResource(dg.ConfigurableResource):
@@ -108,6 +132,10 @@ class ScorerResource(dg.ConfigurableResource):
             opts["base_urls"] = [u.strip() for u in opts.pop("base_url").split(",") if u.strip()]
         return opts
 
+    def backends(self) -> list[str]:
+        """The backend names that produce scores (the styles' own backend included)."""
+        return [self.backend] + ([self.styles_backend] if self.styles_backend else [])
+
     def get_backend(self):
         from mmssr_core.scoring import get_backend
 
@@ -129,7 +157,8 @@ class ScorerResource(dg.ConfigurableResource):
     def fingerprint(self) -> str:
         """Changes when the scorer's identity changes (backend, model, options, taxonomy, prompts).
 
-        Computed from configuration without loading a model, so a schedule can compare it cheaply.
+        Computed from configuration without loading a model: it is the scoring step's code version, so
+        another scorer marks every source's scores stale in the UI.
         The secret is left out on purpose.
         """
         from mmssr_core.prompts import PromptSet

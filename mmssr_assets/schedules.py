@@ -1,127 +1,117 @@
-"""Schedules: rescore what changed, then refresh selections and reports.
+"""Schedules: rescore what Dagster reports stale, then refresh what the new scores make stale.
 
-`rescore_changed_sources` compares, per source, the fingerprint of its folder (file names, sizes,
-mtimes) and of the scorer (backend, model, options, taxonomy, prompt version) with what the last run
-recorded in `<store>/fingerprints/<source>.json`; only stale sources get a run, keyed by both
-fingerprints so the same change is never scored twice. The score cache then sends only new or changed
-samples to the backend. `refresh_selections` re-selects and re-reports every recipe whose selection
-is older than the newest scores (or whose recipe changed), once per day at most (run key holds the date).
+Both read Dagster's own stale status (`mmssr_assets.freshness`), the one the UI shows, after recording
+fresh observations of their external inputs:
+
+- `rescore_changed_sources` observes every registered source folder, then requests an `ingest_and_score`
+  run for each source whose raw_pool, capability_scores or style_labels is missing or stale: the folder
+  changed (`source_folder` has a new data version), the ingestion code changed, or the scorer changed
+  (the scoring step's code version is the scorer identity). The score cache then sends only new or
+  changed samples to the backend.
+- `refresh_selections` registers new recipes, observes every recipe, then requests a `select_and_report`
+  run for each recipe whose selection or report is missing or stale, or every recipe when the pool-wide
+  tables are (the scores table's data version combines every source's score versions, compared here at
+  any number of sources).
+
+Explicit schedules rather than `AutomationCondition.eager()`, which never fills partitions that existed
+before the condition was added.
 """
 
 
 import dagster as dg
 
-from mmssr_assets.jobs import ingest_and_score_job
-from mmssr_assets.partitions import SOURCES
-from mmssr_assets.resources import ScorerResource, SourcesResource, StoreResource
+from mmssr_assets.assets.observed import RECIPE, SOURCE_FOLDER
+from mmssr_assets.assets.selection import pool_scores_version, registered_scored_sources
+from mmssr_assets.freshness import Freshness, changed_observations, report
+from mmssr_assets.jobs import (
+    POOL_ASSET_KEYS,
+    RECIPE_ASSET_KEYS,
+    SOURCE_ASSET_KEYS,
+    ingest_and_score_job,
+    select_and_report_job,
+)
+from mmssr_assets.partitions import RECIPES, SOURCES
+from mmssr_assets.resources import RecipesResource, SourcesResource, StoreResource
 from mmssr_assets.sensors import default_status
-from mmssr_core.recipes import Recipe
-from mmssr_core.schema import FINGERPRINT_TABLE, SELECTIONS_TABLE
-from mmssr_core.store import StoreError
+from mmssr_assets.versions import recipe_version
 
 RESCORE_CRON = "0 2 * * *"
 REFRESH_CRON = "0 4 * * *"
-
-
-def stale_sources(st, sources: SourcesResource, known: list[str], scorer_fp: str) -> dict[str, str]:
-    """Registered sources whose data or scorer changed since they were scored: name -> why."""
-    found = sources.discover() if sources.path().is_dir() else {}
-    stale: dict[str, str] = {}
-    for s in sorted(known):
-        if s not in found:
-            continue  # folder gone: nothing to rescore
-        try:
-            rec = st.read_json(FINGERPRINT_TABLE, s)
-        except (StoreError, ValueError):
-            rec = {}
-        data_fp = sources.fingerprint(s)
-        if not rec:
-            stale[s] = "never scored"
-        elif rec.get("data") != data_fp:
-            stale[s] = "data changed"
-        elif rec.get("scorer") != scorer_fp:
-            stale[s] = "scorer changed" if rec.get("scorer") else "never scored"
-    return stale
 
 
 def _status() -> dg.DefaultScheduleStatus:
     return dg.DefaultScheduleStatus(default_status().value)
 
 
+def _scorer_version(context) -> str:
+    return context.repository_def.asset_graph.get(dg.AssetKey("capability_scores")).code_version or ""
+
+
 @dg.schedule(
     cron_schedule=RESCORE_CRON,
     job=ingest_and_score_job,
     default_status=_status(),
-    description="Re-ingests and rescores sources whose files or scorer identity changed since their last run.",
+    description="Observes every source folder, then re-ingests and rescores each source Dagster reports "
+    "stale or missing (changed folder, ingestion code or scorer).",
 )
-def rescore_changed_sources(
-    context: dg.ScheduleEvaluationContext, store: StoreResource, sources: SourcesResource, scorer: ScorerResource
-):
-    st = store.store()
-    scorer_fp = scorer.fingerprint()
-    known = context.instance.get_dynamic_partitions(SOURCES)
-    stale = stale_sources(st, sources, known, scorer_fp)
-    if not stale:
-        return dg.SkipReason(f"all {len(known)} sources are up to date")
+def rescore_changed_sources(context: dg.ScheduleEvaluationContext, sources: SourcesResource):
+    found = sources.discover()
+    present = [s for s in context.instance.get_dynamic_partitions(SOURCES) if s in found]  # folder gone: skip
+    versions = {s: sources.fingerprint(s) for s in present}
+    report(context.instance, changed_observations(context.instance, SOURCE_FOLDER, versions))
+    fresh = Freshness.of(context)
+    due = {s: why for s in sorted(present) if (why := fresh.due(SOURCE_ASSET_KEYS, s))}
+    if not due:
+        return dg.SkipReason(f"all {len(present)} sources are fresh")
+    scorer = _scorer_version(context)
     return [
         dg.RunRequest(
             partition_key=s,
-            run_key=f"rescore:{s}:{sources.fingerprint(s)}:{scorer_fp}",
+            run_key=f"rescore:{s}:{versions[s]}:{scorer}",
             tags={"mmssr/trigger": "rescore", "mmssr/reason": why},
         )
-        for s, why in stale.items()
+        for s, why in due.items()
     ]
 
 
-def _newest_scores_mtime(st, known: list[str]) -> float:
-    times = [
-        st.path(table, s).stat().st_mtime
-        for s in known
-        for table in ("capability_scores", "style_labels")
-        if st.exists(table, s)
+def stale_recipes(context, st, recipes: dict[str, str]) -> dict[str, str]:
+    """Recipes whose selection or report needs a run, with why (every one when the pool tables do)."""
+    fresh = Freshness.of(context)
+    pool_due = fresh.due(POOL_ASSET_KEYS)
+    if pool_due is None:
+        scored = registered_scored_sources(context.instance, st)
+        if pool_scores_version(context.instance, scored) != fresh.data_version("scores_table"):
+            pool_due = "scores_table: a source's scores have a new data version"
+    return {n: why for n in recipes if (why := pool_due or fresh.due(RECIPE_ASSET_KEYS, n))}
+
+
+@dg.schedule(
+    cron_schedule=REFRESH_CRON,
+    job=select_and_report_job,
+    default_status=_status(),
+    description="Registers and observes the recipes, then re-selects and re-reports each recipe Dagster "
+    "reports stale or missing (new scores, an edited recipe).",
+)
+def refresh_selections(context: dg.ScheduleEvaluationContext, store: StoreResource, recipes: RecipesResource):
+    from mmssr_core.recipes import RecipeError
+
+    st = store.store()
+    if not registered_scored_sources(context.instance, st):
+        return dg.SkipReason("no scored source yet")
+    try:
+        defined = {r.name: recipe_version(r) for r in recipes.load(st.root)}
+    except RecipeError as exc:
+        return dg.SkipReason(f"recipes cannot be read: {exc}")
+    registered = set(context.instance.get_dynamic_partitions(RECIPES))
+    new = [n for n in defined if n not in registered]
+    if new:
+        context.instance.add_dynamic_partitions(RECIPES, new)
+    report(context.instance, changed_observations(context.instance, RECIPE, defined))
+    due = stale_recipes(context, st, defined)
+    if not due:
+        return dg.SkipReason(f"every selection and report of {len(defined)} recipes is fresh")
+    day = context.scheduled_execution_time.strftime("%Y-%m-%d") if context.scheduled_execution_time else "now"
+    return [
+        dg.RunRequest(partition_key=n, run_key=f"refresh:{n}:{day}", tags={"mmssr/trigger": "refresh", "mmssr/reason": why})
+        for n, why in due.items()
     ]
-    return max(times, default=0.0)
-
-
-def stale_recipes(st, recipes: list[Recipe], known: list[str]) -> dict[str, str]:
-    newest = _newest_scores_mtime(st, known)
-    if newest == 0.0:
-        return {}
-    stale: dict[str, str] = {}
-    for r in recipes:
-        path = st.path(SELECTIONS_TABLE, r.name, ".json")
-        if not path.exists():
-            stale[r.name] = "never selected"
-            continue
-        try:
-            summary = st.read_json(SELECTIONS_TABLE, r.name)
-        except (StoreError, ValueError):
-            summary = {}
-        if summary.get("recipe") != r.to_dict():
-            stale[r.name] = "recipe changed"
-        elif path.stat().st_mtime < newest:
-            stale[r.name] = "scores changed"
-    return stale
-
-
-def build_refresh_schedule(recipes: list[Recipe], job) -> dg.ScheduleDefinition:
-    @dg.schedule(
-        cron_schedule=REFRESH_CRON,
-        job=job,
-        default_status=_status(),
-        description="Re-selects and re-reports every recipe whose selection is older than the newest scores.",
-    )
-    def refresh_selections(context: dg.ScheduleEvaluationContext, store: StoreResource):
-        st = store.store()
-        known = context.instance.get_dynamic_partitions(SOURCES)
-        stale = stale_recipes(st, recipes, known)
-        if not stale:
-            return dg.SkipReason("no scores yet, or every selection is newer than the scores")
-        day = context.scheduled_execution_time.strftime("%Y-%m-%d") if context.scheduled_execution_time else "now"
-        return [
-            dg.RunRequest(partition_key=name, run_key=f"refresh:{name}:{day}",
-                          tags={"mmssr/trigger": "refresh", "mmssr/reason": why})
-            for name, why in stale.items()
-        ]
-
-    return refresh_selections

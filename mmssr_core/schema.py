@@ -20,7 +20,6 @@ SCORE_CACHE_TABLE = "score_cache"  # per scorer identity, append-only chunks
 TEACHER_TABLE = "teacher_labels"  # per source
 TEACHER_CACHE_TABLE = "teacher_cache"  # per teacher identity, append-only chunks
 SCORES_TABLE = "scores"  # the pool-wide scores table
-SCORES_PARTITION = "pool"  # its one partition: scores/pool.parquet
 SELECTIONS_TABLE = "selections"  # per recipe
 REPORTS_TABLE = "reports"  # per recipe
 AGREEMENT_TABLE = "agreement"

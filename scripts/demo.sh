@@ -8,7 +8,7 @@ export MMSSR_STORE="${MMSSR_STORE:-$PWD/store}"
 export MMSSR_SOURCES_ROOT="${MMSSR_SOURCES_ROOT:-$PWD/examples/sources}"
 export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"
 mkdir -p "$DAGSTER_HOME"
-[ -f "$DAGSTER_HOME/dagster.yaml" ] || cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+[ -f "$DAGSTER_HOME/dagster.yaml" ] || cp .dagster_home/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 .venv/bin/mmssr materialize "$@"
 
 recipe=mmssr_10pct

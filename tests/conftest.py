@@ -32,6 +32,16 @@ def require_shared_data(*parts: str) -> Path:
     pytest.skip(reason)
 
 
+def pytest_configure(config):
+    """The Dagster warnings the code location filters by class and message (mmssr_assets.known_warnings),
+    filtered the same way inside tests (pytest restores the warning filters around each test and
+    collection, so filters installed at import time would not hold there). Any other warning shows."""
+    from mmssr_assets.known_warnings import KNOWN
+
+    for category, message, _why in KNOWN:
+        config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__module__}.{category.__qualname__}")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return require_shared_data()

@@ -59,9 +59,11 @@ def graphql_request(url: str, query: str, variables: dict | None = None, timeout
     return out["data"]
 
 class DagsterDev:
-    """`dagster dev` as a subprocess on 127.0.0.1; stopped with one SIGINT (a shell `&` job would ignore it)."""
+    """`dagster dev -w workspace.yaml` (or, `dg=True`, `dg dev`: the project of pyproject's [tool.dg]) as a
+    subprocess on 127.0.0.1; stopped with one SIGINT (a shell `&` would make it ignore SIGINT and SIGTERM)."""
 
-    def __init__(self, home: Path, env: dict, cwd: Path = REPO_ROOT, log: Path | None = None):
+    def __init__(self, home: Path, env: dict, cwd: Path = REPO_ROOT, log: Path | None = None, dg: bool = False):
+        self.dg = dg
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -77,9 +79,10 @@ class DagsterDev:
     def launch(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         fh = open(self.log, "wb")
-        exe = Path(sys.executable).parent / "dagster"
+        bin_dir = Path(sys.executable).parent
+        where = [] if self.dg else ["-w", str(REPO_ROOT / "workspace.yaml")]
         self.proc = subprocess.Popen(
-            [str(exe), "dev", "-h", "127.0.0.1", "-p", str(self.port), "-w", str(REPO_ROOT / "workspace.yaml")],
+            [str(bin_dir / ("dg" if self.dg else "dagster")), "dev", "-h", "127.0.0.1", "-p", str(self.port), *where],
             cwd=self.cwd, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
@@ -121,6 +124,22 @@ class DagsterDev:
 
 
 REPO_SELECTOR = {"repositoryLocationName": "mmssr", "repositoryName": "__repository__"}
+
+START_SENSOR = """
+mutation($selector: SensorSelector!) {
+  startSensor(sensorSelector: $selector) { __typename ... on PythonError { message } }
+}"""
+
+STALE_BY_PARTITION = """
+query($key: AssetKeyInput!, $partitions: [String!]) {
+  assetNodeOrError(assetKey: $key) {
+    ... on AssetNode {
+      staleStatusByPartition(partitions: $partitions)
+      staleCausesByPartition(partitions: $partitions) { reason key { path } partitionKey dependency { path }
+                                                        dependencyPartitionKey }
+    }
+  }
+}"""
 
 ADD_PARTITION = """
 mutation($repositorySelector: RepositorySelector!, $partitionsDefName: String!, $partitionKey: String!) {
@@ -168,3 +187,29 @@ def wait_backfill(dev: DagsterDev, backfill_id: str, timeout: float = 240) -> di
             return last
         time.sleep(2)
     raise AssertionError(f"backfill {backfill_id} not done after {timeout}s: {last}\n{dev.tail()}")
+
+
+def stale_map(instance, defs) -> dict[str, str]:
+    """Every asset partition of `defs` that Dagster does not report FRESH: "key[partition]" -> status
+    (STALE or MISSING), read through the stale-status resolver the UI uses."""
+    from mmssr_assets.freshness import Freshness
+
+    graph = defs.resolve_asset_graph()
+    fresh = Freshness(instance, graph)
+    out = {}
+    for key in sorted(graph.get_all_asset_keys()):
+        node = graph.get(key)
+        if node.is_external:
+            continue
+        parts = node.partitions_def.get_partition_keys(dynamic_partitions_store=instance) if node.partitions_def else [None]
+        for p in parts:
+            status = fresh.status(key, p)
+            if status != "FRESH":
+                out[key.to_user_string() + (f"[{p}]" if p else "")] = status
+    return out
+
+
+def record_events(instance, result) -> None:
+    """Persist the asset events a sensor evaluated in a test returned (the daemon does it in production)."""
+    for event in getattr(result, "asset_events", None) or []:
+        instance.report_runless_asset_event(event)

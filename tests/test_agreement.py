@@ -228,6 +228,7 @@ def test_scorer_agreement_asset(store, tmp_path, monkeypatch):
     meta = mats[0].metadata
     assert meta["mean_spearman"].value == pytest.approx(1.0)
     assert meta["n_matched"].value == 6
-    assert "| alpha |" in meta["agreement"].value
+    assert [r.data["capability"] for r in meta["agreement"].value.records] == ["alpha", "beta"]
+    assert meta["scorer"].value == "S/p1" and "scorer_note" not in meta  # the label the test scores carry
     assert meta["plot_confusion"].value.startswith("![confusion](data:image/png;base64,")
     assert load_agreement(store)["n_matched"] == 6

@@ -61,6 +61,7 @@ def test_every_source_is_ingested_scored_and_checked(graph):
     # 3 source checks per source, 3 subset checks per recipe, all passed
     assert len(s.checks) == 3 * 3 + 3 * 4 and all(s.checks.values())
     assert graph["instance"].get_dynamic_partitions("sources") == ["llava_bench", "mathv", "tabmwp"]
+    assert graph["instance"].get_dynamic_partitions("recipes") == ["mmssr_5pct", "mmssr_10pct", "mmssr_30pct", "ocr_10pct"]
     assert any("[1/7] source llava_bench" in m for m in graph["messages"])
 
 
@@ -92,20 +93,48 @@ def test_reports_are_written(graph):
         assert open(rep["html"]).read().lstrip().lower().startswith("<!doctype html")
 
 
+def _rows(value) -> list[dict]:
+    """The records of a `MetadataValue.table`, after checking each matches its schema's columns."""
+    assert isinstance(value, dg.TableMetadataValue), type(value)
+    columns = [c.name for c in value.schema.columns]
+    for r in value.records:
+        assert set(r.data) == set(columns)
+    return [r.data for r in value.records]
+
+
 def test_metadata_shows_counts_quarantine_and_cache(graph):
     inst = graph["instance"]
     raw = _latest(inst, "raw_pool", "tabmwp")
     assert raw["read"] == 121 and raw["quarantined"] == 1 and raw["quarantined/image_missing"] == 1
-    assert "image_missing" in raw["quarantine_by_reason"] and "tabmwp_missing_image" in raw["quarantine_examples"]
+    [reason] = _rows(raw["quarantine_by_reason"])
+    assert reason["reason"] == "image_missing" and reason["count"] == 1 and reason["meaning"]
+    assert [r["id"] for r in _rows(raw["quarantine_examples"])] == ["tabmwp_missing_image"]
+    assert len(_rows(raw["preview"])) == 5
     assert raw["path"].endswith("raw_pool/tabmwp.parquet") and raw["unchanged"] is False
     caps = _latest(inst, "capability_scores", "mathv")
     assert caps["scored"] == 304 and caps["cached"] == 0 and caps["dagster/row_count"] == 304
+    assert all(0 <= r["mean expected score"] <= 5 for r in _rows(caps["mean_scores"]))
     styles = _latest(inst, "style_labels", "mathv")
     assert styles["path"].endswith("style_labels/mathv.parquet")
+    assert sum(r["samples"] for r in _rows(styles["primary_styles"])) == 304
     table = _latest(inst, "scores_table")
     assert table["dagster/row_count"] == 514 and table["sources"] == 3
+    assert {r["source"]: r["samples"] for r in _rows(table["per_source"])} == {"llava_bench": 90, "mathv": 304, "tabmwp": 120}
     sel = _latest(inst, "selected_subset", "mmssr_10pct")
-    assert sel["selected"] == 51 and "| id |" in sel["preview"]
+    assert sel["selected"] == 51 and len(_rows(sel["preview"])) == 10
+
+
+def test_every_score_asset_and_report_names_its_scorer(graph):
+    """The scorer's identity, and for the weight-free rules backend the words "rules: heuristic stand-in"."""
+    inst = graph["instance"]
+    for key, partition in (("capability_scores", "mathv"), ("style_labels", "mathv"), ("scores_table", None),
+                           ("eval_report", "mmssr_10pct")):
+        meta = _latest(inst, key, partition)
+        assert meta["scorer"].startswith("rules:"), (key, meta["scorer"])
+        assert meta["scorer_note"].startswith("rules: heuristic stand-in"), key
+    headline = _rows(_latest(inst, "eval_report", "mmssr_10pct")["headline"])
+    selected = next(r for r in headline if r["subset"] == "selected")  # one row per subset, one column per metric
+    assert selected["samples"] == 51
 
 
 def test_rematerializing_a_source_scores_nothing_new(graph):
@@ -124,6 +153,9 @@ def test_rematerializing_a_source_scores_nothing_new(graph):
     assert caps["cached"] == 304 and caps["scored"] == 0 and caps["computed"] == 0
     raw = _latest(inst, "raw_pool", "mathv")
     assert raw["unchanged"] is True and raw["accepted"] == 304  # folder unchanged: not re-ingested
+    from dagster_support import stale_map
+
+    assert stale_map(inst, defs) == {"scorer_agreement": "MISSING"}  # ... and nothing turned stale
     res = job.execute_in_process(partition_key="mathv", instance=inst,
                                  run_config={"ops": {"raw_pool": {"config": {"force": True}}}})
     assert res.success and _latest(inst, "raw_pool", "mathv")["unchanged"] is False
@@ -145,22 +177,24 @@ def _shared(graph):
     return require_shared_data()
 
 
-def test_definitions_are_well_formed():
-    """Groups, owners, kinds, descriptions on every asset; one backfill policy over the per-source
-    chain; scoring in the gpu pool; checks blocking."""
+def test_definitions_are_well_formed(monkeypatch):
+    """Groups, owners, kinds, descriptions on every asset; code versions on every computed asset; one
+    backfill policy over the per-source chain; scoring in the gpu pool; checks blocking."""
     from mmssr_assets.definitions import build_definitions
     from mmssr_assets.partitions import SOURCE_BACKFILL_POLICY
 
+    monkeypatch.delenv("MMSSR_DOWNSTREAM", raising=False)
     defs = build_definitions()
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"raw_pool", "capability_scores", "style_labels", "scores_table", "duplicates", "selected_subset", "eval_report",
-                    "scorer_agreement", "downstream_run", "downstream_full_run", "downstream_eval"}
+    assert keys == {"source_folder", "raw_pool", "capability_scores", "style_labels", "scores_table", "duplicates",
+                    "recipe", "selected_subset", "eval_report", "scorer_agreement"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        assert node.group_name in ("ingestion", "scoring", "selection", "reports", "downstream"), key
+        assert node.group_name in ("ingestion", "scoring", "selection", "reports"), key
         assert node.owners and node.description and node.kinds, key
+        assert node.is_observable if node.is_external else node.code_version, key
     for name in ("raw_pool", "capability_scores", "style_labels"):
         node = graph.get(dg.AssetKey(name))
         assert node.backfill_policy == SOURCE_BACKFILL_POLICY
@@ -173,5 +207,5 @@ def test_definitions_are_well_formed():
             "selected_subset_budget", "selected_subset_ids_in_pool", "selected_subset_one_per_duplicate_group"} <= set(checks)
     for key in graph.asset_check_keys:
         assert graph.get_check_spec(key).blocking, key
-    partitions = graph.get(dg.AssetKey("selected_subset")).partitions_def.get_partition_keys()
-    assert partitions[:3] == ["mmssr_5pct", "mmssr_10pct", "mmssr_30pct"]
+    for name in ("recipe", "selected_subset", "eval_report"):
+        assert graph.get(dg.AssetKey(name)).partitions_def.name == "recipes"

@@ -57,15 +57,32 @@ def test_store_file_adds_an_ocr_recipe_and_env_overrides(tmp_path, monkeypatch):
     assert recipes[0].threshold == 2.5 and recipes[0].seed == 7
 
 
-def test_recipes_become_partitions(tmp_path, monkeypatch):
+def test_recipes_become_partitions_without_reading_the_store_at_load(tmp_path, monkeypatch):
+    """Loading the definitions never reads the store (a broken recipes.toml there does not stop it):
+    recipes are dynamic partitions, read when a run or a tick needs them."""
+    import dagster as dg
+
     from mmssr_assets.definitions import build_definitions
+    from mmssr_assets.resources import RecipesResource
 
     monkeypatch.delenv("MMSSR_RECIPES", raising=False)
-    defs = build_definitions(store_root=tmp_path, recipes=[Recipe("ocr_10pct", budget=0.1,
-                                                                  capabilities=["optical_character_recognition"])])
-    assets = {a.key.to_user_string(): a for a in defs.assets if len(a.keys) == 1}
-    assert assets["selected_subset"].partitions_def.get_partition_keys() == ["ocr_10pct"]
-    assert assets["eval_report"].partitions_def.get_partition_keys() == ["ocr_10pct"]
+    (tmp_path / "recipes.toml").write_text("[[recipe]\nname=")  # unreadable: only a run may trip on it
+    monkeypatch.setenv("MMSSR_STORE", str(tmp_path))
+    defs = build_definitions()
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    for key in ("selected_subset", "eval_report", "recipe"):
+        assert graph.get(dg.AssetKey(key)).partitions_def == dg.DynamicPartitionsDefinition(name="recipes")
+    with pytest.raises(RecipeError, match="not valid TOML/JSON"):
+        RecipesResource().load(tmp_path)
+
+    ocr = Recipe("ocr_10pct", budget=0.1, capabilities=["optical_character_recognition"])
+    fixed = build_definitions(store_root=tmp_path, recipes=[ocr])
+    resource = fixed.resources["recipes"]
+    assert resource.load(tmp_path) == [ocr]  # a fixed list round-trips through the resource's config
+    assert resource.get("ocr_10pct", tmp_path) == ocr
+    with pytest.raises(dg.Failure, match="recipe partition 'gone'.*unknown recipe 'gone'; known: ocr_10pct"):
+        resource.get("gone", tmp_path)
 
 
 @pytest.mark.parametrize("entry,message", [

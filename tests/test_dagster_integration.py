@@ -1,5 +1,6 @@
-"""`dagster dev` as a real server: a new domain backfilled over GraphQL (SQLite and Postgres instances),
-and a browser smoke test of the UI (Debian's chromium driven headless by Playwright)."""
+"""`dg dev` and `dagster dev` as real servers: a new domain backfilled over GraphQL (a SQLite instance under
+`dg dev`, a Postgres one under `dagster dev -w workspace.yaml`), the UI's stale status after a source
+changes, and a browser smoke test of the UI (Debian's chromium driven headless by Playwright)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from dagster_support import (
     LAUNCH_BACKFILL,
     REPO_ROOT,
     REPO_SELECTOR,
+    STALE_BY_PARTITION,
+    START_SENSOR,
     DagsterDev,
     slice_source,
     wait_backfill,
@@ -29,6 +32,14 @@ RECIPE = "mmssr_10pct"
 NEW_DOMAIN = ("tab_a", "tab_b")
 PER_SOURCE = 40
 
+LAUNCH_RUN = """
+mutation($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } ... on InvalidSubsetError { message }
+  }
+}"""
+RUN_STATUS = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"""
+
 BACKFILL_RUNS = """
 query($id: String!) {
   partitionBackfillOrError(backfillId: $id) {
@@ -37,29 +48,50 @@ query($id: String!) {
 }"""
 
 
-def _domain(tmp, shared_data):
-    """A sources root: a new two-source domain (tab_a, tab_b) and one more source for the UI test."""
+def _domain(tmp, shared_data, ui: bool):
+    """A sources root: a new two-source domain (tab_a, tab_b) and, `ui`, one more source for the UI test."""
     root = tmp / "sources"
     slice_source(root, shared_data, "tabmwp_dev1k", PER_SOURCE, "tab_a")
     slice_source(root, shared_data, "tabmwp_dev1k", PER_SOURCE, "tab_b", offset=200)
-    slice_source(root, shared_data, "tabmwp_dev1k", 10, "tab_ui", offset=400)
+    if ui:
+        slice_source(root, shared_data, "tabmwp_dev1k", 10, "tab_ui", offset=400)
     return root
 
 
 def _env(tmp, root) -> dict:
     env = {"MMSSR_STORE": str(tmp / "store"), "MMSSR_SOURCES_ROOT": str(root), "MMSSR_RECIPES": "",
-           "MMSSR_AUTOMATION": "", "MMSSR_BACKEND": "rules", "PYTHONWARNINGS": "ignore",
+           "MMSSR_AUTOMATION": "", "MMSSR_BACKEND": "rules",
            # shorten the daemon's 30 s tick (tests/dagster_site/sitecustomize.py)
-           "PYTHONPATH": str(REPO_ROOT / "tests" / "dagster_site"), "MMSSR_TEST_DAEMON_INTERVAL": "5"}
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "tests" / "dagster_site"), str(REPO_ROOT)]),
+           "MMSSR_TEST_DAEMON_INTERVAL": "5"}
     return env
 
 
+def _add_partition(dev: DagsterDev, partitions: str, key: str) -> None:
+    out = dev.graphql(ADD_PARTITION, {"repositorySelector": REPO_SELECTOR, "partitionsDefName": partitions,
+                                      "partitionKey": key})["addDynamicPartition"]
+    assert out == {"__typename": "AddDynamicPartitionSuccess", "partitionKey": key}, out
+
+
+def observe_source_folders(dev: DagsterDev, timeout: float = 120) -> None:
+    """What the UI's *Observe* button does: one run observing every registered source folder, so the
+    backfill's materializations read an observation to be compared against later."""
+    params = {"selector": {**REPO_SELECTOR, "jobName": "__ASSET_JOB", "assetSelection": [{"path": ["source_folder"]}]}}
+    out = dev.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
+    assert out["__typename"] == "LaunchRunSuccess", out
+    run_id, deadline = out["run"]["runId"], time.monotonic() + timeout
+    while (status := dev.graphql(RUN_STATUS, {"id": run_id})["runOrError"]["status"]) != "SUCCESS":
+        assert status not in ("FAILURE", "CANCELED") and time.monotonic() < deadline, f"{status}\n{dev.tail()}"
+        time.sleep(1)
+
+
 def launch_new_domain_backfill(dev: DagsterDev) -> str:
-    """Add the domain's partitions and backfill the whole chain for them in ONE backfill."""
+    """Add the domain's partitions (and the recipe's: recipes are dynamic partitions too) and backfill the
+    whole chain for them in ONE backfill."""
     for key in NEW_DOMAIN:
-        out = dev.graphql(ADD_PARTITION, {"repositorySelector": REPO_SELECTOR, "partitionsDefName": "sources",
-                                          "partitionKey": key})["addDynamicPartition"]
-        assert out == {"__typename": "AddDynamicPartitionSuccess", "partitionKey": key}, out
+        _add_partition(dev, "sources", key)
+    _add_partition(dev, "recipes", RECIPE)
+    observe_source_folders(dev)
     rng = {"range": {"start": NEW_DOMAIN[0], "end": NEW_DOMAIN[-1]}}
     params = {
         "title": "new domain",
@@ -103,21 +135,22 @@ def verify_new_domain_backfill(dev: DagsterDev, backfill_id: str, store_root) ->
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory, shared_data):
-    """Two `dagster dev` servers started side by side (their backfills mostly wait on the daemon's
-    30 s ticks, so running both at once halves the wall time): one on SQLite (the repo's dagster.yaml),
-    one on a throwaway Postgres cluster (deploy/dagster.postgres.yaml). Both get the new-domain
-    backfill at once; both are stopped with SIGINT at the end."""
+    """Two servers started side by side (their backfills mostly wait on the daemon's ticks, so running
+    both at once halves the wall time): `dg dev` on SQLite (the repo's .dagster_home/dagster.yaml), and
+    `dagster dev -w workspace.yaml` on a throwaway Postgres cluster (deploy/dagster.postgres.yaml). Both
+    get the new-domain backfill at once; both are stopped with SIGINT at the end."""
     devs: dict[str, DagsterDev] = {}
     with postgres_server(user="dagster", password="dagster-test-pw") as pg:
         try:
-            for kind, yaml in (("sqlite", REPO_ROOT / "dagster.yaml"), ("postgres", REPO_ROOT / "deploy" / "dagster.postgres.yaml")):
+            for kind, yaml in (("sqlite", REPO_ROOT / ".dagster_home" / "dagster.yaml"),
+                               ("postgres", REPO_ROOT / "deploy" / "dagster.postgres.yaml")):
                 tmp = tmp_path_factory.mktemp(f"dev_{kind}")
-                root = _domain(tmp, shared_data)
+                root = _domain(tmp, shared_data, ui=kind == "sqlite")
                 home = tmp / "home"
                 home.mkdir()
                 shutil.copyfile(yaml, home / "dagster.yaml")
                 env = _env(tmp, root) | (pg.env() if kind == "postgres" else {})
-                dev = DagsterDev(home, env)
+                dev = DagsterDev(home, env, dg=kind == "sqlite")
                 dev.tmp, dev.pg = tmp, pg
                 devs[kind] = dev
                 dev.launch()
@@ -131,6 +164,11 @@ def servers(tmp_path_factory, shared_data):
     for kind, dev in devs.items():
         assert codes[kind] == 0, f"dagster dev ({kind}) did not stop cleanly on SIGINT (rc {codes[kind]})\n{dev.tail()}"
         assert dev.proc.poll() is not None
+        log = dev.log.read_text(errors="replace")
+        # no instance-file mismatch, no warning of a Dagster feature the code location uses on purpose (and
+        # under `dg dev`, not even Dagster's notice that `dagster dev` is superseded by it)
+        for unwanted in ("will not be used", "BetaWarning", "PreviewWarning", *(["superseded"] if dev.dg else [])):
+            assert unwanted not in log, f"{kind}: {unwanted!r} in the server log\n{dev.tail()}"
 
 
 def test_backfill_new_domain_over_graphql_sqlite(servers):
@@ -149,10 +187,36 @@ def test_backfill_new_domain_over_graphql_postgres(servers):
                           password=e["DAGSTER_PG_PASSWORD"], dbname=e["DAGSTER_PG_DB"]) as con:
         cur = con.cursor()
         cur.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'")
-        assert cur.fetchone()[0] == len(NEW_DOMAIN) + 2
+        assert cur.fetchone()[0] == 1 + len(NEW_DOMAIN) + 2  # observe, one per source, pool tables, the recipe
         cur.execute("SELECT partition FROM dynamic_partitions WHERE partitions_def_name = 'sources' ORDER BY id")
         assert [r[0] for r in cur.fetchall()] == list(NEW_DOMAIN)
     assert not (dev.home / "history").exists()  # nothing went to SQLite
+
+
+def test_the_ui_marks_a_changed_source_stale(servers):
+    """After the backfill every partition is fresh; a source folder changes, the sensor observes it, and
+    the UI's stale status (GraphQL staleStatusByPartition) marks exactly that source's raw_pool stale."""
+    dev = servers["postgres"]
+    wait_backfill(dev, dev.backfill_id, timeout=420)
+    key, parts = {"path": ["raw_pool"]}, list(NEW_DOMAIN)
+
+    def stale():
+        node = dev.graphql(STALE_BY_PARTITION, {"key": key, "partitions": parts})["assetNodeOrError"]
+        return node["staleStatusByPartition"], node["staleCausesByPartition"]
+
+    assert stale()[0] == ["FRESH", "FRESH"]
+    pool = dev.tmp / "sources" / NEW_DOMAIN[0] / "pool.llava.json"
+    pool.write_text(pool.read_text().replace("table", "Table", 1))
+    selector = {**REPO_SELECTOR, "sensorName": "new_sources_sensor"}
+    out = dev.graphql(START_SENSOR, {"selector": selector})["startSensor"]
+    assert out["__typename"] == "Sensor", out
+    deadline = time.monotonic() + 120
+    while stale()[0] != ["STALE", "FRESH"]:
+        assert time.monotonic() < deadline, f"raw_pool not marked stale: {stale()}\n{dev.tail()}"
+        time.sleep(2)
+    [cause] = stale()[1][0]  # the root cause the UI shows: the observed folder's new version
+    assert cause["key"]["path"] == ["source_folder"] and cause["partitionKey"] == NEW_DOMAIN[0]
+    assert cause["reason"] == "has a new data version"
 
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -227,7 +291,7 @@ def test_browser_materialize_a_partition_by_clicking(servers, tmp_path):
 
 
 def _dismiss_nux(page) -> None:
-    """The "Join the Dagster community" popup blocks clicks on a first visit until Skip."""
+    """The "Join the Dagster community" popup blocks clicks on a first visit."""
     skip = page.get_by_role("button", name="Skip")
     try:
         skip.click(timeout=3000)

@@ -9,11 +9,10 @@ import polars as pl
 import pytest
 
 dg = pytest.importorskip("dagster")
-pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
 
 from mmssr_assets.assets.downstream import DownstreamResource, build_downstream_assets  # noqa: E402
-from mmssr_assets.assets.selection import build_selected_subset  # noqa: E402
-from mmssr_assets.resources import StoreResource  # noqa: E402
+from mmssr_assets.assets.selection import selected_subset  # noqa: E402
+from mmssr_assets.resources import RecipesResource, StoreResource  # noqa: E402
 from mmssr_core.recipes import Recipe  # noqa: E402
 from mmssr_core.store import Store  # noqa: E402
 
@@ -27,8 +26,16 @@ json.dump({"benchmarks": {"A": 40.0 + n, "B": 10.0 * n}}, open(results, "w"))
 '''
 
 
+@pytest.fixture(scope="module")
+def instance():
+    """A real instance holding the recipe partitions (they are dynamic)."""
+    with dg.instance_for_test() as inst:
+        inst.add_dynamic_partitions("recipes", ["r5", "rand5"])
+        yield inst
+
+
 @pytest.fixture
-def setup(tmp_path, monkeypatch):
+def setup(tmp_path, monkeypatch, instance):
     st = Store(tmp_path / "store")
     pool = pl.DataFrame({"id": [f"s{i}" for i in range(10)], "source": ["a"] * 10})
     st.write("raw_pool", "a", pool)
@@ -46,41 +53,47 @@ def setup(tmp_path, monkeypatch):
     script = tmp_path / "fake.py"
     script.write_text(FAKE)
     recipes = [Recipe("r5", budget=5), Recipe("rand5", method="random", budget=5)]
-    sel = build_selected_subset(recipes)
-    assets = build_downstream_assets(recipes, sel)
+    assets = build_downstream_assets()
     resources = {
         "store": StoreResource(root=str(st.root)),
+        "recipes": RecipesResource.of(recipes),
         "downstream": DownstreamResource(command=f"{sys.executable} {script} {{dataset}} {{results}}", timeout_s=60),
     }
-    return st, [sel, *assets], resources, script
+    return st, [selected_subset, *assets], resources, instance
 
 
 def test_run_and_table(setup):
-    st, assets, resources, _ = setup
+    st, assets, resources, instance = setup
     for key in ("r5", "rand5"):
-        res = dg.materialize(assets, selection=["downstream_run"], partition_key=key, resources=resources)
+        res = dg.materialize(assets, selection=["downstream_run"], partition_key=key, resources=resources,
+                             instance=instance)
         assert res.success
-    res = dg.materialize(assets, selection=["downstream_full_run"], resources=resources)
+        bench = res.asset_materializations_for_node("downstream_run")[0].metadata["benchmarks"].value
+        assert [r.data for r in bench.records] == [{"benchmark": "A", "score": 45.0}, {"benchmark": "B", "score": 50.0}]
+    res = dg.materialize(assets, selection=["downstream_full_run"], resources=resources, instance=instance)
     assert res.success
     full = json.loads((st.root / "downstream" / "full.json").read_text())
     assert full["benchmarks"] == {"A": 50.0, "B": 100.0} and full["method"] == "full"
-    res = dg.materialize(assets, selection=["downstream_eval"], resources=resources)
+    res = dg.materialize(assets, selection=["downstream_eval"], resources=resources, instance=instance)
     assert res.success
     mats = res.asset_materializations_for_node("downstream_eval")
     meta = mats[0].metadata
     assert meta["share_of_full/r5"].value == pytest.approx((45 / 50 + 50 / 100) / 2 * 100)
     assert meta["beaten_random/r5"].value == 0  # same sizes -> same fake scores: nothing beaten
-    assert "| r5 | mmssr | 5 |" in meta["table"].value
+    rows = {r.data["recipe"]: r.data for r in meta["table"].value.records}
+    assert rows["r5"]["method"] == "mmssr" and rows["r5"]["budget"] in (5, "5")
     table = pl.read_parquet(st.root / "downstream" / "table.parquet")
     assert set(table["recipe"]) == {"r5", "rand5", "full"}
 
 
 def test_failed_run_keeps_results(setup, monkeypatch):
-    st, assets, resources, _ = setup
-    assert dg.materialize(assets, selection=["downstream_run"], partition_key="r5", resources=resources).success
+    st, assets, resources, instance = setup
+    assert dg.materialize(assets, selection=["downstream_run"], partition_key="r5", resources=resources,
+                          instance=instance).success
     before = (st.root / "downstream" / "r5.json").read_bytes()
     monkeypatch.setenv("FAKE_FAIL", "1")
-    res = dg.materialize(assets, selection=["downstream_run"], partition_key="r5", resources=resources, raise_on_error=False)
+    res = dg.materialize(assets, selection=["downstream_run"], partition_key="r5", resources=resources,
+                         raise_on_error=False, instance=instance)
     assert not res.success
     failure = [e for e in res.all_events if e.event_type_value == "STEP_FAILURE"][0]
     text = str(failure.event_specific_data.error)
@@ -89,10 +102,26 @@ def test_failed_run_keeps_results(setup, monkeypatch):
 
 
 def test_no_command_is_a_clear_failure(setup, monkeypatch):
-    _, assets, resources, _ = setup
+    _, assets, resources, instance = setup
     monkeypatch.delenv("MMSSR_TRAIN_EVAL_CMD", raising=False)
     resources = {**resources, "downstream": DownstreamResource()}
-    res = dg.materialize(assets, selection=["downstream_run"], partition_key="r5", resources=resources, raise_on_error=False)
+    res = dg.materialize(assets, selection=["downstream_run"], partition_key="r5", resources=resources,
+                         raise_on_error=False, instance=instance)
     assert not res.success
     failure = [e for e in res.all_events if e.event_type_value == "STEP_FAILURE"][0]
     assert "MMSSR_TRAIN_EVAL_CMD" in str(failure.event_specific_data.error)
+
+
+def test_downstream_assets_join_the_graph_only_when_enabled(monkeypatch):
+    """The demo never trains a model: the train-and-evaluate assets stay out of the default graph."""
+    from mmssr_assets.definitions import build_definitions
+
+    def keys(defs):
+        return {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+
+    monkeypatch.delenv("MMSSR_DOWNSTREAM", raising=False)
+    assert not {"downstream_run", "downstream_full_run", "downstream_eval"} & keys(build_definitions())
+    monkeypatch.setenv("MMSSR_DOWNSTREAM", "on")
+    enabled = build_definitions().resolve_asset_graph()
+    assert {"downstream_run", "downstream_full_run", "downstream_eval"} <= {k.to_user_string() for k in enabled.get_all_asset_keys()}
+    assert "Not run by the demo" in enabled.get(dg.AssetKey("downstream_run")).description

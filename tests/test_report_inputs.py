@@ -63,16 +63,18 @@ def test_gathered_inputs_follow_the_recorded_recipe(filled):
 def test_asset_and_cli_build_the_same_report(filled, tmp_path, capsys):
     import dagster as dg
 
-    from mmssr_assets.assets.reports import build_eval_report
-    from mmssr_assets.assets.selection import build_selected_subset
-    from mmssr_assets.resources import ScorerResource, StoreResource
+    from mmssr_assets.assets.reports import eval_report
+    from mmssr_assets.partitions import RECIPES
+    from mmssr_assets.resources import RecipesResource, ScorerResource, StoreResource
     from mmssr_core.cli import main
 
     st, tax = filled
-    asset = build_eval_report([RECIPE], build_selected_subset([RECIPE]))
-    res = dg.materialize([asset], partition_key=RECIPE.name, instance=dg.DagsterInstance.ephemeral(),
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(RECIPES, [RECIPE.name])
+    res = dg.materialize([eval_report], partition_key=RECIPE.name, instance=instance,
                          resources={"store": StoreResource(root=str(st.root)),
-                                    "scorer": ScorerResource(taxonomy_path=str(tax))})
+                                    "scorer": ScorerResource(taxonomy_path=str(tax)),
+                                    "recipes": RecipesResource.of([RECIPE])})
     assert res.success
     from_asset = json.loads((st.root / "reports" / f"{RECIPE.name}.json").read_text())
     meta = res.asset_materializations_for_node("eval_report")[0].metadata

@@ -143,7 +143,7 @@ def test_deploy_files_are_valid_yaml_with_the_expected_settings():
     assert inst["run_retries"]["enabled"] is True
     assert inst["concurrency"]["pools"]["granularity"] == "op"
     # every shipped instance frees the pool slots of a run whose step died without reporting its end
-    for path in ("dagster.yaml", "deploy/dagster.postgres.yaml", "deploy/celery/dagster.yaml"):
+    for path in (".dagster_home/dagster.yaml", "deploy/dagster.postgres.yaml", "deploy/celery/dagster.yaml"):
         monitoring = yaml.safe_load((REPO / path).read_text())["run_monitoring"]
         assert monitoring["enabled"] is True and monitoring["free_slots_after_run_end_seconds"] > 0, path
     values = yaml.safe_load((REPO / "deploy/k8s/values.yaml").read_text())

@@ -1,130 +1,86 @@
-"""Schedules: rescore only sources whose data or scorer changed; refresh stale selections."""
+"""Schedules read Dagster's stale status: what they request on a fresh instance, and when they wait.
+
+The end-to-end behaviour (a changed pool, another scorer, an edited recipe) is in test_freshness.py.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import time
 
 import dagster as dg
 import polars as pl
 import pytest
 
 from dagster_support import slice_source
-from mmssr_assets.resources import ScorerResource, SourcesResource, StoreResource
-from mmssr_assets.schedules import build_refresh_schedule, rescore_changed_sources
 from mmssr_core.recipes import Recipe
 from mmssr_core.store import Store
 
 WHEN = dt.datetime(2026, 11, 30, 2, 0, tzinfo=dt.timezone.utc)
 
 
-@pytest.fixture(scope="module")
-def _instance():
+@pytest.fixture
+def instance():
     with dg.instance_for_test() as inst:
         yield inst
 
 
-@pytest.fixture
-def instance(_instance):
-    """One test instance per module (creating one costs seconds), with no source partitions."""
-    for key in _instance.get_dynamic_partitions("sources"):
-        _instance.delete_dynamic_partition("sources", key)
-    return _instance
+def _tick(instance, defs, name: str):
+    with dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
+                                   resources=defs.resources, scheduled_execution_time=WHEN) as ctx:
+        return defs.resolve_schedule_def(name)(ctx)
 
 
-def _ctx(instance, store_root, sources_root, scorer=None):
-    return dg.build_schedule_context(
-        instance=instance,
-        scheduled_execution_time=WHEN,
-        resources={
-            "store": StoreResource(root=str(store_root)),
-            "sources": SourcesResource(root=str(sources_root)),
-            "scorer": scorer or ScorerResource(),
-        },
-    )
+def _defs(tmp_path, recipes=None):
+    from mmssr_assets.definitions import build_definitions
+
+    return build_definitions(store_root=tmp_path / "store", sources_root=tmp_path / "sources", recipes=recipes)
 
 
-def _record(st: Store, sources: SourcesResource, name: str, scorer: ScorerResource) -> None:
-    st.write_json("fingerprints", name, {"data": sources.fingerprint(name), "scorer": scorer.fingerprint()})
-
-
-def test_rescore_only_changed_sources(tmp_path, shared_data, instance):
-    root, st = tmp_path / "sources", Store(tmp_path / "store")
-    for name in ("a", "b", "c"):
-        slice_source(root, shared_data, "tabmwp_dev1k", 5, name)
-    instance.add_dynamic_partitions("sources", ["a", "b", "c"])
-    sources, scorer = SourcesResource(root=str(root)), ScorerResource()
-
-    # nothing scored yet: every source is due
-    reqs = rescore_changed_sources(_ctx(instance, st.root, root))
-    assert sorted(r.partition_key for r in reqs) == ["a", "b", "c"]
-    assert {r.tags["mmssr/reason"] for r in reqs} == {"never scored"}
-
-    for name in ("a", "b", "c"):
-        _record(st, sources, name, scorer)
-    assert isinstance(rescore_changed_sources(_ctx(instance, st.root, root)), dg.SkipReason)
-
-    # data of b changed: only b, under a run key naming the new fingerprint
-    pool = root / "b" / "pool.llava.json"
-    pool.write_text(pool.read_text().replace("table", "Table", 1))
-    os.utime(pool, ns=(time.time_ns(), time.time_ns() + 10**9))
-    [req] = rescore_changed_sources(_ctx(instance, st.root, root))
-    assert req.partition_key == "b" and req.tags["mmssr/reason"] == "data changed"
-    assert req.run_key == f"rescore:b:{sources.fingerprint('b')}:{scorer.fingerprint()}"
-
-    # a different scorer identity: everything is due again, with new run keys
-    _record(st, sources, "b", scorer)
-    other = ScorerResource(backend="rules", options={"sigma": 0.5})
-    assert other.fingerprint() != scorer.fingerprint()
-    reqs = rescore_changed_sources(_ctx(instance, st.root, root, other))
-    assert sorted(r.partition_key for r in reqs) == ["a", "b", "c"]
-    assert {r.tags["mmssr/reason"] for r in reqs} == {"scorer changed"}
-    assert all(other.fingerprint() in r.run_key for r in reqs)
-
-
-def test_folder_removed_is_not_rescored(tmp_path, shared_data, instance):
-    root, st = tmp_path / "sources", Store(tmp_path / "store")
-    slice_source(root, shared_data, "tabmwp_dev1k", 3, "a")
+def test_rescore_requests_unmaterialized_sources_and_skips_gone_folders(tmp_path, shared_data, instance):
+    slice_source(tmp_path / "sources", shared_data, "tabmwp_dev1k", 3, "a")
     instance.add_dynamic_partitions("sources", ["a", "gone"])
-    reqs = rescore_changed_sources(_ctx(instance, st.root, root))
-    assert [r.partition_key for r in reqs] == ["a"]
+    [req] = _tick(instance, _defs(tmp_path), "rescore_changed_sources")
+    assert req.partition_key == "a" and req.tags["mmssr/reason"] == "raw_pool missing"
+    assert req.run_key.startswith("rescore:a:") and req.run_key.endswith(":scorer-" + _defs(tmp_path).resources["scorer"].fingerprint())
+    # the schedule observed the folder on its way: its version is on record
+    from mmssr_assets.freshness import latest_version
+
+    assert latest_version(instance, "source_folder", "a", observed=True) is not None
 
 
-def _scores(st: Store, source: str) -> None:
-    df = pl.DataFrame({"id": ["x"], "source": [source]})
-    st.write("capability_scores", source, df)
-    st.write("style_labels", source, df)
+def test_rescore_reruns_a_source_materialized_before_its_folder_was_observed(tmp_path, shared_data, instance):
+    """A raw_pool run that did not observe its folder (a UI click on raw_pool alone, on an instance that
+    never observed any folder) read no observation, so Dagster could never tell it stale: the schedule
+    runs that source once, observing first; after that run it is fresh and not requested again."""
+    slice_source(tmp_path / "sources", shared_data, "tabmwp_dev1k", 3, "a")
+    instance.add_dynamic_partitions("sources", ["a"])
+    defs = _defs(tmp_path)
+    keys = [dg.AssetKey(k) for k in ("raw_pool", "capability_scores", "style_labels")]
+    job = defs.resolve_job_def("ingest_and_score")
+    assert job.execute_in_process(partition_key="a", instance=instance, asset_selection=keys).success
+    [req] = _tick(instance, defs, "rescore_changed_sources")
+    assert req.tags["mmssr/reason"] == "raw_pool was materialized before source_folder was observed"
+    assert job.execute_in_process(partition_key="a", instance=instance).success
+    assert isinstance(_tick(instance, defs, "rescore_changed_sources"), dg.SkipReason)
 
 
-def test_refresh_selections_after_scoring(tmp_path, instance):
+def test_refresh_waits_for_scores(tmp_path, instance):
+    result = _tick(instance, _defs(tmp_path), "refresh_selections")
+    assert isinstance(result, dg.SkipReason) and "no scored source" in result.skip_message
+
+
+def test_refresh_registers_new_recipes_and_requests_missing_selections(tmp_path, instance):
     st = Store(tmp_path / "store")
-    recipes = [Recipe("r5", budget=0.05), Recipe("r10", budget=0.1)]
-    from mmssr_assets.jobs import select_and_report_job
-
-    schedule = build_refresh_schedule(recipes, select_and_report_job)
+    df = pl.DataFrame({"id": ["x"], "source": ["s"]})
+    st.write("capability_scores", "s", df)
+    st.write("style_labels", "s", df)
     instance.add_dynamic_partitions("sources", ["s"])
-    ctx = lambda: _ctx(instance, st.root, tmp_path)  # noqa: E731
-
-    assert isinstance(schedule(ctx()), dg.SkipReason)  # no scores yet
-    _scores(st, "s")
-    reqs = schedule(ctx())
+    recipes = [Recipe("r5", budget=0.05), Recipe("r10", budget=0.1)]
+    reqs = _tick(instance, _defs(tmp_path, recipes), "refresh_selections")
+    assert instance.get_dynamic_partitions("recipes") == ["r5", "r10"]
     assert sorted(r.partition_key for r in reqs) == ["r10", "r5"]
     assert {r.run_key for r in reqs} == {"refresh:r5:2026-11-30", "refresh:r10:2026-11-30"}
-
-    for r in recipes:  # selections newer than the scores: nothing to do
-        st.write_json("selections", r.name, {"recipe": r.to_dict()})
-    assert isinstance(schedule(ctx()), dg.SkipReason)
-
-    time.sleep(0.02)
-    _scores(st, "s")  # rescored after selecting
-    assert sorted(r.partition_key for r in schedule(ctx())) == ["r10", "r5"]
-
-    for r in recipes:
-        st.write_json("selections", r.name, {"recipe": r.to_dict()})
-    st.write_json("selections", "r5", {"recipe": Recipe("r5", budget=0.07).to_dict()})  # recipe edited
-    [req] = schedule(ctx())
-    assert req.partition_key == "r5" and req.tags["mmssr/reason"] == "recipe changed"
+    assert {r.tags["mmssr/reason"] for r in reqs} == {"scores_table missing"}
 
 
 def test_schedules_are_registered_and_not_eager():

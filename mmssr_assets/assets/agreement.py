@@ -2,7 +2,8 @@
 
 Teacher labels come from `mmssr label` (store table `teacher_labels`, not an asset: labelling costs
 teacher calls and is started by hand). Without labels the asset records that and writes nothing, so a
-full-graph materialization never fails for want of a teacher.
+full-graph materialization never fails for want of a teacher. In no job or schedule: the demo never
+materializes it, and its description says so.
 """
 
 import base64
@@ -10,9 +11,14 @@ import base64
 import dagster as dg
 
 from mmssr_assets.assets.selection import scores_table
+from mmssr_assets.metadata import scores_scorer_metadata, table
 from mmssr_core.schema import SCORES_PARTITION, SCORES_TABLE
 from mmssr_assets.partitions import OWNERS
 from mmssr_assets.resources import ScorerResource, StoreResource
+from mmssr_assets.versions import source_code_version
+
+_PER_CAPABILITY = [("capability", "string"), ("n", "int"), ("spearman", "float"), ("mae", "float"),
+                   ("exact", "float")]
 
 
 def _png_md(path, title: str) -> str:
@@ -22,6 +28,7 @@ def _png_md(path, title: str) -> str:
 
 @dg.asset(
     deps=[scores_table],
+    code_version=source_code_version("mmssr_core.agreement"),
     group_name="reports",
     kinds={"json", "parquet"},
     owners=OWNERS,
@@ -29,7 +36,9 @@ def _png_md(path, title: str) -> str:
     description=(
         "Agreement of the scores table with the teacher labels (`mmssr label`): per-capability Spearman "
         "and mean absolute error, the confusion of integer scores, style micro-F1 and primary-style "
-        "accuracy, with plots: `agreement/pool.parquet`, `agreement/pool.json`, `agreement/pool_plots/`."
+        "accuracy, with plots: `agreement/pool.parquet`, `agreement/pool.json`, `agreement/pool_plots/`. "
+        "Not part of the demo: label a sample with a teacher first (`mmssr label`), then materialize this "
+        "asset by hand; without labels it records that and writes nothing."
     ),
 )
 def scorer_agreement(context: dg.AssetExecutionContext, store: StoreResource, scorer: ScorerResource) -> dg.MaterializeResult:
@@ -61,7 +70,9 @@ def scorer_agreement(context: dg.AssetExecutionContext, store: StoreResource, sc
 
     styles = result.styles or {}
     meta = {
-        "agreement": dg.MetadataValue.md(result.markdown()),
+        "agreement": table(_PER_CAPABILITY, [
+            (c["key"], c["n"], c["spearman"], c["mae"], c["accuracy"]) for c in result.capabilities
+        ]),
         "n_matched": result.n_matched,
         "n_labelled": result.n_labelled,
         "mean_spearman": num(result.mean_spearman),
@@ -69,7 +80,7 @@ def scorer_agreement(context: dg.AssetExecutionContext, store: StoreResource, sc
         "integer_accuracy": num(result.accuracy),
         "style_micro_f1": num(styles.get("micro_f1")),
         "primary_style_accuracy": num(styles.get("primary_accuracy")),
-        "scorer": dg.MetadataValue.text(result.scorer),
+        **scores_scorer_metadata(result.scorer.split(" | ")),
         "teacher": dg.MetadataValue.text(result.teacher),
         "summary": dg.MetadataValue.path(str(paths["json"])),
     }

@@ -1,15 +1,24 @@
-"""`raw_pool`: one source folder -> accepted samples (and its quarantine), a thin wrapper over ingest_source."""
+"""`raw_pool`: one source folder -> accepted samples (and its quarantine), a thin wrapper over ingest_source.
+
+Freshness is Dagster's: the asset's code version hashes the ingestion code, its input is the observed
+`source_folder` partition, and its data version is the content of the accepted samples (ids and content
+hashes). A run over a folder whose observed version and the ingestion code are what the last
+materialization recorded keeps the store's partitions (`unchanged: true`) and reports the same data
+version, so nothing downstream turns stale.
+"""
 
 
 import dagster as dg
 import polars as pl
 
-from mmssr_assets.metadata import first_human_turn, md_table, path_md
+from mmssr_assets.metadata import first_human_turn, path_md, table
 from mmssr_assets.partitions import OWNERS, SOURCE_BACKFILL_POLICY, sources_partitions
 from mmssr_assets.resources import SourcesResource, StoreResource
-from mmssr_core.schema import FINGERPRINT_TABLE, INGEST_STATS_TABLE, QUARANTINE_TABLE, RAW_POOL_TABLE, REASONS
+from mmssr_assets.versions import pool_version, source_code_version
+from mmssr_core.schema import INGEST_STATS_TABLE, QUARANTINE_TABLE, RAW_POOL_TABLE, REASONS
 
 N_EXAMPLES = 5
+SOURCE_VERSION = "source_version"  # metadata: the observed folder version this materialization ingested
 
 
 class IngestConfig(dg.Config):
@@ -22,45 +31,48 @@ class IngestConfig(dg.Config):
 
 def ingest_code_version() -> str:
     """Changes when the ingestion code or the table schemas change (so unchanged data is re-ingested)."""
-    import hashlib
-    from pathlib import Path
-
-    import mmssr_core.ingest as pkg
-    import mmssr_core.schema as schema
-
-    h = hashlib.sha256()
-    for f in sorted(Path(pkg.__file__).parent.glob("*.py")) + [Path(schema.__file__)]:
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    return source_code_version("mmssr_core.ingest", "mmssr_core.schema")
 
 
-def unchanged_since_last_ingest(st, source: str, fingerprint: str, code: str) -> dict | None:
-    """The last ingest stats when folder and code are as they were and the partitions exist, else None."""
+def unchanged_since_last_ingest(context, st, source: str, folder: str) -> dict | None:
+    """The last ingest stats when Dagster's last materialization of this partition ingested the same
+    folder version with the same code and the store still holds its partitions, else None."""
     from mmssr_core.store import StoreError
 
-    try:
-        rec = st.read_json(FINGERPRINT_TABLE, source)
-        stats = st.read_json(INGEST_STATS_TABLE, source)
-    except (StoreError, ValueError):
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[source]), limit=1
+    ).records
+    if not records:
         return None
-    if rec.get("data") != fingerprint or rec.get("ingest") != code:
+    entry = records[0].event_log_entry
+    last = entry.asset_materialization
+    recorded = last.metadata.get(SOURCE_VERSION)
+    if getattr(recorded, "value", recorded) != folder:
+        return None
+    if (entry.tags or {}).get("dagster/code_version") != context.assets_def.code_versions_by_key[context.asset_key]:
         return None
     if not (st.exists(RAW_POOL_TABLE, source) and st.exists(QUARANTINE_TABLE, source)):
         return None
-    return stats
+    try:
+        return st.read_json(INGEST_STATS_TABLE, source)
+    except (StoreError, ValueError):
+        return None
 
 
 @dg.asset(
     partitions_def=sources_partitions,
     backfill_policy=SOURCE_BACKFILL_POLICY,
+    deps=["source_folder"],
+    code_version=ingest_code_version(),
     group_name="ingestion",
     kinds={"python", "parquet"},
     owners=OWNERS,
     tags={"stage": "ingest"},
     description=(
-        "Accepted samples of one source folder in the canonical LLaVA form (docs/ingestion.md), one Parquet per "
-        "source under `raw_pool/`. Rejected samples land in `quarantine/<source>.parquet` with a reason "
-        "code; read = accepted + quarantined."
+        "Accepted samples of one source folder in the canonical LLaVA form (id, source, images with their "
+        "checked files, conversations, content hash), one Parquet per source under `raw_pool/`. Rejected "
+        "samples land in `quarantine/<source>.parquet` with a reason code; read = accepted + quarantined. "
+        "Stale when its `source_folder` has a new version or the ingestion code changed."
     ),
 )
 def raw_pool(
@@ -79,15 +91,12 @@ def raw_pool(
             f"source {source!r} has no folder with a pool file under {sources.path()}",
             metadata={"sources_root": path_md(sources.path()), "found": ", ".join(found) or "(none)"},
         )
-    fingerprint = sources.fingerprint(source)
-    code = ingest_code_version()
+    folder = sources.fingerprint(source)
     previous = None if config.image_root or config.format != "auto" or config.force else (
-        unchanged_since_last_ingest(st, source, fingerprint, code))
+        unchanged_since_last_ingest(context, st, source, folder))
     if previous is not None:
         context.log.info(f"source {source!r} unchanged since its last ingestion: partitions kept")
-        meta = raw_pool_metadata(st, source, previous, fingerprint)
-        meta["unchanged"] = True
-        return dg.MaterializeResult(metadata=meta)
+        return _result(st, source, previous, folder, unchanged=True)
 
     def progress(info: dict) -> None:
         context.log.info(f"ingest {source}: {info}")
@@ -97,13 +106,17 @@ def raw_pool(
                                progress=progress)
     except IngestError as exc:
         raise dg.Failure(f"cannot ingest source {source!r}: {exc}") from exc
-    st.write_json(FINGERPRINT_TABLE, source, {"data": fingerprint, "ingest": code, "scorer": None})
-    meta = raw_pool_metadata(st, source, result.to_dict(), fingerprint)
-    meta["unchanged"] = False
-    return dg.MaterializeResult(metadata=meta)
+    return _result(st, source, result.to_dict(), folder, unchanged=False)
 
 
-def raw_pool_metadata(st, source: str, stats: dict, fingerprint: str = "") -> dict:
+def _result(st, source: str, stats: dict, folder: str, *, unchanged: bool) -> dg.MaterializeResult:
+    meta = raw_pool_metadata(st, source, stats)
+    meta[SOURCE_VERSION] = folder
+    meta["unchanged"] = unchanged
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(pool_version(st, source)))
+
+
+def raw_pool_metadata(st, source: str, stats: dict) -> dict:
     reasons = stats.get("reasons") or {}
     meta: dict = {
         "read": stats["read"],
@@ -115,29 +128,23 @@ def raw_pool_metadata(st, source: str, stats: dict, fingerprint: str = "") -> di
         "input": path_md(stats.get("input", "")),
         "path": path_md(st.path(RAW_POOL_TABLE, source)),
         "quarantine_path": path_md(st.path(QUARANTINE_TABLE, source)),
-        "data_fingerprint": fingerprint,
-        "quarantine_by_reason": dg.MetadataValue.md(
-            md_table(
-                ["reason", "count", "meaning"],
-                [(r, n, REASONS.get(r, "")) for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])],
-            )
-            if reasons
-            else "nothing quarantined"
+        "quarantine_by_reason": table(
+            [("reason", "string"), ("count", "int"), ("meaning", "string")],
+            [(r, n, REASONS.get(r, "")) for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])],
         ),
     }
     for reason, n in reasons.items():
         meta[f"quarantined/{reason}"] = n
     if st.exists(QUARANTINE_TABLE, source) and stats["quarantined"]:
         q = pl.read_parquet(st.path(QUARANTINE_TABLE, source), n_rows=N_EXAMPLES)
-        meta["quarantine_examples"] = dg.MetadataValue.md(
-            md_table(["position", "id", "reason", "message"], q.select("position", "id", "reason", "message").rows(), 100)
+        meta["quarantine_examples"] = table(
+            [("position", "int"), ("id", "string"), ("reason", "string"), ("message", "string")],
+            q.select("position", "id", "reason", "message").rows(),
         )
     if st.exists(RAW_POOL_TABLE, source) and stats["accepted"]:
         head = pl.read_parquet(st.path(RAW_POOL_TABLE, source), n_rows=N_EXAMPLES, columns=["id", "images", "conversations"])
-        meta["preview"] = dg.MetadataValue.md(
-            md_table(
-                ["id", "images", "first question"],
-                [(r["id"], ", ".join(r["images"] or []), first_human_turn(r["conversations"])) for r in head.iter_rows(named=True)],
-            )
+        meta["preview"] = table(
+            [("id", "string"), ("images", "string"), ("first question", "string")],
+            [(r["id"], ", ".join(r["images"] or []), first_human_turn(r["conversations"])) for r in head.iter_rows(named=True)],
         )
     return meta

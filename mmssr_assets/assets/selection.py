@@ -1,14 +1,24 @@
-"""`scores_table` (pool-wide) and `selected_subset` (one partition per recipe)."""
+"""`scores_table` (pool-wide) and `selected_subset` (one partition per recipe).
+
+`scores_table`'s data version combines the data versions of every source's scores it read, so it is
+stale exactly when a source was rescored with a different result (at any number of sources: Dagster's own
+check skips an edge of 100 or more upstream partitions, the refresh schedule compares this version).
+`selected_subset`'s data version is the content of the subset, so an unchanged selection leaves its
+report fresh.
+"""
 
 
 import dagster as dg
 import polars as pl
 
-from mmssr_assets.metadata import frame_md, md_table, path_md
+from mmssr_assets.freshness import latest_version
+from mmssr_assets.metadata import frame_table, means_table, path_md, scores_scorer_metadata, table
 from mmssr_assets.partitions import OWNERS, RECIPE_BACKFILL_POLICY, SOURCES, recipes_partitions
-from mmssr_assets.resources import ScorerResource, StoreResource
-from mmssr_core.recipes import Recipe
+from mmssr_assets.resources import RecipesResource, ScorerResource, StoreResource
+from mmssr_assets.versions import combined_version, frame_version, source_code_version
 from mmssr_core.schema import CAPABILITY_TABLE, SCORES_PARTITION, SCORES_TABLE, STYLE_TABLE
+
+SCORE_ASSETS = ("capability_scores", "style_labels")
 
 
 def registered_scored_sources(instance: dg.DagsterInstance, st) -> list[str]:
@@ -17,16 +27,24 @@ def registered_scored_sources(instance: dg.DagsterInstance, st) -> list[str]:
     return sorted(s for s in registered if st.exists(CAPABILITY_TABLE, s) and st.exists(STYLE_TABLE, s))
 
 
+def pool_scores_version(instance: dg.DagsterInstance, sources: list[str]) -> str:
+    """One version over the current data versions of every given source's scores and styles."""
+    return combined_version({
+        f"{key}[{s}]": latest_version(instance, key, s) or "none" for s in sources for key in SCORE_ASSETS
+    })
+
+
 @dg.asset(
-    deps=["capability_scores", "style_labels"],
+    deps=list(SCORE_ASSETS),
+    code_version=source_code_version("mmssr_core.scoring.scores_table", "mmssr_core.schema"),
     group_name="selection",
     kinds={"polars", "parquet"},
     owners=OWNERS,
     tags={"stage": "select"},
     description=(
         "The pool-wide scores table (id, source, styles, per capability the expected score and the integer "
-        "score `<key>__argmax`): "
-        "every scored source concatenated into `scores/pool.parquet`. What selection reads."
+        "score `<key>__argmax`, the scorer): every scored source concatenated into `scores/pool.parquet`. "
+        "What selection reads. Stale when a source's scores or styles have a new data version."
     ),
 )
 def scores_table(context: dg.AssetExecutionContext, store: StoreResource, scorer: ScorerResource) -> dg.MaterializeResult:
@@ -44,65 +62,64 @@ def scores_table(context: dg.AssetExecutionContext, store: StoreResource, scorer
     keys = [k for k in taxonomy.keys if k in df.columns]
     means = df.select([pl.col(k).mean() for k in keys]).row(0) if df.height else [None] * len(keys)
     return dg.MaterializeResult(
+        data_version=dg.DataVersion(pool_scores_version(context.instance, sources)),
         metadata={
             "dagster/row_count": df.height,
             "sources": len(sources),
             "stale_scores_dropped": built.summary()["stale_dropped"],
             "samples_without_scores": built.summary()["missing_scores"],
             "path": path_md(path),
-            "per_source": dg.MetadataValue.md(md_table(["source", "samples"], per_source.rows())),
-            "mean_scores": dg.MetadataValue.md(
-                md_table(["capability", "mean"], [(k, "" if m is None else f"{m:.3f}") for k, m in zip(keys, means)])
-            ),
-            "preview": frame_md(df.select("id", "source", "styles", *keys[:3])),
-        }
+            "per_source": table([("source", "string"), ("samples", "int")], per_source.rows()),
+            "mean_scores": means_table(keys, means, "mean"),
+            "preview": frame_table(df.select("id", "source", "styles", *keys[:3])),
+            **scores_scorer_metadata(df["scorer"].unique().to_list() if "scorer" in df.columns else []),
+        },
     )
 
 
-def build_selected_subset(recipes: list[Recipe]) -> dg.AssetsDefinition:
-    by_name = {r.name: r for r in recipes}
-    table = md_table(["recipe", "what"], [(r.name, r.describe()) for r in recipes], 200)
+@dg.asset(
+    partitions_def=recipes_partitions,
+    backfill_policy=RECIPE_BACKFILL_POLICY,
+    deps=[scores_table, "duplicates", "recipe"],
+    code_version=source_code_version("mmssr_core.selection", "mmssr_core.dedup", "mmssr_core.baselines"),
+    group_name="selection",
+    kinds={"polars", "parquet"},
+    owners=OWNERS,
+    tags={"stage": "select"},
+    description=(
+        "The subset one recipe selects from the scores table (mmSSR: round-robin over capabilities, "
+        "balanced over style x source bins; a sample qualifies when its integer score is above the "
+        "threshold unless the recipe opts into rank = expected): `selections/<recipe>.parquet` with id, source, rank, "
+        "picked_by, bin. At most one sample per duplicate group (the best-scored) is a candidate; a "
+        "fractional budget counts the pool as ingested. One partition per recipe (defaults mmssr_5pct/10pct/30pct "
+        "plus the store's recipes.toml or $MMSSR_RECIPES), registered by the sensor, the refresh schedule or "
+        "`mmssr materialize`. Stale when the scores table, the duplicate groups or the recipe changed."
+    ),
+)
+def selected_subset(context: dg.AssetExecutionContext, store: StoreResource, recipes: RecipesResource) -> dg.MaterializeResult:
+    from mmssr_core.recipe_selection import select_recipe
+    from mmssr_core.selection import SelectionInputError
+    from mmssr_core.store import StoreBusy, StoreError
 
-    @dg.asset(
-        partitions_def=recipes_partitions(recipes),
-        backfill_policy=RECIPE_BACKFILL_POLICY,
-        deps=[scores_table, "duplicates"],
-        group_name="selection",
-        kinds={"polars", "parquet"},
-        owners=OWNERS,
-        tags={"stage": "select"},
-        metadata={"recipes": dg.MetadataValue.md(table)},
-        description=(
-            "The subset one recipe selects from the scores table (mmSSR: round-robin over capabilities, "
-            "balanced over style x source bins; a sample qualifies when its integer score is above the "
-            "threshold unless the recipe opts into rank = expected): `selections/<recipe>.parquet` with id, source, rank, "
-            "picked_by, bin. At most one sample per duplicate group (the best-scored) is a candidate; a "
-            "fractional budget counts the pool as ingested. Recipes: defaults mmssr_5pct/10pct/30pct plus the "
-            "store's recipes.toml or $MMSSR_RECIPES."
-        ),
+    st = store.store()
+    recipe = recipes.get(context.partition_key, st.root)
+    try:
+        done = select_recipe(st, recipe)
+    except StoreBusy:
+        raise
+    except StoreError as exc:
+        raise dg.Failure(str(exc)) from None
+    except SelectionInputError as exc:
+        raise dg.Failure(f"recipe {recipe.name}: {exc}") from None
+    sel = done.selection
+    context.log.info(f"selection {recipe.name}: {sel.selected}/{sel.requested} of {done.pool_size}")
+    return dg.MaterializeResult(
+        metadata=_selection_metadata(recipe, done),
+        data_version=dg.DataVersion(frame_version(sel.frame, ["id", "source", "rank"])),
     )
-    def selected_subset(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
-        from mmssr_core.recipe_selection import select_recipe
-        from mmssr_core.selection import SelectionInputError
-        from mmssr_core.store import StoreBusy, StoreError
-
-        recipe = by_name[context.partition_key]
-        try:
-            done = select_recipe(store.store(), recipe)
-        except StoreBusy:
-            raise
-        except StoreError as exc:
-            raise dg.Failure(str(exc)) from None
-        except SelectionInputError as exc:
-            raise dg.Failure(f"recipe {recipe.name}: {exc}") from None
-        sel = done.selection
-        context.log.info(f"selection {recipe.name}: {sel.selected}/{sel.requested} of {done.pool_size}")
-        return dg.MaterializeResult(metadata=_selection_metadata(recipe, done))
-
-    return selected_subset
 
 
-def _selection_metadata(recipe: Recipe, done) -> dict:
+def _selection_metadata(recipe, done) -> dict:
     sel, summary, dedup = done.selection, done.summary, done.dedup
     meta = {
         "recipe": recipe.describe(),
@@ -112,12 +129,13 @@ def _selection_metadata(recipe: Recipe, done) -> dict:
         "short": summary["short"],
         "reason": summary["reason"] or "-",
         "rank": sel.rank_mode,
-        "rules": dg.MetadataValue.md(md_table(["capability", "qualifies when"], list(sel.rules.items()))),
+        "rules": table([("capability", "string"), ("qualifies when", "string")], list(sel.rules.items())),
         "dagster/row_count": sel.frame.height,
         "path": path_md(done.path),
-        "preview": frame_md(sel.frame, 10),
-        "per_capability": dg.MetadataValue.md(
-            md_table(["capability", "picked"], [(k, _count(v)) for k, v in summary["per_capability"].items()])
+        "preview": frame_table(sel.frame, 10),
+        "per_capability": table(
+            [("capability", "string"), ("picked", "string")],
+            [(k, _count(v)) for k, v in summary["per_capability"].items()],
         ),
     }
     if dedup is not None:
@@ -126,7 +144,7 @@ def _selection_metadata(recipe: Recipe, done) -> dict:
         meta["duplicate_groups"] = dedup.summary["groups"]
     if sel.frame.height:
         by_source = sel.frame.group_by("source").len().sort("source")
-        meta["per_source"] = dg.MetadataValue.md(md_table(["source", "selected"], by_source.rows()))
+        meta["per_source"] = table([("source", "string"), ("selected", "int")], by_source.rows())
     return meta
 
 
