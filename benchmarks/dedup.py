@@ -45,7 +45,8 @@ def _texts(rng, n: int, lo: int, hi: int, vocab: pl.Series) -> pl.Series:
     words = vocab.gather(idx.reshape(-1)).reshape((n, width))
     lengths = pl.Series(rng.integers(lo, hi + 1, n))
     return pl.DataFrame({"w": words, "k": lengths}).select(
-        pl.col("w").arr.to_list().list.head(pl.col("k")).list.join(" "))["w"]
+        pl.col("w").arr.to_list().list.head(pl.col("k")).list.join(" ")
+    )["w"]
 
 
 def write_pool(root: Path, n: int, sample_root: Path, sample: int, seed: int = 0) -> None:
@@ -90,10 +91,14 @@ def _write(st, df: pl.DataFrame, sources) -> None:
             pl.lit(f"source_{s:02d}").alias("source"),
             pl.col("h").cast(pl.Utf8).alias("content_hash"),
             pl.lit(None, pl.Utf8).alias("duplicate_of"),
-            pl.concat_list(pl.struct(pl.lit("human").alias("from"), ("<image>\n" + pl.col("q")).alias("value")),
-                           pl.struct(pl.lit("gpt").alias("from"), pl.col("a").alias("value"))).alias("conversations"),
+            pl.concat_list(
+                pl.struct(pl.lit("human").alias("from"), ("<image>\n" + pl.col("q")).alias("value")),
+                pl.struct(pl.lit("gpt").alias("from"), pl.col("a").alias("value")),
+            ).alias("conversations"),
             pl.when(pl.col("img")).then(pl.lit(["x.jpg"])).otherwise(pl.lit([], pl.List(pl.Utf8))).alias("images"),
-            pl.when(pl.col("img")).then(pl.concat_list(pl.col("ph"))).otherwise(pl.lit([], pl.List(pl.UInt64)))
+            pl.when(pl.col("img"))
+            .then(pl.concat_list(pl.col("ph")))
+            .otherwise(pl.lit([], pl.List(pl.UInt64)))
             .alias("image_phashes"),
         )
         st.write("raw_pool", f"source_{s:02d}", part)
@@ -127,8 +132,12 @@ def phase_ours(root: str, near: bool, limit: int | None) -> dict:
     res = find_duplicates(batches, DedupConfig(near=near))
     wall = time.perf_counter() - t0
     pairs = res.groups.select("group", "id")
-    return {"wall": wall, **_usage(), "stats": {k: v for k, v in res.stats.items() if k != "config"},
-            "grouped_ids": pairs.to_dict(as_series=False) if limit and limit <= 20_000 else None}
+    return {
+        "wall": wall,
+        **_usage(),
+        "stats": {k: v for k, v in res.stats.items() if k != "config"},
+        "grouped_ids": pairs.to_dict(as_series=False) if limit and limit <= 20_000 else None,
+    }
 
 
 def phase_pairwise(root: str, n: int) -> dict:
@@ -150,9 +159,9 @@ def phase_pairwise(root: str, n: int) -> dict:
     t_linear = time.perf_counter() - t0  # reading and signatures: grows with n, not n^2
     found = []
     for i in range(n - 1):  # row i against every later row
-        same = (sig[i + 1:] == sig[i]).mean(axis=1) >= cfg.text_threshold
-        dist = np.unpackbits((ph[i + 1:] ^ ph[i]).view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
-        hit = (same & (dist <= cfg.image_distance) & (n_img[i + 1:] == n_img[i])) | (exact[i + 1:] == exact[i])
+        same = (sig[i + 1 :] == sig[i]).mean(axis=1) >= cfg.text_threshold
+        dist = np.unpackbits((ph[i + 1 :] ^ ph[i]).view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+        hit = (same & (dist <= cfg.image_distance) & (n_img[i + 1 :] == n_img[i])) | (exact[i + 1 :] == exact[i])
         found += [(i, int(j) + i + 1) for j in np.flatnonzero(hit)]
     wall = time.perf_counter() - t0
     ids = df["id"].to_list()
@@ -169,8 +178,9 @@ def _faster(ratio: float) -> str:
 
 
 def _line(name: str, r: dict, n: int) -> str:
-    return (f"{name:<34} {n:>10,} samples: {r['wall']:7.1f} s wall, {r['cpu']:7.1f} s CPU, "
-            f"peak RSS {r['rss_mb']:6.0f} MB")
+    return (
+        f"{name:<34} {n:>10,} samples: {r['wall']:7.1f} s wall, {r['cpu']:7.1f} s CPU, peak RSS {r['rss_mb']:6.0f} MB"
+    )
 
 
 def main() -> None:
@@ -183,10 +193,12 @@ def main() -> None:
     p.add_argument("--sample", type=int, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.phase:
-        phases = {"ours": lambda: phase_ours(a.root, True, a.limit),
-                  "exact": lambda: phase_ours(a.root, False, a.limit),
-                  "pairwise": lambda: phase_pairwise(a.root, a.limit),
-                  "write": lambda: write_pool(Path(a.root) / "pool", a.limit, Path(a.root) / "sample", a.sample) or {}}
+        phases = {
+            "ours": lambda: phase_ours(a.root, True, a.limit),
+            "exact": lambda: phase_ours(a.root, False, a.limit),
+            "pairwise": lambda: phase_pairwise(a.root, a.limit),
+            "write": lambda: write_pool(Path(a.root) / "pool", a.limit, Path(a.root) / "sample", a.sample) or {},
+        }
         result = phases[a.phase]()
         print(json.dumps(result))
         return
@@ -207,20 +219,30 @@ def main() -> None:
         n_sample = small["stats"]["samples"]
     s = ours["stats"]
     print(_line("ours, exact + near", ours, a.rows))
-    print(f"  {s['groups']:,} groups ({s['exact_groups']:,} exact, {s['near_groups']:,} near), "
-          f"{s['removable']:,} removable; {s['near_candidates']:,} near candidates, {s['near_comparisons']:,} "
-          f"comparisons; keys {s['seconds_keys']:.1f} s, near {s['seconds_near']:.1f} s")
-    print(_line("ours, exact + near (a tenth)", ours_tenth, tenth)
-          + f" -> memory x{ours['rss_mb'] / ours_tenth['rss_mb']:.2f} for x{a.rows / tenth:.0f} samples")
-    print(_line("exact only (content hash)", exact, a.rows)
-          + f" -> near detection costs x{ours['wall'] / exact['wall']:.1f} the exact-only time")
+    print(
+        f"  {s['groups']:,} groups ({s['exact_groups']:,} exact, {s['near_groups']:,} near), "
+        f"{s['removable']:,} removable; {s['near_candidates']:,} near candidates, {s['near_comparisons']:,} "
+        f"comparisons; keys {s['seconds_keys']:.1f} s, near {s['seconds_near']:.1f} s"
+    )
+    print(
+        _line("ours, exact + near (a tenth)", ours_tenth, tenth)
+        + f" -> memory x{ours['rss_mb'] / ours_tenth['rss_mb']:.2f} for x{a.rows / tenth:.0f} samples"
+    )
+    print(
+        _line("exact only (content hash)", exact, a.rows)
+        + f" -> near detection costs x{ours['wall'] / exact['wall']:.1f} the exact-only time"
+    )
     print(_line("ours on the pairwise sample", small, n_sample))
     scale = a.rows / n_sample
     extrapolated = pair["linear"] * scale + (pair["wall"] - pair["linear"]) * scale**2
-    print(_line("plain pairwise on the same sample", pair, n_sample)
-          + f" -> ours is {_faster(pair['wall'] / small['wall'])} here (a small sample: fixed costs dominate)")
-    print(f"  pairwise at {a.rows:,} samples (its pair loop grows with the square): ~{extrapolated / 3600:,.1f} h "
-          f"-> ours is ~{extrapolated / ours['wall']:,.0f}x faster at full size (extrapolated)")
+    print(
+        _line("plain pairwise on the same sample", pair, n_sample)
+        + f" -> ours is {_faster(pair['wall'] / small['wall'])} here (a small sample: fixed costs dominate)"
+    )
+    print(
+        f"  pairwise at {a.rows:,} samples (its pair loop grows with the square): ~{extrapolated / 3600:,.1f} h "
+        f"-> ours is ~{extrapolated / ours['wall']:,.0f}x faster at full size (extrapolated)"
+    )
     grouped = {}
     for g, i in zip(small["grouped_ids"]["group"], small["grouped_ids"]["id"]):
         grouped[i] = g
@@ -228,8 +250,10 @@ def main() -> None:
     same = sum(1 for x, y in truth if x in grouped and grouped.get(x) == grouped.get(y))
     sizes = pl.Series(list(grouped.values())).value_counts()["count"] if grouped else []
     ours_pairs = sum(n * (n - 1) // 2 for n in sizes)
-    print(f"  pairs found by pairwise: {len(truth):,}; grouped together by ours: {same:,} "
-          f"({100 * same / max(len(truth), 1):.1f}% recall); pairs inside our groups: {ours_pairs:,}")
+    print(
+        f"  pairs found by pairwise: {len(truth):,}; grouped together by ours: {same:,} "
+        f"({100 * same / max(len(truth), 1):.1f}% recall); pairs inside our groups: {ours_pairs:,}"
+    )
     print(f"machine: load average at end {os.getloadavg()[0]:.2f}")
 
 

@@ -94,8 +94,10 @@ def main() -> int:
     n1 = sum(s["accepted"] or 0 for s in first.sources.values())
     pool2 = n1 + second.sources[new]["accepted"]
     s1, s2 = first.stage_seconds, second.stage_seconds
-    print(f"pool: {args.sources} sources x {args.per_source} samples = {n1}; then +1 source -> {pool2} "
-          f"(rules backend, {len(first.subsets)} recipes, DagsterInstance ephemeral)")
+    print(
+        f"pool: {args.sources} sources x {args.per_source} samples = {n1}; then +1 source -> {pool2} "
+        f"(rules backend, {len(first.subsets)} recipes, DagsterInstance ephemeral)"
+    )
     print(f"{'stage':<34} {'first run':>10} {'second run':>11} {'ratio':>7}")
     rows = [
         ("ingest + score (per-source runs)", s1["sources"], s2["sources"]),

@@ -61,8 +61,7 @@ def real_samples(data: Path) -> list[tuple[dict, Path]]:
     return out
 
 
-def build_pool(data: Path, n: int, work: Path, repeat_share: float, text_only_share: float,
-               seed: int = 0) -> dict:
+def build_pool(data: Path, n: int, work: Path, repeat_share: float, text_only_share: float, seed: int = 0) -> dict:
     """The N-record pool as `work/pool.jsonl`, images under `work/images/` (the image root is `work`)."""
     base = real_samples(data)
     image_bytes: dict[Path, bytes] = {}
@@ -150,8 +149,13 @@ def phase_baseline(pool: Path, root: Path) -> dict:
                 with Image.open(os.path.join(root, path)) as im:
                     im.verify()
             n += 1
-    return {"n": n, "seconds": time.perf_counter() - t0, "cpu_s": _cpu_s() - c0, "peak_rss_mb": _rss_mb(),
-            "rss_after_imports_mb": after_imports}
+    return {
+        "n": n,
+        "seconds": time.perf_counter() - t0,
+        "cpu_s": _cpu_s() - c0,
+        "peak_rss_mb": _rss_mb(),
+        "rss_after_imports_mb": after_imports,
+    }
 
 
 def phase_plain(pool: Path, root: Path) -> dict:
@@ -178,8 +182,13 @@ def phase_plain(pool: Path, root: Path) -> dict:
                 with open(full, "rb") as img:
                     hashlib.file_digest(img, "sha256")
             n += 1
-    return {"n": n, "seconds": time.perf_counter() - t0, "cpu_s": _cpu_s() - c0, "peak_rss_mb": _rss_mb(),
-            "rss_after_imports_mb": after_imports}
+    return {
+        "n": n,
+        "seconds": time.perf_counter() - t0,
+        "cpu_s": _cpu_s() - c0,
+        "peak_rss_mb": _rss_mb(),
+        "rss_after_imports_mb": after_imports,
+    }
 
 
 def phase_ingest(pool: Path, root: Path, store_dir: Path) -> dict:
@@ -191,9 +200,16 @@ def phase_ingest(pool: Path, root: Path, store_dir: Path) -> dict:
     result = ingest_source(pool, "bench", Store(store_dir), image_root=root)
     seconds, cpu = time.perf_counter() - t0, _cpu_s() - c0
     assert result.read == result.accepted + result.quarantined
-    return {"n": result.read, "accepted": result.accepted, "quarantined": result.quarantined,
-            "decoded": result.images["decoded"], "seconds": seconds, "cpu_s": cpu, "peak_rss_mb": _rss_mb(),
-            "rss_after_imports_mb": after_imports}
+    return {
+        "n": result.read,
+        "accepted": result.accepted,
+        "quarantined": result.quarantined,
+        "decoded": result.images["decoded"],
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "peak_rss_mb": _rss_mb(),
+        "rss_after_imports_mb": after_imports,
+    }
 
 
 def run_phase(*args: str) -> dict:
@@ -211,8 +227,12 @@ def load() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000, help="pool size (default 100,000)")
-    ap.add_argument("--repeat-share", type=float, default=0.15,
-                    help="share of samples that reuse an earlier sample's image (default 0.15)")
+    ap.add_argument(
+        "--repeat-share",
+        type=float,
+        default=0.15,
+        help="share of samples that reuse an earlier sample's image (default 0.15)",
+    )
     ap.add_argument("--text-only-share", type=float, default=0.02, help="share of text-only samples (default 0.02)")
     ap.add_argument("--workdir", help="where pools and stores go (default: a temp dir, removed)")
     ap.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
@@ -236,11 +256,14 @@ def main() -> int:
         first_lines(pool, small, small_n)
         warm(work)
         with_image = built["samples"] - built["text_only"]
-        print(f"pool: {args.n:,} samples ({pool.stat().st_size / 2**20:.0f} MiB JSONL), texts from {', '.join(POOLS)}; "
-              f"{built['distinct_images']:,} distinct image files ({built['bytes'] / 2**20:,.0f} MiB), "
-              f"{built['reused']:,} samples reusing an earlier image ({100 * built['reused'] / max(with_image, 1):.1f}% "
-              f"of those with an image), {built['text_only']:,} text-only; built and cached in "
-              f"{time.perf_counter() - t0:.0f} s", flush=True)
+        print(
+            f"pool: {args.n:,} samples ({pool.stat().st_size / 2**20:.0f} MiB JSONL), texts from {', '.join(POOLS)}; "
+            f"{built['distinct_images']:,} distinct image files ({built['bytes'] / 2**20:,.0f} MiB), "
+            f"{built['reused']:,} samples reusing an earlier image ({100 * built['reused'] / max(with_image, 1):.1f}% "
+            f"of those with an image), {built['text_only']:,} text-only; built and cached in "
+            f"{time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
         base = run_phase("baseline", str(pool), str(work))
         plain = run_phase("plain", str(pool), str(work))
         full = run_phase("ingest", str(pool), str(work), str(work / "store"))
@@ -251,8 +274,10 @@ def main() -> int:
 
     def line(label, r):
         rate = r["n"] / r["seconds"]
-        print(f"{label:<38} {r['n']:>9,} {r['seconds']:>8.2f} s {rate:>9,.0f}/s {r['cpu_s']:>8.2f} s "
-              f"{r['n'] / r['cpu_s']:>9,.0f}/s {r['peak_rss_mb']:>6.0f} MiB ({r['rss_after_imports_mb']:.0f} after imports)")
+        print(
+            f"{label:<38} {r['n']:>9,} {r['seconds']:>8.2f} s {rate:>9,.0f}/s {r['cpu_s']:>8.2f} s "
+            f"{r['n'] / r['cpu_s']:>9,.0f}/s {r['peak_rss_mb']:>6.0f} MiB ({r['rss_after_imports_mb']:.0f} after imports)"
+        )
         return rate
 
     print(f"{'':<38} {'samples':>9} {'wall':>10} {'rate':>10} {'cpu':>10} {'cpu rate':>10} {'peak RSS':>10}")
@@ -265,17 +290,37 @@ def main() -> int:
     growth = full["peak_rss_mb"] - part["peak_rss_mb"]
     plain_speed, plain_cpu = f / p, plain["cpu_s"] / full["cpu_s"]
     print(f"ingest / header-check baseline: {speed:.2f}x wall, {cpu_speed:.2f}x CPU (the baseline decodes no pixel)")
-    print(f"ingest / plain loop of the same checks: {plain_speed:.2f}x wall, {plain_cpu:.2f}x CPU (ingest also writes "
-          f"Parquet, perceptual hashes and content hashes of text + images)")
-    print(f"  {full['decoded']:,} images decoded by ingest, {built['distinct_images']:,} distinct files; "
-          f"{full['accepted']:,} accepted, {full['quarantined']:,} quarantined")
-    print(f"peak RSS {small_n:,} -> {args.n:,} samples: {part['peak_rss_mb']:.0f} -> {full['peak_rss_mb']:.0f} MiB "
-          f"({growth:+.0f} MiB for {args.n - small_n:,} more samples)")
+    print(
+        f"ingest / plain loop of the same checks: {plain_speed:.2f}x wall, {plain_cpu:.2f}x CPU (ingest also writes "
+        f"Parquet, perceptual hashes and content hashes of text + images)"
+    )
+    print(
+        f"  {full['decoded']:,} images decoded by ingest, {built['distinct_images']:,} distinct files; "
+        f"{full['accepted']:,} accepted, {full['quarantined']:,} quarantined"
+    )
+    print(
+        f"peak RSS {small_n:,} -> {args.n:,} samples: {part['peak_rss_mb']:.0f} -> {full['peak_rss_mb']:.0f} MiB "
+        f"({growth:+.0f} MiB for {args.n - small_n:,} more samples)"
+    )
     print(f"load average at end: {load()}", flush=True)
-    print(json.dumps({"n": args.n, "pool": built, "baseline": base, "plain": plain, "ingest": full, "ingest_small": part,
-                      "speed_ratio": speed, "cpu_speed_ratio": cpu_speed, "plain_speed_ratio": plain_speed,
-                      "plain_cpu_speed_ratio": plain_cpu, "rss_growth_mb": growth,
-                      "load_end": os.getloadavg()}))
+    print(
+        json.dumps(
+            {
+                "n": args.n,
+                "pool": built,
+                "baseline": base,
+                "plain": plain,
+                "ingest": full,
+                "ingest_small": part,
+                "speed_ratio": speed,
+                "cpu_speed_ratio": cpu_speed,
+                "plain_speed_ratio": plain_speed,
+                "plain_cpu_speed_ratio": plain_cpu,
+                "rss_growth_mb": growth,
+                "load_end": os.getloadavg(),
+            }
+        )
+    )
     return 0
 
 

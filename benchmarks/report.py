@@ -34,12 +34,17 @@ def synth(n: int, fraction: float):
     styles = list(DEFAULT_STYLES)
     idx = np.arange(n)
     df = pl.DataFrame({"id": pl.Series(idx).cast(pl.Utf8), "source": pl.Series(idx % 8).cast(pl.Utf8)})
-    df = df.with_columns(pl.concat_list(pl.Series(np.array(styles)[idx % 9]),
-                                        pl.Series(np.array(styles)[(idx * 7) % 9])).alias("styles"))
+    df = df.with_columns(
+        pl.concat_list(pl.Series(np.array(styles)[idx % 9]), pl.Series(np.array(styles)[(idx * 7) % 9])).alias("styles")
+    )
     df = df.with_columns([pl.Series(k, np.clip(rng.normal(2.5, 1.2, n), 0, 5)) for k in tax.keys])
     k = int(n * fraction)
-    sel = df.sort(tax.keys[0], descending=True).head(k).select("id", "source").with_columns(
-        pl.lit(tax.keys[0]).alias("picked_by"))
+    sel = (
+        df.sort(tax.keys[0], descending=True)
+        .head(k)
+        .select("id", "source")
+        .with_columns(pl.lit(tax.keys[0]).alias("picked_by"))
+    )
     return tax, df, sel
 
 
@@ -89,8 +94,17 @@ def main() -> None:
     try:
         for plots in (False, True):
             t = time.perf_counter()
-            r = build_report(work, "bench", sel, df, taxonomy=tax, budget=args.fraction,
-                             budget_selections=budgets, make_plots=plots, make_html=plots)
+            r = build_report(
+                work,
+                "bench",
+                sel,
+                df,
+                taxonomy=tax,
+                budget=args.fraction,
+                budget_selections=budgets,
+                make_plots=plots,
+                make_html=plots,
+            )
             times[plots] = time.perf_counter() - t
         sizes = {name: p.stat().st_size for name, p in r.plots.items()}
         html = r.html_path.stat().st_size
@@ -99,8 +113,10 @@ def main() -> None:
     numbers, full = times[False], times[True]
     print(f"{args.n:,} scored, {k:,} selected, two budgets")
     print(f"{'plain pandas, core numbers':<38} {pandas_s:7.2f} s")
-    print(f"{'build_report, numbers only':<38} {numbers:7.2f} s  -> {pandas_s / numbers:.1f}x faster than pandas "
-          f"(and computes more)")
+    print(
+        f"{'build_report, numbers only':<38} {numbers:7.2f} s  -> {pandas_s / numbers:.1f}x faster than pandas "
+        f"(and computes more)"
+    )
     print(f"{'build_report, numbers + plots + HTML':<38} {full:7.2f} s  -> {full / numbers:.1f}x the numbers alone")
     print("PNG sizes (bytes):", sizes)
     print(f"HTML: {html:,} bytes")

@@ -63,8 +63,12 @@ def start_replicas(k: int, rate: float) -> list[tuple[subprocess.Popen, str]]:
     for _ in range(k):
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER.format(port=port, rate=rate)], cwd=REPO, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True, text=True,
+            [sys.executable, "-c", SERVER.format(port=port, rate=rate)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            text=True,
         )
         line = proc.stdout.readline()
         if "ready" not in line:
@@ -120,8 +124,15 @@ def run_once(work: Path, raw, urls: list[str], concurrency: int, batch: int) -> 
         backend._resolve_model()
         backend._digit_token_ids()  # warm-up outside the timed region (one-off /tokenize look-ups)
         t0 = time.perf_counter()
-        result = score_source(store, "bench", backend, taxonomy=load_taxonomy(), targets=("capabilities",),
-                              batch_size=batch, chunk_size=max(batch, 64))
+        result = score_source(
+            store,
+            "bench",
+            backend,
+            taxonomy=load_taxonomy(),
+            targets=("capabilities",),
+            batch_size=batch,
+            chunk_size=max(batch, 64),
+        )
         seconds = time.perf_counter() - t0
         stats = backend.stats()
     finally:
@@ -159,9 +170,12 @@ def main(argv=None) -> int:
 
         raw, _ = build_source(work, args.n)
         queries = 14
-        print(f"{raw.height} samples x {queries} capability queries; each replica serves {args.rate:g} req/s "
-              f"(ideal: {args.rate / queries:.2f} samples/s per replica); client concurrency "
-              f"{args.concurrency}/replica, batch {args.batch}", file=sys.stderr)
+        print(
+            f"{raw.height} samples x {queries} capability queries; each replica serves {args.rate:g} req/s "
+            f"(ideal: {args.rate / queries:.2f} samples/s per replica); client concurrency "
+            f"{args.concurrency}/replica, batch {args.batch}",
+            file=sys.stderr,
+        )
         workloads = ("text-only", "images") if args.workload == "both" else (args.workload,)
         summary = {}
         for workload in workloads:
@@ -176,16 +190,27 @@ def main(argv=None) -> int:
                 finally:
                     stop_replicas(replicas)
                 r = results[-1]
-                print(f"[{workload:9}] {k} replica{'s' if k > 1 else ' '}: {r['samples_per_s']:8.2f} samples/s "
-                      f"({r['samples']} samples in {r['seconds']:.2f}s; requests per replica "
-                      f"{r['requests_per_replica']})")
+                print(
+                    f"[{workload:9}] {k} replica{'s' if k > 1 else ' '}: {r['samples_per_s']:8.2f} samples/s "
+                    f"({r['samples']} samples in {r['seconds']:.2f}s; requests per replica "
+                    f"{r['requests_per_replica']})"
+                )
             ratio = results[1]["samples_per_s"] / results[0]["samples_per_s"]
             print(f"[{workload:9}] speed-up with 2 replicas: {ratio:.2f}x (goal >= 1.8x)")
             summary[workload] = {"results": results, "ratio": round(ratio, 3)}
         print(f"load average at end: {load()}", file=sys.stderr, flush=True)
         if args.json:
-            print(json.dumps({"workloads": summary, "rate": args.rate, "concurrency": args.concurrency,
-                              "n": args.n, "load_end": os.getloadavg()}))
+            print(
+                json.dumps(
+                    {
+                        "workloads": summary,
+                        "rate": args.rate,
+                        "concurrency": args.concurrency,
+                        "n": args.n,
+                        "load_end": os.getloadavg(),
+                    }
+                )
+            )
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)

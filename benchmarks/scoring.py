@@ -116,8 +116,13 @@ def run_vllm(model_dir: Path, requests, prompts, args):
     """(samples/s, distributions) of the vLLM backend on all requests, after a one-sample warm-up."""
     from mmssr_core.scoring.vllm_backend import VLLMBackend
 
-    backend = VLLMBackend(str(model_dir), dtype="float32" if args.dtype == "auto" else args.dtype,
-                          enforce_eager=True, max_model_len=8192, max_style_tokens=args.style_tokens)
+    backend = VLLMBackend(
+        str(model_dir),
+        dtype="float32" if args.dtype == "auto" else args.dtype,
+        enforce_eager=True,
+        max_model_len=8192,
+        max_style_tokens=args.style_tokens,
+    )
     try:
         backend.digit_distributions(requests[:1], prompts.capability_queries, prompts)
         backend.styles(requests[:1], prompts)
@@ -137,8 +142,12 @@ def agreement(a, b, margin: float = 1e-3) -> float:
     """Share of (sample, query) whose argmax agrees, among those whose top two digits differ by > margin."""
     import numpy as np
 
-    pairs = [(x, y) for ra, rb in zip(a, b) for x, y in zip(ra, rb)
-             if hasattr(x, "shape") and hasattr(y, "shape") and np.diff(np.sort(x)[-2:])[0] > margin]
+    pairs = [
+        (x, y)
+        for ra, rb in zip(a, b)
+        for x, y in zip(ra, rb)
+        if hasattr(x, "shape") and hasattr(y, "shape") and np.diff(np.sort(x)[-2:])[0] > margin
+    ]
     return sum(int(np.argmax(x) == np.argmax(y)) for x, y in pairs) / max(len(pairs), 1)
 
 
@@ -172,9 +181,9 @@ def main(argv=None) -> int:
     import torch
 
     from mmssr_core.prompts import PromptSet
-    from mmssr_core.testing.tiny_models import build_tiny_llava_onevision
     from mmssr_core.scoring.transformers_backend import TransformersBackend
     from mmssr_core.taxonomy import Taxonomy
+    from mmssr_core.testing.tiny_models import build_tiny_llava_onevision
 
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
@@ -193,7 +202,10 @@ def main(argv=None) -> int:
             seed=0,
         )
         backend = TransformersBackend(
-            str(model_dir), device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+            str(model_dir),
+            device=args.device,
+            dtype=args.dtype,
+            batch_size=args.batch_size,
             max_style_tokens=args.style_tokens,
         )
         backend._inputs(prompts.profile)
@@ -264,19 +276,28 @@ def main(argv=None) -> int:
         "style_tokens": args.style_tokens,
     }
     if vllm_rate is not None:
-        summary.update(vllm_samples_per_s=round(vllm_rate, 4), vllm_speedup=round(vllm_rate / ref_rate, 2),
-                       vllm_vs_transformers=round(vllm_rate / ours_rate, 2),
-                       vllm_argmax_agreement=agreement(vllm_dists, dists))
+        summary.update(
+            vllm_samples_per_s=round(vllm_rate, 4),
+            vllm_speedup=round(vllm_rate / ref_rate, 2),
+            vllm_vs_transformers=round(vllm_rate / ours_rate, 2),
+            vllm_argmax_agreement=agreement(vllm_dists, dists),
+        )
     print(f"reference (15 generate calls/sample, batch 1): {ref_rate:.3f} samples/s")
     print(f"ours (prefix prefilled once, packed queries, 1 forward/score): {ours_rate:.3f} samples/s")
     print(f"speedup: {ours_rate / ref_rate:.1f}x")
     if vllm_rate is not None:
-        print(f"vLLM backend (prefix caching, structured styles): {vllm_rate:.3f} samples/s = "
-              f"{vllm_rate / ref_rate:.1f}x the reference, {vllm_rate / ours_rate:.2f}x the transformers backend; "
-              f"integer agreement with transformers: {100 * summary['vllm_argmax_agreement']:.1f}%")
-    print(f"integer score agreement (argmax vs digit-restricted greedy first token): {100 * agree:.1f}% of {len(pairs)}")
-    print(f"styles: {len(styles) - style_failures}/{len(styles)} parsed (a random model may not finish a label "
-          f"within {args.style_tokens} tokens); score failures: {failures}")
+        print(
+            f"vLLM backend (prefix caching, structured styles): {vllm_rate:.3f} samples/s = "
+            f"{vllm_rate / ref_rate:.1f}x the reference, {vllm_rate / ours_rate:.2f}x the transformers backend; "
+            f"integer agreement with transformers: {100 * summary['vllm_argmax_agreement']:.1f}%"
+        )
+    print(
+        f"integer score agreement (argmax vs digit-restricted greedy first token): {100 * agree:.1f}% of {len(pairs)}"
+    )
+    print(
+        f"styles: {len(styles) - style_failures}/{len(styles)} parsed (a random model may not finish a label "
+        f"within {args.style_tokens} tokens); score failures: {failures}"
+    )
     print(f"load average at end: {load()}", flush=True)
     summary["load_end"] = list(os.getloadavg())
     if args.json:

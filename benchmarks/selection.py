@@ -62,8 +62,10 @@ def synth(n: int, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
     frame = base.select(
         pl.format("src{}/{}", pl.col("src"), pl.col("i")).alias("id"),
         pl.format("source_{}", pl.col("src")).alias("source"),
-        pl.concat_list("s1", "s2", "s3").list.head(pl.col("len"))
-        .list.eval(pl.element().replace_strict(list(range(9)), labels.to_list())).alias("styles"),
+        pl.concat_list("s1", "s2", "s3")
+        .list.head(pl.col("len"))
+        .list.eval(pl.element().replace_strict(list(range(9)), labels.to_list()))
+        .alias("styles"),
     )
     quality = rng.normal(2.6, 0.9, n)
     strength = rng.normal(0, 0.6, (20, len(caps)))
@@ -140,7 +142,8 @@ def pandas_select(pdf, caps: list[str], N: int, deadline: float, threshold: floa
             integer = f"{c}__argmax"
             if integer in remaining.columns:  # the default rule: integer > t, integer then expected then tie key
                 ranked = remaining[remaining[integer] > threshold].sort_values(
-                    [integer, c, "tk"], ascending=[False, False, True])
+                    [integer, c, "tk"], ascending=[False, False, True]
+                )
             else:
                 ranked = remaining[remaining[c] > threshold].sort_values([c, "tk"], ascending=[False, True])
             got = pandas_balanced_take(ranked, share) if len(ranked) else []
@@ -189,14 +192,24 @@ def phase_fast(scores: str, out: str, rank: str) -> dict:
     w1, c1 = time.perf_counter(), time.process_time()
     res = select(df, BUDGETS, rank=rank)
     sel_wall, sel_cpu = time.perf_counter() - w1, time.process_time() - c1
-    pl.DataFrame({
-        "budget": [k for k, s in res.items() for _ in range(s.selected)],
-        "row": pl.concat([s.frame["id"].str.split("/").list.get(1).cast(pl.Int64) for s in res.values()]),
-    }).write_parquet(out)
-    return {"rows": df.height, "read_s": read_s, "select_wall_s": sel_wall, "select_cpu_s": sel_cpu,
-            "total_wall_s": time.perf_counter() - w0, "total_cpu_s": time.process_time() - c0,
-            "rss_after_read_mb": rss_read, "peak_rss_mb": rss_mb(),
-            "selected": {k: s.selected for k, s in res.items()}, "short": any(s.short for s in res.values())}
+    pl.DataFrame(
+        {
+            "budget": [k for k, s in res.items() for _ in range(s.selected)],
+            "row": pl.concat([s.frame["id"].str.split("/").list.get(1).cast(pl.Int64) for s in res.values()]),
+        }
+    ).write_parquet(out)
+    return {
+        "rows": df.height,
+        "read_s": read_s,
+        "select_wall_s": sel_wall,
+        "select_cpu_s": sel_cpu,
+        "total_wall_s": time.perf_counter() - w0,
+        "total_cpu_s": time.process_time() - c0,
+        "rss_after_read_mb": rss_read,
+        "peak_rss_mb": rss_mb(),
+        "selected": {k: s.selected for k, s in res.items()},
+        "short": any(s.short for s in res.values()),
+    }
 
 
 def phase_pandas(scores: str, out: str, cap: float) -> dict:
@@ -217,8 +230,10 @@ def phase_pandas(scores: str, out: str, cap: float) -> dict:
     result["wall_s"] = time.perf_counter() - w0
     result["cpu_s"] = time.process_time() - c0
     result["peak_rss_mb"] = rss_mb()
-    pl.DataFrame({"budget": budgets, "row": pdf["id"].str.split("/").str[1].astype("int64").to_numpy()[rows]
-                  if rows else []}, schema={"budget": pl.Utf8, "row": pl.Int64}).write_parquet(out)
+    pl.DataFrame(
+        {"budget": budgets, "row": pdf["id"].str.split("/").str[1].astype("int64").to_numpy()[rows] if rows else []},
+        schema={"budget": pl.Utf8, "row": pl.Int64},
+    ).write_parquet(out)
     return result
 
 
@@ -276,7 +291,10 @@ def main() -> None:
 def tables(work: Path, rows: int) -> dict[str, Path]:
     """The synthetic tables in `work` (reused when they have the right size)."""
     paths = {k: work / f"{k}.parquet" for k in ("paper", "integer", "sample")}
-    if all(p.exists() for p in paths.values()) and pl.scan_parquet(paths["paper"]).select(pl.len()).collect().item() == rows:
+    if (
+        all(p.exists() for p in paths.values())
+        and pl.scan_parquet(paths["paper"]).select(pl.len()).collect().item() == rows
+    ):
         print(f"reusing the synthetic tables in {work}", flush=True)
     else:
         g = sub(["--phase", "gen", "--rows", str(rows), "--workdir", str(work)])
@@ -286,44 +304,91 @@ def tables(work: Path, rows: int) -> dict[str, Path]:
 
 def run_fast(paths: dict[str, Path], work: Path) -> dict:
     report = {}
-    runs = {"paper": ("paper", "integer"), "expected": ("paper", "expected"), "integer": ("integer", "integer"),
-            "sample": ("sample", "integer")}
+    runs = {
+        "paper": ("paper", "integer"),
+        "expected": ("paper", "expected"),
+        "integer": ("integer", "integer"),
+        "sample": ("sample", "integer"),
+    }
     for kind, (table, rank) in runs.items():
-        r = sub(["--phase", "fast", "--scores", str(paths[table]), "--rank", rank,
-                 "--out", str(work / f"fast_{kind}.parquet")])
+        r = sub(
+            [
+                "--phase",
+                "fast",
+                "--scores",
+                str(paths[table]),
+                "--rank",
+                rank,
+                "--out",
+                str(work / f"fast_{kind}.parquet"),
+            ]
+        )
         report[f"fast_{kind}"] = r
-        print(f"mmssr_core {kind:10s} {r['rows']:>9,} rows: select (3 budgets) {r['select_wall_s']:.2f} s wall, "
-              f"{r['select_cpu_s']:.2f} s CPU; with Parquet read {r['total_wall_s']:.2f} s; "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB (after read {r['rss_after_read_mb']:.0f} MB)", flush=True)
+        print(
+            f"mmssr_core {kind:10s} {r['rows']:>9,} rows: select (3 budgets) {r['select_wall_s']:.2f} s wall, "
+            f"{r['select_cpu_s']:.2f} s CPU; with Parquet read {r['total_wall_s']:.2f} s; "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB (after read {r['rss_after_read_mb']:.0f} MB)",
+            flush=True,
+        )
     return report
 
 
 def run_pandas(paths: dict[str, Path], work: Path, fast: dict, cap: float) -> dict:
     """The pandas re-sort on the 10% sample (to the end) and on the full table (under `cap` seconds)."""
     report = {}
-    r = sub(["--phase", "pandas", "--scores", str(paths["sample"]), "--out", str(work / "pandas_sample.parquet"),
-             "--pandas-cap", "100000"])
+    r = sub(
+        [
+            "--phase",
+            "pandas",
+            "--scores",
+            str(paths["sample"]),
+            "--out",
+            str(work / "pandas_sample.parquet"),
+            "--pandas-cap",
+            "100000",
+        ]
+    )
     report["pandas_sample"] = r
     fs = fast["fast_sample"]
     report["ratio_sample_wall"] = r["wall_s"] / fs["select_wall_s"]
     report["ratio_sample_cpu"] = r["cpu_s"] / fs["select_cpu_s"]
     report["check_sample"] = same(str(work / "fast_sample.parquet"), str(work / "pandas_sample.parquet"))
-    print(f"pandas re-sort  sample     {r['rows']:>9,} rows: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, "
-          f"peak RSS {r['peak_rss_mb']:.0f} MB -> mmssr_core is {report['ratio_sample_wall']:.0f}x faster (wall), "
-          f"{report['ratio_sample_cpu']:.0f}x (CPU); same chosen sets: {report['check_sample']}", flush=True)
-    r = sub(["--phase", "pandas", "--scores", str(paths["paper"]), "--out", str(work / "pandas_paper.parquet"),
-             "--pandas-cap", str(cap)], timeout=cap * 3 + 600)
+    print(
+        f"pandas re-sort  sample     {r['rows']:>9,} rows: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, "
+        f"peak RSS {r['peak_rss_mb']:.0f} MB -> mmssr_core is {report['ratio_sample_wall']:.0f}x faster (wall), "
+        f"{report['ratio_sample_cpu']:.0f}x (CPU); same chosen sets: {report['check_sample']}",
+        flush=True,
+    )
+    r = sub(
+        [
+            "--phase",
+            "pandas",
+            "--scores",
+            str(paths["paper"]),
+            "--out",
+            str(work / "pandas_paper.parquet"),
+            "--pandas-cap",
+            str(cap),
+        ],
+        timeout=cap * 3 + 600,
+    )
     report["pandas_full"] = r
     ff = fast["fast_paper"]
     report["check_full"] = same(str(work / "fast_paper.parquet"), str(work / "pandas_paper.parquet"))
     if r["finished"]:
         report["ratio_full_wall"] = r["wall_s"] / ff["select_wall_s"]
-        print(f"pandas re-sort  full       {r['rows']:>9,} rows: {r['wall_s']:.1f} s wall -> "
-              f"{report['ratio_full_wall']:.0f}x; same chosen sets: {report['check_full']}", flush=True)
+        print(
+            f"pandas re-sort  full       {r['rows']:>9,} rows: {r['wall_s']:.1f} s wall -> "
+            f"{report['ratio_full_wall']:.0f}x; same chosen sets: {report['check_full']}",
+            flush=True,
+        )
     else:
         done = ", ".join(f"{b} in {s:.0f} s" for b, s in r["budgets"].items()) or "no budget"
-        print(f"pandas re-sort  full       {r['rows']:>9,} rows: stopped at the {cap:.0f} s cap "
-              f"({done} finished) -> mmssr_core is more than {cap / ff['select_wall_s']:.0f}x faster", flush=True)
+        print(
+            f"pandas re-sort  full       {r['rows']:>9,} rows: stopped at the {cap:.0f} s cap "
+            f"({done} finished) -> mmssr_core is more than {cap / ff['select_wall_s']:.0f}x faster",
+            flush=True,
+        )
         if report["check_full"]:
             print(f"  budgets it finished, same chosen sets: {report['check_full']}", flush=True)
     return report

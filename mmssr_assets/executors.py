@@ -46,7 +46,6 @@ DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 DEFAULT_CELERY_CONFIG = Path("deploy") / "celery" / "celery_config.yaml"
 
 
-
 class ExecutorConfigError(ValueError):
     pass
 
@@ -65,10 +64,12 @@ def gpu_op_tags(env: dict | None = None) -> dict:
             raise ExecutorConfigError(f"${ENV_K8S_STEP_GPUS} must be an integer") from None
         if gpus > 0:
             tags[K8S_CONFIG_TAG] = {
-                "container_config": {"resources": {"limits": {"nvidia.com/gpu": gpus},
-                                                   "requests": {"nvidia.com/gpu": gpus}}},
-                "pod_spec_config": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
-                                                     "effect": "NoSchedule"}]},
+                "container_config": {
+                    "resources": {"limits": {"nvidia.com/gpu": gpus}, "requests": {"nvidia.com/gpu": gpus}}
+                },
+                "pod_spec_config": {
+                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+                },
             }
     return tags
 
@@ -137,9 +138,7 @@ def build_executor(env: dict | None = None) -> dg.ExecutorDefinition:
     try:
         from dagster_celery import celery_executor
     except ImportError:  # pragma: no cover - depends on the install
-        raise ExecutorConfigError(
-            f"${ENV_EXECUTOR}=celery needs dagster-celery: pip install 'mmssr[celery]'"
-        ) from None
+        raise ExecutorConfigError(f"${ENV_EXECUTOR}=celery needs dagster-celery: pip install 'mmssr[celery]'") from None
     _quiet_duplicate_task_name()
     return celery_executor.configured(celery_executor_config(env), name="celery")
 
@@ -154,8 +153,9 @@ def _quiet_duplicate_task_name() -> None:
         from celery.exceptions import DuplicateTaskNameWarning
     except ImportError:  # pragma: no cover - older Celery without the warning
         return
-    warnings.filterwarnings("ignore", message=r"Task name 'execute_plan' is already registered",
-                            category=DuplicateTaskNameWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"Task name 'execute_plan' is already registered", category=DuplicateTaskNameWarning
+    )
 
 
 def celery_worker_args(
@@ -172,8 +172,7 @@ def celery_worker_args(
     `includes` are imported by the worker's main process, so forked pool processes start with the code
     location loaded (and a replacement after a crash too)."""
     config_yaml = config_yaml or celery_config_path() or DEFAULT_CELERY_CONFIG
-    args = ["worker", "start", "-A", "dagster_celery.app", "-y", str(config_yaml), "-q", queue,
-            "--loglevel", loglevel]
+    args = ["worker", "start", "-A", "dagster_celery.app", "-y", str(config_yaml), "-q", queue, "--loglevel", loglevel]
     for module in includes:
         args += ["-i", module]
     if name:

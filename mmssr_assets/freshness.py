@@ -26,7 +26,9 @@ def _key(key) -> dg.AssetKey:
     return key if isinstance(key, dg.AssetKey) else dg.AssetKey(key)
 
 
-def latest_version(instance: dg.DagsterInstance, key, partition: str | None = None, *, observed: bool = False) -> str | None:
+def latest_version(
+    instance: dg.DagsterInstance, key, partition: str | None = None, *, observed: bool = False
+) -> str | None:
     """The data version of the latest materialization (or, `observed`, observation), else None."""
     record = instance.get_latest_data_version_record(_key(key), is_source=observed, partition_key=partition)
     return (record.event_log_entry.tags or {}).get(DATA_VERSION_TAG) if record else None
@@ -75,8 +77,11 @@ class Freshness:
         record = self.instance.get_latest_data_version_record(_key(key), is_source=False, partition_key=partition)
         tags = (record.event_log_entry.tags or {}) if record else {}
         for parent in self.asset_graph.get(_key(key)).parent_keys:
-            if self.asset_graph.get(parent).is_observable and tags.get(
-                    f"dagster/input_event_pointer/{parent.to_user_string()}", NULL_EVENT_POINTER) == NULL_EVENT_POINTER:
+            if (
+                self.asset_graph.get(parent).is_observable
+                and tags.get(f"dagster/input_event_pointer/{parent.to_user_string()}", NULL_EVENT_POINTER)
+                == NULL_EVENT_POINTER
+            ):
                 return parent.to_user_string()
         return None
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-
 INGEST_AND_SCORE = "ingest_and_score"
 SELECT_AND_REPORT = "select_and_report"
 

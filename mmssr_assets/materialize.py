@@ -135,11 +135,13 @@ def materialize_all(
     sources_root = Path(sources_root).resolve()
     store_root = Path(store_root).resolve()
     recipes = recipes if recipes is not None else load_recipes(store_root=store_root)
-    defs = build_definitions(store_root=store_root, sources_root=sources_root,
-                             scorer=scorer or default_scorer(), recipes=recipes)
+    defs = build_definitions(
+        store_root=store_root, sources_root=sources_root, scorer=scorer or default_scorer(), recipes=recipes
+    )
     instance = instance or get_instance()
-    summary = MaterializeSummary(store=str(store_root), sources_root=str(sources_root),
-                                 dagster_home=os.environ.get("DAGSTER_HOME"))
+    summary = MaterializeSummary(
+        store=str(store_root), sources_root=str(sources_root), dagster_home=os.environ.get("DAGSTER_HOME")
+    )
     names = [s for s in discover_sources(sources_root) if only is None or s in only]
     _register(instance, {SOURCES: names, RECIPES: [r.name for r in recipes]}, say)
     sources = SourcesResource(root=str(sources_root))
@@ -220,13 +222,16 @@ def _run_source(defs, instance, name: str, batch_size: int, summary: Materialize
         summary.failures.append(f"source {name}: {_run_error(result)}")
         steps.end(f"FAILED: {summary.failures[-1]}")
     else:
-        steps.end(f"{raw.get('accepted')} accepted, {raw.get('quarantined')} quarantined; "
-                  f"{caps.get('scored')} scored, {caps.get('cached')} cached, {caps.get('failed')} failed "
-                  f"({steps.seconds():.1f}s)")
+        steps.end(
+            f"{raw.get('accepted')} accepted, {raw.get('quarantined')} quarantined; "
+            f"{caps.get('scored')} scored, {caps.get('cached')} cached, {caps.get('failed')} failed "
+            f"({steps.seconds():.1f}s)"
+        )
 
 
-def _run_recipe(defs, instance, recipe: Recipe, st: Store, summary: MaterializeSummary, steps: _Steps, *,
-                pool_tables: bool) -> None:
+def _run_recipe(
+    defs, instance, recipe: Recipe, st: Store, summary: MaterializeSummary, steps: _Steps, *, pool_tables: bool
+) -> None:
     """One recipe's run; the pool-wide scores table and duplicate groups only when `pool_tables` (the first)."""
     steps.start(f"recipe {recipe.name}: {recipe.describe()}")
     result = defs.resolve_job_def(SELECT_AND_REPORT).execute_in_process(

@@ -39,9 +39,7 @@ def _cell(value, kind: str):
 def table(columns: Sequence[tuple[str, str]], rows: Iterable[Sequence]) -> dg.MetadataValue:
     """A typed table: `columns` are (name, type) with type int | float | bool | string."""
     schema = dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in columns])
-    records = [
-        dg.TableRecord({name: _cell(v, kind) for (name, kind), v in zip(columns, row)}) for row in rows
-    ]
+    records = [dg.TableRecord({name: _cell(v, kind) for (name, kind), v in zip(columns, row)}) for row in rows]
     return dg.MetadataValue.table(records, schema=schema)
 
 

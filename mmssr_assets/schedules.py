@@ -17,7 +17,6 @@ Explicit schedules rather than `AutomationCondition.eager()`, which never fills 
 before the condition was added.
 """
 
-
 import dagster as dg
 
 from mmssr_assets.assets.observed import RECIPE, SOURCE_FOLDER
@@ -112,6 +111,8 @@ def refresh_selections(context: dg.ScheduleEvaluationContext, store: StoreResour
         return dg.SkipReason(f"every selection and report of {len(defined)} recipes is fresh")
     day = context.scheduled_execution_time.strftime("%Y-%m-%d") if context.scheduled_execution_time else "now"
     return [
-        dg.RunRequest(partition_key=n, run_key=f"refresh:{n}:{day}", tags={"mmssr/trigger": "refresh", "mmssr/reason": why})
+        dg.RunRequest(
+            partition_key=n, run_key=f"refresh:{n}:{day}", tags={"mmssr/trigger": "refresh", "mmssr/reason": why}
+        )
         for n, why in due.items()
     ]

@@ -8,7 +8,6 @@ touches the other ten. `new_recipes_sensor` does the same for recipes (`recipe[<
 `select_and_report`).
 """
 
-
 import os
 
 import dagster as dg
@@ -87,8 +86,12 @@ def new_recipes_sensor(context: dg.SensorEvaluationContext, store: StoreResource
     new = sorted(n for n in defined if n not in known)
     observed = changed_observations(context.instance, RECIPE, defined)
     scored = context.instance.get_latest_materialization_event(dg.AssetKey("capability_scores")) is not None
-    requests = [
-        dg.RunRequest(partition_key=n, run_key=f"new-recipe:{n}:{defined[n]}", tags={"mmssr/trigger": "new_recipe"})
-        for n in new
-    ] if scored else []
+    requests = (
+        [
+            dg.RunRequest(partition_key=n, run_key=f"new-recipe:{n}:{defined[n]}", tags={"mmssr/trigger": "new_recipe"})
+            for n in new
+        ]
+        if scored
+        else []
+    )
     return _result(new, requests, recipes_partitions, observed, "recipe")

@@ -100,9 +100,7 @@ def style_metrics(pred: Sequence[Sequence[str]], truth: Sequence[Sequence[str]])
         "micro_precision": None if tp + fp == 0 else tp / (tp + fp),
         "micro_recall": None if tp + fn == 0 else tp / (tp + fn),
         "primary_accuracy": None if n == 0 else primary_hits / n,
-        "per_label": {
-            label: {"tp": c[0], "fp": c[1], "fn": c[2], "f1": f1(*c)} for label, c in sorted(per.items())
-        },
+        "per_label": {label: {"tp": c[0], "fp": c[1], "fn": c[2], "f1": f1(*c)} for label, c in sorted(per.items())},
     }
 
 
@@ -160,7 +158,9 @@ class AgreementResult:
         lines = ["| capability | n | Spearman | MAE | exact |", "|---|---|---|---|---|"]
         for c in self.capabilities:
             lines.append(f"| {c['key']} | {c['n']} | {fmt(c['spearman'])} | {fmt(c['mae'])} | {fmt(c['accuracy'])} |")
-        lines.append(f"| **mean** | {self.n_matched} | {fmt(self.mean_spearman)} | {fmt(self.mean_mae)} | {fmt(self.accuracy)} |")
+        lines.append(
+            f"| **mean** | {self.n_matched} | {fmt(self.mean_spearman)} | {fmt(self.mean_mae)} | {fmt(self.accuracy)} |"
+        )
         s = self.styles
         if s:
             lines.append("")
@@ -194,8 +194,9 @@ def compute_agreement(
     if good.is_empty():
         raise AgreementError("no successful teacher label to compare with (run `mmssr label` first)")
     if keys is None:
-        keys = [c for c in good.columns if c in scores.columns and good.schema[c].is_integer()
-                and c not in ("id", "source")]
+        keys = [
+            c for c in good.columns if c in scores.columns and good.schema[c].is_integer() and c not in ("id", "source")
+        ]
         # keep the teacher table's column order (the taxonomy order)
     keys = list(keys)
     missing = [k for k in keys if k not in scores.columns]
@@ -230,13 +231,15 @@ def compute_agreement(
 def _paired(scores: pl.DataFrame, good: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Scorer (`s::`, `a::` argmax) and teacher (`t::`) columns of every sample both tables have."""
     left = scores.select(
-        "id", "source",
+        "id",
+        "source",
         *[pl.col(k).cast(pl.Float64).alias(f"s::{k}") for k in keys],
         *[pl.col(argmax_column(k)).cast(pl.Int64).alias(f"a::{k}") for k in keys if argmax_column(k) in scores.columns],
         *([pl.col("styles").alias("s::styles")] if "styles" in scores.columns else []),
     )
     right = good.select(
-        "id", "source",
+        "id",
+        "source",
         *[pl.col(k).cast(pl.Int64).alias(f"t::{k}") for k in keys],
         *([pl.col("styles").alias("t::styles")] if "styles" in good.columns else []),
     )
@@ -317,8 +320,15 @@ def plot_agreement(result: AgreementResult, out_dir: str | Path) -> dict[str, Pa
     peak = m.max() if m.size else 0
     for i in range(N_LEVELS):
         for j in range(N_LEVELS):
-            ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8,
-                    color="white" if peak and m[i, j] > peak / 2 else "black")
+            ax.text(
+                j,
+                i,
+                str(m[i, j]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if peak and m[i, j] > peak / 2 else "black",
+            )
     acc = result.accuracy
     ax.set_title(f"all capabilities, exact {acc:.2f}" if acc is not None else "all capabilities", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
@@ -352,8 +362,8 @@ def write_agreement(result: AgreementResult, out_dir: str | Path, *, plots: bool
 
 def read_teacher_labels(store, sources: Sequence[str] | None = None) -> pl.DataFrame:
     """All teacher label partitions as one frame (columns unioned: the taxonomy may have grown)."""
-    from mmssr_core.store import StoreError
     from mmssr_core.schema import TEACHER_TABLE
+    from mmssr_core.store import StoreError
 
     parts = list(sources) if sources else store.partitions(TEACHER_TABLE)
     if not parts:
@@ -366,8 +376,15 @@ def read_teacher_labels(store, sources: Sequence[str] | None = None) -> pl.DataF
 def agreement_frame(result: AgreementResult) -> pl.DataFrame:
     """One row per capability: key, n, spearman, mae, accuracy, teacher_mean, scorer_mean."""
     cols = ("key", "n", "spearman", "mae", "accuracy", "teacher_mean", "scorer_mean")
-    schema = {"key": pl.Utf8, "n": pl.Int64, "spearman": pl.Float64, "mae": pl.Float64, "accuracy": pl.Float64,
-              "teacher_mean": pl.Float64, "scorer_mean": pl.Float64}
+    schema = {
+        "key": pl.Utf8,
+        "n": pl.Int64,
+        "spearman": pl.Float64,
+        "mae": pl.Float64,
+        "accuracy": pl.Float64,
+        "teacher_mean": pl.Float64,
+        "scorer_mean": pl.Float64,
+    }
     return pl.DataFrame([{c: cap[c] for c in cols} for cap in result.capabilities], schema=schema)
 
 

@@ -53,7 +53,7 @@ def check_vllm_layout(model_dir: str | Path) -> None:
 
 
 def _renamed(name: str) -> str:
-    return _LEVEL + name[len(_TOWER):] if name.startswith(_TOWER) and not name.startswith(_LEVEL) else name
+    return _LEVEL + name[len(_TOWER) :] if name.startswith(_TOWER) and not name.startswith(_LEVEL) else name
 
 
 def relayout(src: str | Path, dst: str | Path | None = None) -> int:

@@ -127,9 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = available_commands(with_help=False)
     if name not in commands:
         build_parser().print_usage(sys.stderr)
-        print(f"mmssr: error: unknown command {name!r} (commands of other packages, such as `materialize` "
-              f"from mmssr_assets, register through the {ENTRY_POINT_GROUP!r} entry points of an "
-              "installed distribution: reinstall with `pip install -e .` if one is missing)", file=sys.stderr)
+        print(
+            f"mmssr: error: unknown command {name!r} (commands of other packages, such as `materialize` "
+            f"from mmssr_assets, register through the {ENTRY_POINT_GROUP!r} entry points of an "
+            "installed distribution: reinstall with `pip install -e .` if one is missing)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     module = importlib.import_module(commands[name][0])
     help_ = COMMANDS[name][1] if name in COMMANDS else _plugin_help(commands[name][0])

@@ -33,13 +33,32 @@ KNOWN_VISION_TOWERS = {
     "google/siglip-so400m-patch14-384": {"num_attention_heads": 16, "layer_norm_eps": 1e-6, "image_size": 384},
 }
 QWEN2_FIELDS = (
-    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range", "rms_norm_eps",
-    "rope_theta", "rope_scaling", "use_sliding_window", "sliding_window", "max_window_layers",
-    "attention_dropout", "tie_word_embeddings", "bos_token_id", "eos_token_id",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "hidden_act",
+    "max_position_embeddings",
+    "initializer_range",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_scaling",
+    "use_sliding_window",
+    "sliding_window",
+    "max_window_layers",
+    "attention_dropout",
+    "tie_word_embeddings",
+    "bos_token_id",
+    "eos_token_id",
 )
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
     "added_tokens.json",
 )
 _VISION_PREFIX = "model.vision_tower.vision_tower.vision_model."
@@ -54,7 +73,7 @@ def map_key(key: str) -> str | None:
     if key.endswith(".inv_freq"):
         return None
     if key.startswith(_VISION_PREFIX):
-        rest = key[len(_VISION_PREFIX):]
+        rest = key[len(_VISION_PREFIX) :]
         if rest.startswith("head."):
             return None  # LLaVA-NeXT replaces the SigLIP head by Identity; never used
         return "vision_tower.vision_model." + rest
@@ -255,7 +274,9 @@ def _source_config(src: Path) -> dict:
     if "LlavaQwenForCausalLM" not in archs:
         raise ConversionError(f"{src}: architectures {archs} is not the llava_qwen layout (LlavaQwenForCausalLM)")
     if src_config.get("mm_projector_type", "mlp2x_gelu") != "mlp2x_gelu":
-        raise ConversionError(f"mm_projector_type {src_config['mm_projector_type']!r} is not supported (mlp2x_gelu only)")
+        raise ConversionError(
+            f"mm_projector_type {src_config['mm_projector_type']!r} is not supported (mlp2x_gelu only)"
+        )
     return src_config
 
 
@@ -276,8 +297,7 @@ def _text_fields(src_config: dict, shapes: dict) -> dict:
     return text_fields
 
 
-def _llava_config(src_config: dict, text_fields: dict, vision: dict, image_id: int, video_id: int,
-                  dtype: str | None):
+def _llava_config(src_config: dict, text_fields: dict, vision: dict, image_id: int, video_id: int, dtype: str | None):
     """(LlavaOnevisionConfig, grid pinpoints, vision aspect ratio) of the converted checkpoint."""
     from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
 
@@ -305,8 +325,9 @@ def _llava_config(src_config: dict, text_fields: dict, vision: dict, image_id: i
     return config, pinpoints, aspect
 
 
-def _write_weights(files: list[Path], dst: Path, target_dtype, report: ConversionReport,
-                   say: Callable[[str], None]) -> None:
+def _write_weights(
+    files: list[Path], dst: Path, target_dtype, report: ConversionReport, say: Callable[[str], None]
+) -> None:
     """Every tensor under its HF name (one output shard per input shard), the index when sharded."""
     import torch
     from safetensors.torch import save_file
@@ -334,7 +355,11 @@ def _write_weights(files: list[Path], dst: Path, target_dtype, report: Conversio
     if len(files) > 1:
         index = {"metadata": {"total_size": total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
         (dst / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-    missing = {"language_model.model.embed_tokens.weight", "multi_modal_projector.linear_1.weight", "image_newline"} - set(weight_map)
+    missing = {
+        "language_model.model.embed_tokens.weight",
+        "multi_modal_projector.linear_1.weight",
+        "image_newline",
+    } - set(weight_map)
     if missing:
         raise ConversionError(f"converted checkpoint lacks {sorted(missing)}")
 

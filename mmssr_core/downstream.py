@@ -103,9 +103,13 @@ def store_results(store: Store, recipe: str, results: dict, **info) -> dict:
     return record
 
 
-def import_results(store: Store, recipe: str, path: str | os.PathLike, *, method: str | None = None, budget=None) -> dict:
+def import_results(
+    store: Store, recipe: str, path: str | os.PathLike, *, method: str | None = None, budget=None
+) -> dict:
     """Record a results file produced elsewhere (e.g. the full-data run on a cluster)."""
-    return store_results(store, recipe, read_results_file(path), method=method, budget=_budget_str(budget), results_file=str(path))
+    return store_results(
+        store, recipe, read_results_file(path), method=method, budget=_budget_str(budget), results_file=str(path)
+    )
 
 
 def from_lmms_eval(obj: dict, pick: Mapping[str, str] | None = None) -> dict:
@@ -121,9 +125,11 @@ def from_lmms_eval(obj: dict, pick: Mapping[str, str] | None = None) -> dict:
     for task, metrics in res.items():
         if not isinstance(metrics, dict):
             continue
-        keys = [pick[task]] if pick and task in pick else [
-            k for k in metrics if "," in k and "stderr" not in k.split(",")[0] and k != "alias"
-        ]
+        keys = (
+            [pick[task]]
+            if pick and task in pick
+            else [k for k in metrics if "," in k and "stderr" not in k.split(",")[0] and k != "alias"]
+        )
         for k in keys:
             v = metrics.get(k)
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
@@ -137,7 +143,13 @@ def from_lmms_eval(obj: dict, pick: Mapping[str, str] | None = None) -> dict:
 def load_results(store: Store, recipes: Sequence[str] | None = None) -> dict[str, dict]:
     """Stored records by recipe (all recipes with a record, or those named)."""
     d = store.table_dir(RESULTS_TABLE)
-    names = recipes if recipes is not None else sorted(p.stem for p in d.glob("*.json") if not p.name.startswith(".")) if d.is_dir() else []
+    names = (
+        recipes
+        if recipes is not None
+        else sorted(p.stem for p in d.glob("*.json") if not p.name.startswith("."))
+        if d.is_dir()
+        else []
+    )
     return {n: store.read_json(RESULTS_TABLE, n) for n in names if store.path(RESULTS_TABLE, n, ".json").exists()}
 
 
@@ -188,7 +200,9 @@ class TrainEvalCommand:
     def from_env(cls, **kw) -> "TrainEvalCommand":
         t = os.environ.get(ENV_COMMAND)
         if not t:
-            raise DownstreamError(f"no train-and-evaluate command: set ${ENV_COMMAND} (placeholders: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})")
+            raise DownstreamError(
+                f"no train-and-evaluate command: set ${ENV_COMMAND} (placeholders: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})"
+            )
         return cls(t, **kw)
 
     def words(self) -> list[str]:
@@ -257,12 +271,16 @@ def run_train_eval(
     stdout_p, stderr_p = out / "stdout.log", out / "stderr.log"
     with open(stdout_p, "wb") as so, open(stderr_p, "wb") as se:
         try:
-            proc = subprocess.run(argv, stdout=so, stderr=se, env=env, cwd=command.cwd, timeout=command.timeout_s, check=False)
+            proc = subprocess.run(
+                argv, stdout=so, stderr=se, env=env, cwd=command.cwd, timeout=command.timeout_s, check=False
+            )
             rc = proc.returncode
         except FileNotFoundError:
             raise DownstreamError(f"train-and-evaluate command for recipe {recipe!r} not found: {argv[0]!r}") from None
         except PermissionError:
-            raise DownstreamError(f"train-and-evaluate command for recipe {recipe!r} is not executable: {argv[0]!r}") from None
+            raise DownstreamError(
+                f"train-and-evaluate command for recipe {recipe!r} is not executable: {argv[0]!r}"
+            ) from None
         except subprocess.TimeoutExpired:
             raise DownstreamError(
                 f"train-and-evaluate command for recipe {recipe!r} timed out after {command.timeout_s}s; "
@@ -311,7 +329,9 @@ def paper_table(
     names = list(benchmarks) if benchmarks else sorted({b for r in records.values() for b in r["benchmarks"]})
     full_b = records.get(full, {}).get("benchmarks") if full in records else None
     randoms = {
-        r.get("budget"): n for n, r in records.items() if (r.get("method") or "").lower() == "random" and r.get("budget") is not None
+        r.get("budget"): n
+        for n, r in records.items()
+        if (r.get("method") or "").lower() == "random" and r.get("budget") is not None
     }
     rows = []
     for name, rec in records.items():
@@ -327,7 +347,9 @@ def paper_table(
                 shares.append(s)
             row[f"{bench} %full"] = s
         row["share_of_full"] = sum(shares) / len(shares) if full_b and shares else None
-        rnd = (random_of or {}).get(name) or (randoms.get(rec.get("budget")) if (rec.get("method") or "").lower() != "random" else None)
+        rnd = (random_of or {}).get(name) or (
+            randoms.get(rec.get("budget")) if (rec.get("method") or "").lower() != "random" else None
+        )
         rnd_b = records.get(rnd, {}).get("benchmarks") if rnd and rnd != name else None
         row["random_recipe"] = rnd if rnd_b else None
         if rnd_b:
@@ -342,14 +364,23 @@ def paper_table(
     schema |= {x: pl.Float64 for x in names} | {f"{x} %full": pl.Float64 for x in names}
     schema |= {"share_of_full": pl.Float64, "random_recipe": pl.Utf8, "beaten_random": pl.Int64, "compared": pl.Int64}
     df = pl.DataFrame(rows, schema=schema)
-    return df.with_columns(_full_last=pl.col("recipe") == full).sort(["_full_last", "budget", "method", "recipe"], nulls_last=True).drop("_full_last")
+    return (
+        df.with_columns(_full_last=pl.col("recipe") == full)
+        .sort(["_full_last", "budget", "method", "recipe"], nulls_last=True)
+        .drop("_full_last")
+    )
 
 
 def table_markdown(df: pl.DataFrame) -> str:
     """The paper's table as Markdown: `score (share of full %)` per benchmark, mean share, beaten/compared."""
     if df.height == 0:
         return "_no downstream results yet_"
-    benches = [c for c in df.columns if c not in ("recipe", "method", "budget", "share_of_full", "random_recipe", "beaten_random", "compared") and not c.endswith(" %full")]
+    benches = [
+        c
+        for c in df.columns
+        if c not in ("recipe", "method", "budget", "share_of_full", "random_recipe", "beaten_random", "compared")
+        and not c.endswith(" %full")
+    ]
     head = ["recipe", "method", "budget", *benches, "share of full (%)", "beats random"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(benches) + 2)]
     for r in df.iter_rows(named=True):

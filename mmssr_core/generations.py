@@ -122,8 +122,9 @@ class Transaction:
     def _adopt_plain_files(self) -> None:
         """A store written before generations: make its plain files generation 0 (content unchanged), so
         the first commit after an upgrade is a single switch like any other."""
-        plain = [(t, s) for t in self.tables for s in SUFFIXES
-                 if (p := self._link(t, s)).exists() and not p.is_symlink()]
+        plain = [
+            (t, s) for t in self.tables for s in SUFFIXES if (p := self._link(t, s)).exists() and not p.is_symlink()
+        ]
         if not plain:
             return
         g0 = self.dir / gen_name(0)

@@ -52,8 +52,10 @@ class FileLock:
                     holder = _holder(fd)
                     os.close(fd)
                     waited = f" after waiting {self.wait:g}s" if self.wait else ""
-                    raise LockBusy(f"{self.what} is being written by another process ({holder}){waited}; "
-                                   f"wait for it to finish, then run again") from None
+                    raise LockBusy(
+                        f"{self.what} is being written by another process ({holder}){waited}; "
+                        f"wait for it to finish, then run again"
+                    ) from None
                 time.sleep(POLL_SECONDS)
         info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode()
         os.ftruncate(fd, 0)

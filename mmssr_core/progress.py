@@ -60,8 +60,9 @@ class Progress:
         self._closed = False
 
     # -- what callers use ------------------------------------------------------------------------
-    def update(self, done: int, total: int | None = None, *, fraction: float | None = None, note: str = "",
-               skipped: int = 0) -> None:
+    def update(
+        self, done: int, total: int | None = None, *, fraction: float | None = None, note: str = "", skipped: int = 0
+    ) -> None:
         """`done` of `total` (`fraction` when the total is not a count, e.g. bytes read); `skipped` of the
         done ones cost nothing (cached) and are left out of the rate."""
         if total is not None:

@@ -40,13 +40,11 @@ def _question_text(text: str, reference_quirk: bool) -> str:
         return _QUESTION + text.strip(_REFERENCE_STRIP_CHARS)
     body = text.strip()
     if body.startswith("Question:"):
-        body = body[len("Question:"):].lstrip()
+        body = body[len("Question:") :].lstrip()
     return _QUESTION + body
 
 
-def serialise_conversation(
-    conversations: Sequence[dict], *, reference_quirk: bool = False, max_images: int = 1
-) -> str:
+def serialise_conversation(conversations: Sequence[dict], *, reference_quirk: bool = False, max_images: int = 1) -> str:
     """Serialise LLaVA turns as the scorer was trained to read them.
 
     Each human turn becomes `Question: <text> Answer: <gpt text>`; turns are joined by newlines. A human
@@ -131,11 +129,7 @@ class PromptSet:
 
 def chatml(user_text: str, system: str = SYSTEM_PROMPT) -> str:
     """The qwen ChatML rendering the released models expect, ending where the assistant answers."""
-    return (
-        f"<|im_start|>system\n{system}<|im_end|>\n"
-        f"<|im_start|>user\n{user_text}<|im_end|>\n"
-        f"<|im_start|>assistant\n"
-    )
+    return f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user_text}<|im_end|>\n<|im_start|>assistant\n"
 
 
 def parse_styles(text: str, styles: Sequence[str]) -> list[str]:
@@ -154,7 +148,7 @@ def parse_styles(text: str, styles: Sequence[str]) -> list[str]:
             if pos < 0:
                 break
             # skip if this span lies inside a longer label already found
-            if not any(p <= pos < p + len(l) for p, l in found):
+            if not any(p <= pos < p + len(other) for p, other in found):
                 found.append((pos, label))
             start = pos + len(label)
     out: list[str] = []

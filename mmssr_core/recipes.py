@@ -100,8 +100,10 @@ class Recipe:
         caps = "all capabilities" if self.capabilities is None else ", ".join(self.capabilities)
         budget = f"{self.budget:.0%}" if isinstance(self.budget, float) else f"{self.budget} samples"
         rank = "integer score" if self.rank == "integer" else "expected score (opt-in)"
-        return (f"{self.method} at {budget} over {caps}, ranked on the {rank} (threshold {self.threshold:g}, "
-                f"seed {self.seed}; {self.dedup.describe()})")
+        return (
+            f"{self.method} at {budget} over {caps}, ranked on the {rank} (threshold {self.threshold:g}, "
+            f"seed {self.seed}; {self.dedup.describe()})"
+        )
 
 
 DEFAULT_RECIPES: tuple[Recipe, ...] = (
@@ -166,9 +168,7 @@ def recipe_files(store_root: str | os.PathLike | None = None) -> list[Path]:
     return files
 
 
-def load_recipes(
-    path: str | os.PathLike | None = None, *, store_root: str | os.PathLike | None = None
-) -> list[Recipe]:
+def load_recipes(path: str | os.PathLike | None = None, *, store_root: str | os.PathLike | None = None) -> list[Recipe]:
     """Defaults, then the store's recipe file, then $MMSSR_RECIPES (or `path` instead of both)."""
     files = [Path(path)] if path is not None else recipe_files(store_root)
     recipes: dict[str, Recipe] = {r.name: r for r in DEFAULT_RECIPES}

@@ -21,7 +21,9 @@ _NAMED_SECRET = re.compile(
     r"(?i)(\"?\b(?:authorization|proxy-authorization|x-api-key|api[-_]?key|access[-_]?token|auth[-_]?token|"
     r"secret|password|passwd)\"?\s*[:=]\s*\"?)(?!\[REDACTED\])([^\s\"',;&}]+)"
 )
-_KEY_SHAPES = re.compile(r"\b(sk-[A-Za-z0-9_-]{12,}|hf_[A-Za-z0-9]{12,}|gh[pousr]_[A-Za-z0-9]{12,}|xox[abpr]-[A-Za-z0-9-]{10,})")
+_KEY_SHAPES = re.compile(
+    r"\b(sk-[A-Za-z0-9_-]{12,}|hf_[A-Za-z0-9]{12,}|gh[pousr]_[A-Za-z0-9]{12,}|xox[abpr]-[A-Za-z0-9-]{10,})"
+)
 
 _known: set[str] = set()
 _lock = threading.Lock()

@@ -110,7 +110,9 @@ def _metrics(summary: dict) -> dict[str, float]:
     return {k: v for k, v in m.items() if v == v}
 
 
-def _examples(sel_rows: pl.DataFrame, pool: pl.DataFrame | None, keys: list[str], styles_order: list[str], k: int) -> dict[str, list[dict]]:
+def _examples(
+    sel_rows: pl.DataFrame, pool: pl.DataFrame | None, keys: list[str], styles_order: list[str], k: int
+) -> dict[str, list[dict]]:
     """Up to k selected samples per primary style, best rank first, with thumbnail, top scores and turns."""
     from mmssr_core.report_html import thumbnail_data_uri
 
@@ -125,7 +127,9 @@ def _examples(sel_rows: pl.DataFrame, pool: pl.DataFrame | None, keys: list[str]
         picked = picked.join(pool.select(M.KEY + cols), on=M.KEY, how="left")
     order = {s: i for i, s in enumerate(styles_order)}
     out: dict[str, list[dict]] = {}
-    for row in sorted(picked.iter_rows(named=True), key=lambda r: (order.get(r["_primary"], len(order)), r["_primary"])):
+    for row in sorted(
+        picked.iter_rows(named=True), key=lambda r: (order.get(r["_primary"], len(order)), r["_primary"])
+    ):
         scores = sorted(((c, row[c]) for c in keys if row.get(c) is not None), key=lambda kv: -kv[1])[:3]
         files = row.get("image_files") or []
         turns = [
@@ -250,8 +254,9 @@ def _facts(selection, scores, subsets, keys, pool, taxonomy, threshold, rank, fa
     pool_bins = {(a, b) for a, b in M.style_source_counts(scores).select("style", "source").iter_rows()}
     n_sources = scores["source"].n_unique()
     profiles = {
-        name: M.subset_profile(df, keys, pool=pool, n_styles=len(taxonomy.styles), pool_sources=n_sources,
-                               pool_bins=pool_bins)
+        name: M.subset_profile(
+            df, keys, pool=pool, n_styles=len(taxonomy.styles), pool_sources=n_sources, pool_bins=pool_bins
+        )
         for name, df in subsets.items()
     }
     overlap_sets = {n: df for n, df in subsets.items() if n != "pool"}
@@ -282,9 +287,11 @@ def _markdown(summary: dict) -> str:
     from mmssr_core import report_tables as T
 
     scorer = f"; scores by {M.scorer_line(summary.get('scorer'))}" if summary.get("scorer") else ""
-    return (f"**{summary['recipe']}**: {summary['size']:,} of {summary['pool_size']:,} samples{scorer}\n\n"
-            f"{T.headline(summary).markdown()}\n\n{T.capabilities(summary).markdown()}\n\n"
-            f"{dedup_markdown(summary['dedup'])}")
+    return (
+        f"**{summary['recipe']}**: {summary['size']:,} of {summary['pool_size']:,} samples{scorer}\n\n"
+        f"{T.headline(summary).markdown()}\n\n{T.capabilities(summary).markdown()}\n\n"
+        f"{dedup_markdown(summary['dedup'])}"
+    )
 
 
 def _write_plots(st: Store, recipe_name: str, plot_bytes: dict[str, bytes]) -> dict[str, Path]:
@@ -384,4 +391,12 @@ def related_selections(store, recipe, recipes, selections_table: str = SELECTION
     return baselines, budgets
 
 
-__all__ = ["ReportResult", "build_report", "related_selections", "read_report", "report_files", "REPORTS_TABLE", "PLOT_NAMES"]
+__all__ = [
+    "ReportResult",
+    "build_report",
+    "related_selections",
+    "read_report",
+    "report_files",
+    "REPORTS_TABLE",
+    "PLOT_NAMES",
+]

@@ -76,8 +76,9 @@ def format_rows(rows: Sequence[Sequence], digits: dict[int, int] | int | None = 
     return [[fmts[j](c) for j, c in enumerate(r)] for r in rows]
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence], digits: dict[int, int] | int | None = None,
-                   left_cols: int = 1) -> str:
+def markdown_table(
+    header: Sequence[str], rows: Sequence[Sequence], digits: dict[int, int] | int | None = None, left_cols: int = 1
+) -> str:
     """A Markdown table with labels left-aligned and numbers right-aligned, one format per column."""
     align = "|" + "".join("---|" if j < left_cols else "---:|" for j in range(len(header)))
     lines = ["| " + " | ".join(header) + " |", align]
@@ -112,9 +113,9 @@ def _tail_hides_a_word(labels: list[str]) -> bool:
 
 def _cut(s: str, head: int, tail: int) -> str:
     """s[:head] + "…" + the last `tail` characters, the end starting at a word when it can."""
-    end = s[len(s) - tail:] if tail else ""
+    end = s[len(s) - tail :] if tail else ""
     if end and s[len(s) - tail - 1] != " " and " " in end[:-1]:
-        end = end[end.index(" ") + 1:]  # "…y demo" reads worse than "…demo"
+        end = end[end.index(" ") + 1 :]  # "…y demo" reads worse than "…demo"
     return s[:head].rstrip() + ELLIPSIS + end
 
 
@@ -123,7 +124,7 @@ def wrap_label(name: str, width: int = 14, max_lines: int = 3) -> str:
     text = str(name).replace("_", " ")
     lines = textwrap.wrap(text, width=width, break_long_words=True, break_on_hyphens=True)
     if len(lines) > max_lines:
-        lines = lines[: max_lines - 1] + [short_labels([" ".join(lines[max_lines - 1:])], width)[0]]
+        lines = lines[: max_lines - 1] + [short_labels([" ".join(lines[max_lines - 1 :])], width)[0]]
     return "\n".join(lines)
 
 
@@ -138,7 +139,7 @@ def relative_luminance(rgb: Sequence[float]) -> float:
 
 
 def text_color_on(rgb: Sequence[float]) -> str:
-    """"black" or "white": the text colour with the higher WCAG contrast ratio on a cell of colour `rgb`."""
+    """ "black" or "white": the text colour with the higher WCAG contrast ratio on a cell of colour `rgb`."""
     lum = relative_luminance(rgb)
     on_black = (lum + 0.05) / 0.05
     on_white = 1.05 / (lum + 0.05)

@@ -100,17 +100,13 @@ def section(title: str, t, intro: str = "") -> list[str]:
 
 
 def example_card(ex: dict) -> str:
-    img = (
-        f'<img alt="{esc(ex["id"])}" src="{ex["thumb"]}">'
-        if ex.get("thumb")
-        else '<div class="noimg">no image</div>'
-    )
+    img = f'<img alt="{esc(ex["id"])}" src="{ex["thumb"]}">' if ex.get("thumb") else '<div class="noimg">no image</div>'
     scores = ", ".join(f"{esc(k)} {v:.2f}" for k, v in ex.get("top_scores", []))
     turns = "".join(f"<pre><b>{esc(r)}:</b> {esc(t)}</pre>" for r, t in ex.get("turns", []))
     return (
         f'<div class="ex">{img}<div><b>{esc(ex["id"])}</b> <span class="muted">{esc(ex["source"])} · '
-        f'styles: {esc(", ".join(ex.get("styles") or []))} · picked by {esc(ex.get("picked_by"))} · '
-        f'rank {esc(ex.get("rank"))}</span><div>top scores: {scores}</div>{turns}</div></div>'
+        f"styles: {esc(', '.join(ex.get('styles') or []))} · picked by {esc(ex.get('picked_by'))} · "
+        f"rank {esc(ex.get('rank'))}</span><div>top scores: {scores}</div>{turns}</div></div>"
     )
 
 
@@ -119,9 +115,9 @@ def _intro(s: dict) -> str:
     who = f" Scores by {esc(scorer_line(scorer))}." if scorer else ""
     return (
         f'<p class="muted">{esc(fmt(s["size"]))} of {esc(fmt(s["pool_size"]))} scored samples '
-        f'({esc(fmt(100 * s["fraction"], 2))}%), budget {esc(s.get("budget_label") or s.get("budget"))}, threshold '
-        f'{esc(s["threshold"]["threshold"])} (rank mode {esc(s["threshold"].get("rank", "integer"))}), random '
-        f'baseline seed {esc(s["seed"])}, capabilities: {esc(len(s["capabilities"]))}.{who} '
+        f"({esc(fmt(100 * s['fraction'], 2))}%), budget {esc(s.get('budget_label') or s.get('budget'))}, threshold "
+        f"{esc(s['threshold']['threshold'])} (rank mode {esc(s['threshold'].get('rank', 'integer'))}), random "
+        f"baseline seed {esc(s['seed'])}, capabilities: {esc(len(s['capabilities']))}.{who} "
         f"Generated {esc(s.get('generated_at'))}.</p>"
     )
 
@@ -131,8 +127,10 @@ def _plots(plots: dict[str, bytes]) -> list[str]:
         return []
     out = ['<h2>Plots</h2><div class="plots">']
     for name, data in plots.items():
-        out.append(f'<figure><img alt="{esc(name)}" src="{png_data_uri(data)}"><figcaption class="muted">'
-                   f'{esc(name)}</figcaption></figure>')
+        out.append(
+            f'<figure><img alt="{esc(name)}" src="{png_data_uri(data)}"><figcaption class="muted">'
+            f"{esc(name)}</figcaption></figure>"
+        )
     return out + ["</div>"]
 
 
@@ -176,10 +174,13 @@ def render(summary: dict, plots: dict[str, bytes], examples: dict[str, list[dict
         _intro(s),
         *section("Headline", T.headline(s)),
         dedup_html(s.get("dedup")),
-        *section("Capabilities", T.capabilities(s),
-                 "Mean expected score and count of samples scoring at least 4, per subset; share of the selection "
-                 "picked by the capability's turn; samples of the pool that qualify under the selection's rule "
-                 f"({esc(passing_label(th))})."),
+        *section(
+            "Capabilities",
+            T.capabilities(s),
+            "Mean expected score and count of samples scoring at least 4, per subset; share of the selection "
+            "picked by the capability's turn; samples of the pool that qualify under the selection's rule "
+            f"({esc(passing_label(th))}).",
+        ),
         *_plots(plots),
         *section("Interaction styles (share of labels, %)", T.style_shares(s)),
         *section("Sources (samples)", T.source_counts(s)),
@@ -187,9 +188,12 @@ def render(summary: dict, plots: dict[str, bytes], examples: dict[str, list[dict
         *section("Text", T.text_stats(s)),
         *section("Images", T.image_stats(s)),
         *_overlap(s),
-        *section("Threshold effects", T.threshold_sweep(s),
-                 "Samples of the scored pool eligible per capability under the selection's rule "
-                 f"({esc(' / '.join(th.get('bases') or ['score']))} &gt; t) at several thresholds."),
+        *section(
+            "Threshold effects",
+            T.threshold_sweep(s),
+            "Samples of the scored pool eligible per capability under the selection's rule "
+            f"({esc(' / '.join(th.get('bases') or ['score']))} &gt; t) at several thresholds.",
+        ),
         *_failures(s["failures"]),
     ]
     if examples:

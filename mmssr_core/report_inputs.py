@@ -55,10 +55,23 @@ class ReportInputs:
         from mmssr_core.report import build_report
 
         return build_report(
-            store, self.recipe_name, self.selection, self.scores, pool=self.pool, seed=self.seed,
-            budget=self.budget, threshold=self.threshold, rank=self.rank, capabilities=self.capabilities,
-            taxonomy=taxonomy, failures=self.failures, baselines=self.baselines or None,
-            budget_selections=self.budget_selections or None, recipe=self.recipe, dedup=self.dedup, **options,
+            store,
+            self.recipe_name,
+            self.selection,
+            self.scores,
+            pool=self.pool,
+            seed=self.seed,
+            budget=self.budget,
+            threshold=self.threshold,
+            rank=self.rank,
+            capabilities=self.capabilities,
+            taxonomy=taxonomy,
+            failures=self.failures,
+            baselines=self.baselines or None,
+            budget_selections=self.budget_selections or None,
+            recipe=self.recipe,
+            dedup=self.dedup,
+            **options,
         )
 
 

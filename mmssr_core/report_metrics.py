@@ -159,16 +159,18 @@ def image_profile(pool_rows: pl.DataFrame) -> dict[str, float | None]:
     per_sample = pool_rows.select(
         pl.col("image_widths").list.len().fill_null(0).alias("n_images"),
     )
-    imgs = pool_rows.select(pl.col("image_widths").alias("w"), pl.col("image_heights").alias("h")).explode(
-        ["w", "h"]
-    ).drop_nulls()
+    imgs = (
+        pool_rows.select(pl.col("image_widths").alias("w"), pl.col("image_heights").alias("h"))
+        .explode(["w", "h"])
+        .drop_nulls()
+    )
     out: dict[str, float | None] = {
         "images_per_sample_mean": _f(per_sample["n_images"].mean()),
         "text_only_share": _f((per_sample["n_images"] == 0).mean()),
         "images": float(imgs.height),
     }
     if imgs.height:
-        mp = (pl.col("w").cast(pl.Float64) * pl.col("h").cast(pl.Float64) / 1e6)
+        mp = pl.col("w").cast(pl.Float64) * pl.col("h").cast(pl.Float64) / 1e6
         row = imgs.select(
             _quantiles(pl.col("w").cast(pl.Float64), "width")
             + _quantiles(pl.col("h").cast(pl.Float64), "height")
@@ -231,7 +233,10 @@ def picked_by_shares(selection: pl.DataFrame, keys: list[str]) -> dict[str, dict
     if "picked_by" not in selection.columns:
         return {}
     counts = dict(
-        selection.group_by("picked_by").len("count").select(pl.col("picked_by").fill_null(NO_STYLE), "count").iter_rows()
+        selection.group_by("picked_by")
+        .len("count")
+        .select(pl.col("picked_by").fill_null(NO_STYLE), "count")
+        .iter_rows()
     )
     out = {k: {"count": int(counts.pop(k, 0)), "share": 0.0} for k in keys}
     for k, c in counts.items():  # other labels (baselines, '(none)')
@@ -247,9 +252,7 @@ def threshold_effects(scores: pl.DataFrame, keys: list[str], threshold: float, r
     rules = capability_rules(scores, keys, rank)
     sweep = sorted(set(THRESHOLD_SWEEP) | {float(threshold)})
     exprs = [eligible_expr(r, t).sum().alias(f"{r.key}\x1f{t}") for r in rules for t in sweep]
-    exprs += [
-        pl.any_horizontal([eligible_expr(r, t) for r in rules]).sum().alias(f"\x00any\x1f{t}") for t in sweep
-    ]
+    exprs += [pl.any_horizontal([eligible_expr(r, t) for r in rules]).sum().alias(f"\x00any\x1f{t}") for t in sweep]
     row = scores.select(exprs).row(0, named=True) if keys else {}
     return {
         "threshold": float(threshold),
@@ -286,17 +289,31 @@ def overlap(subsets: dict[str, pl.DataFrame], nested_order: list[str] | None = N
             k = sizes[a] if a == b else keyed[a].join(keyed[b], on=KEY, how="inner").height
             inter[(a, b)] = inter[(b, a)] = k
     jac = {
-        a: {b: (inter[(a, b)] / (sizes[a] + sizes[b] - inter[(a, b)]) if sizes[a] + sizes[b] - inter[(a, b)] else 1.0)
-            for b in names}
+        a: {
+            b: (inter[(a, b)] / (sizes[a] + sizes[b] - inter[(a, b)]) if sizes[a] + sizes[b] - inter[(a, b)] else 1.0)
+            for b in names
+        }
         for a in names
     }
-    out: dict = {"names": names, "sizes": sizes, "jaccard": jac, "intersection": {a: {b: inter[(a, b)] for b in names} for a in names}}
+    out: dict = {
+        "names": names,
+        "sizes": sizes,
+        "jaccard": jac,
+        "intersection": {a: {b: inter[(a, b)] for b in names} for a in names},
+    }
     if nested_order and len(nested_order) >= 2:
         order = sorted(nested_order, key=lambda n: sizes[n])
         pairs = []
         for small, large in zip(order, order[1:]):
             contained = inter[(small, large)] / sizes[small] if sizes[small] else 1.0
-            pairs.append({"smaller": small, "larger": large, "contained": contained, "nested": inter[(small, large)] == sizes[small]})
+            pairs.append(
+                {
+                    "smaller": small,
+                    "larger": large,
+                    "contained": contained,
+                    "nested": inter[(small, large)] == sizes[small],
+                }
+            )
         out["nesting"] = pairs
         out["nested"] = all(p["nested"] for p in pairs)
     return out
@@ -308,8 +325,15 @@ def failure_summary(failures: pl.DataFrame | None, selection: pl.DataFrame, pool
         return {"rows": 0, "samples": 0, "share_of_pool": 0.0, "by_reason": {}, "by_target": {}, "in_selection": 0}
     require_columns(failures, KEY, "score_failures table")
     samples = keys_of(failures)
-    by = lambda c: dict(failures.group_by(c).len("n").sort("n", c, descending=[True, False]).iter_rows()) if c in failures.columns else {}  # noqa: E731
-    examples = failures.head(5).select([c for c in ("id", "source", "target", "reason", "message") if c in failures.columns])
+
+    def by(c: str) -> dict:
+        if c not in failures.columns:
+            return {}
+        return dict(failures.group_by(c).len("n").sort("n", c, descending=[True, False]).iter_rows())
+
+    examples = failures.head(5).select(
+        [c for c in ("id", "source", "target", "reason", "message") if c in failures.columns]
+    )
     return {
         "rows": failures.height,
         "samples": samples.height,

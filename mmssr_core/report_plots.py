@@ -39,8 +39,7 @@ def _png(fig, dpi: int = 90, fit: bool = True) -> bytes:
     try:
         while True:
             buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if fit else None,
-                        pil_kwargs={"optimize": True})
+            fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if fit else None, pil_kwargs={"optimize": True})
             data = buf.getvalue()
             if len(data) <= MAX_PNG_BYTES or dpi <= 30:
                 return data
@@ -113,7 +112,7 @@ def score_distributions(series: dict[str, dict[str, list[float]]], keys: list[st
         # fixed tick positions: tick placement and label measuring dominated the drawing time
         ax.set_xticks(range(6))
         ax.yaxis.set_major_locator(MaxNLocator(3))
-    spare = list(axes.flat)[len(keys):]
+    spare = list(axes.flat)[len(keys) :]
     for i, ax in enumerate(axes.flat):
         if i >= len(keys):
             ax.axis("off")
@@ -123,18 +122,28 @@ def score_distributions(series: dict[str, dict[str, list[float]]], keys: list[st
     fig.suptitle("expected score per capability (density)", fontsize=9)
     # fixed margins sized for 8 pt titles and 6 pt tick labels (tight_layout measured every text twice)
     width, height = 2.6 * cols, 1.9 * rows
-    fig.subplots_adjust(left=0.42 / width, right=1 - 0.1 / width, bottom=0.3 / height, top=1 - 0.5 / height,
-                        wspace=0.22, hspace=0.45)
+    fig.subplots_adjust(
+        left=0.42 / width, right=1 - 0.1 / width, bottom=0.3 / height, top=1 - 0.5 / height, wspace=0.22, hspace=0.45
+    )
     if handles and spare:  # the legend goes into an empty panel
         spare[0].legend(handles, labels, loc="center", fontsize=8, frameon=False)
     elif handles:
-        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False,
-                   bbox_to_anchor=(0.5, -0.04))
+        fig.legend(
+            handles,
+            labels,
+            loc="lower center",
+            ncol=len(labels),
+            fontsize=8,
+            frameon=False,
+            bbox_to_anchor=(0.5, -0.04),
+        )
         return _png(fig)  # the legend sits below the figure: crop to it
     return _png(fig, fit=False)
 
 
-def style_source_heatmap(styles: list[str], sources: list[str], selected: list[list[float]], pool: list[list[float]] | None) -> bytes:
+def style_source_heatmap(
+    styles: list[str], sources: list[str], selected: list[list[float]], pool: list[list[float]] | None
+) -> bytes:
     """Heat map of the selection's style x source label shares (left) and its lift over the pool (right).
 
     Source and style labels are shortened so that they stay distinct; a cell's number is written in the

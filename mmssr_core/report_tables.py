@@ -95,8 +95,12 @@ def capabilities(summary: dict, names: list[str] | None = None) -> Table:
             + [prof[n]["capabilities"][k]["count_ge4"] for n in names]
             + [None if pb is None else 100 * pb["share"], summary["threshold"]["passing"].get(k)]
         )
-    header = (["capability"] + [f"mean {n}" for n in names] + [f"≥4 {n}" for n in names]
-              + ["picked by (%)", f"pool passing ({passing})"])
+    header = (
+        ["capability"]
+        + [f"mean {n}" for n in names]
+        + [f"≥4 {n}" for n in names]
+        + ["picked by (%)", f"pool passing ({passing})"]
+    )
     return Table(header, rows, {1 + 2 * len(names): PERCENT_DIGITS})
 
 
@@ -110,8 +114,9 @@ def style_shares(summary: dict) -> Table:
 def source_counts(summary: dict) -> Table:
     prof, names = summary["profiles"], subset_names(summary)
     sources = sorted(set().union(*[prof[n]["source_mix"] for n in names]))
-    return Table(["source"] + names, [[s] + [prof[n]["source_mix"].get(s, {}).get("count", 0) for n in names]
-                                      for s in sources])
+    return Table(
+        ["source"] + names, [[s] + [prof[n]["source_mix"].get(s, {}).get("count", 0) for n in names] for s in sources]
+    )
 
 
 TEXT_COLUMNS = [("human turns", "turns"), ("characters", "text_chars")]
@@ -144,12 +149,18 @@ def image_stats(summary: dict) -> Table | None:
     prof, names = summary["profiles"], subset_names(summary)
     if not any(prof[n].get("images") for n in names):
         return None
-    rows = [[n] + [(_pct if pct else (lambda v: v))(_get(prof[n], "images", key)) for _, key, pct in IMAGE_COLUMNS]
-            for n in names]
+    rows = [
+        [n] + [(_pct if pct else (lambda v: v))(_get(prof[n], "images", key)) for _, key, pct in IMAGE_COLUMNS]
+        for n in names
+    ]
     digits = {j + 1: PERCENT_DIGITS for j, c in enumerate(IMAGE_COLUMNS) if c[2]}
-    return Table(["subset"] + [c[0] for c in IMAGE_COLUMNS], rows, digits,
-                 note="Images of the subset's samples; the JSON summary also has the mean, p90 and maximum of "
-                      "widths and heights.")
+    return Table(
+        ["subset"] + [c[0] for c in IMAGE_COLUMNS],
+        rows,
+        digits,
+        note="Images of the subset's samples; the JSON summary also has the mean, p90 and maximum of "
+        "widths and heights.",
+    )
 
 
 def overlap(summary: dict) -> Table | None:

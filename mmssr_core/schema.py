@@ -24,7 +24,6 @@ SELECTIONS_TABLE = "selections"  # per recipe
 REPORTS_TABLE = "reports"  # per recipe
 AGREEMENT_TABLE = "agreement"
 DOWNSTREAM_TABLE = "downstream"
-FINGERPRINT_TABLE = "fingerprints"
 DUPLICATES_TABLE = "duplicates"  # duplicate groups, one partition per deduplication setting
 POOL_PARTITION = "pool"  # the one partition of the pool-wide tables (scores, agreement)
 SCORES_PARTITION = AGREEMENT_PARTITION = POOL_PARTITION

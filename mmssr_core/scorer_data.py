@@ -104,13 +104,16 @@ def _labelled_conversations(store: Store, good: pl.DataFrame) -> pl.DataFrame:
         try:
             pools.append(store.read(RAW_POOL_TABLE, source).select("id", "source", "image_files", "conversations"))
         except StoreError:
-            raise StoreError(f"teacher labels of {source!r} have no raw_pool/{source} to take conversations from") from None
+            raise StoreError(
+                f"teacher labels of {source!r} have no raw_pool/{source} to take conversations from"
+            ) from None
     pool = pl.concat(pools, how="vertical_relaxed")
     return good.join(pool, on=["source", "id"], how="inner").sort(["source", "id"])
 
 
-def _training_records(rows: pl.DataFrame, prompts: PromptSet, keys: list[str], styles: bool,
-                      base: Path) -> tuple[list[dict], dict[str, int]]:
+def _training_records(
+    rows: pl.DataFrame, prompts: PromptSet, keys: list[str], styles: bool, base: Path
+) -> tuple[list[dict], dict[str, int]]:
     """One conversation per labelled target (capability score or styles) of each sample; image paths
     relative to the output folder. Returns the records and their count per target."""
     records: list[dict] = []

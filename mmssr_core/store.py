@@ -49,9 +49,7 @@ def default_store_root() -> Path:
 def check_name(name: str, what: str = "partition") -> str:
     """Partition and table names become file names: keep them safe and portable."""
     if not name or not _PARTITION_RE.match(name) or ".." in name:
-        raise StoreError(
-            f"invalid {what} name {name!r}: use letters, digits and . _ = + - (not starting with . or -)"
-        )
+        raise StoreError(f"invalid {what} name {name!r}: use letters, digits and . _ = + - (not starting with . or -)")
     return name
 
 
@@ -124,6 +122,7 @@ def atomic_symlink(target: str, link: str | os.PathLike) -> Path:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> Path:
     """`atomic_write` of bytes; `mode` (e.g. 0o644 for files other users read) overrides the umask."""
+
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:
             fh.write(data)

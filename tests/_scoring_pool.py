@@ -60,8 +60,15 @@ def shared_records(shared_data: Path, pool: str, n: int | None = None, offset: i
     return records[offset : offset + n if n is not None else None], path.parent
 
 
-def write_pool(store, source: str, shared_data: Path, pool: str, n: int | None = None, offset: int = 0,
-               extra: list[dict] | None = None) -> pl.DataFrame:
+def write_pool(
+    store,
+    source: str,
+    shared_data: Path,
+    pool: str,
+    n: int | None = None,
+    offset: int = 0,
+    extra: list[dict] | None = None,
+) -> pl.DataFrame:
     records, root = shared_records(shared_data, pool, n, offset)
     df = pool_frame(source, records + list(extra or []), root)
     store.write("raw_pool", source, df)

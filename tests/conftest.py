@@ -25,8 +25,10 @@ def require_shared_data(*parts: str) -> Path:
     if path.exists():
         return path
     what = f"{'/'.join(parts)!r} under " if parts else ""
-    reason = (f"needs the real pools: {what}{root} does not exist (a clone has none; set ${ENV_SHARED_DATA} to "
-              "a folder holding them)")
+    reason = (
+        f"needs the real pools: {what}{root} does not exist (a clone has none; set ${ENV_SHARED_DATA} to "
+        "a folder holding them)"
+    )
     if os.environ.get(ENV_REQUIRE_SHARED_DATA):
         pytest.fail(f"{reason}; ${ENV_REQUIRE_SHARED_DATA} is set, so this is an error", pytrace=False)
     pytest.skip(reason)

@@ -27,12 +27,13 @@ def link_source(root: Path, shared: Path, name: str, as_name: str | None = None)
     return dst
 
 
-def slice_source(root: Path, shared: Path, name: str, n: int, as_name: str, *, bad: bool = False,
-                 offset: int = 0) -> Path:
+def slice_source(
+    root: Path, shared: Path, name: str, n: int, as_name: str, *, bad: bool = False, offset: int = 0
+) -> Path:
     """A source folder holding the first `n` samples (after `offset`) of a shared LLaVA pool and copies
     of their images; with `bad`, one extra sample whose image does not exist (quarantined)."""
     src = shared / name
-    pool = json.loads((src / "pool.llava.json").read_text())[offset: offset + n]
+    pool = json.loads((src / "pool.llava.json").read_text())[offset : offset + n]
     dst = root / as_name
     dst.mkdir(parents=True, exist_ok=True)
     for s in pool:
@@ -41,9 +42,16 @@ def slice_source(root: Path, shared: Path, name: str, n: int, as_name: str, *, b
             (dst / img).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src / img, dst / img)
     if bad:
-        pool.append({"id": f"{as_name}_missing_image", "image": "tables/does_not_exist.png",
-                     "conversations": [{"from": "human", "value": "<image>\nWhat is shown?"},
-                                       {"from": "gpt", "value": "A table."}]})
+        pool.append(
+            {
+                "id": f"{as_name}_missing_image",
+                "image": "tables/does_not_exist.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWhat is shown?"},
+                    {"from": "gpt", "value": "A table."},
+                ],
+            }
+        )
     (dst / "pool.llava.json").write_text(json.dumps(pool))
     return dst
 
@@ -57,6 +65,7 @@ def graphql_request(url: str, query: str, variables: dict | None = None, timeout
     if out.get("errors"):
         raise AssertionError(f"GraphQL errors: {out['errors']}")
     return out["data"]
+
 
 class DagsterDev:
     """`dagster dev -w workspace.yaml` (or, `dg=True`, `dg dev`: the project of pyproject's [tool.dg]) as a
@@ -83,7 +92,10 @@ class DagsterDev:
         where = [] if self.dg else ["-w", str(REPO_ROOT / "workspace.yaml")]
         self.proc = subprocess.Popen(
             [str(bin_dir / ("dg" if self.dg else "dagster")), "dev", "-h", "127.0.0.1", "-p", str(self.port), *where],
-            cwd=self.cwd, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
@@ -93,8 +105,11 @@ class DagsterDev:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"dagster dev exited with {self.proc.returncode}:\n{self.tail()}")
             try:
-                data = self.graphql("{ repositoriesOrError { __typename ... on RepositoryConnection "
-                                    "{ nodes { name location { name } } } } }", timeout=5)
+                data = self.graphql(
+                    "{ repositoriesOrError { __typename ... on RepositoryConnection "
+                    "{ nodes { name location { name } } } } }",
+                    timeout=5,
+                )
                 nodes = data.get("repositoriesOrError", {}).get("nodes") or []
                 if nodes:
                     return self
@@ -201,7 +216,9 @@ def stale_map(instance, defs) -> dict[str, str]:
         node = graph.get(key)
         if node.is_external:
             continue
-        parts = node.partitions_def.get_partition_keys(dynamic_partitions_store=instance) if node.partitions_def else [None]
+        parts = (
+            node.partitions_def.get_partition_keys(dynamic_partitions_store=instance) if node.partitions_def else [None]
+        )
         for p in parts:
             status = fresh.status(key, p)
             if status != "FRESH":

@@ -45,8 +45,13 @@ def png_header_only(width: int, height: int) -> bytes:
 
 
 def sample(sid, image="img/a.png", question="What is shown?", answer="A red square.", **extra) -> dict:
-    rec = {"conversations": [{"from": "human", "value": ("<image>\n" if image else "") + question},
-                             {"from": "gpt", "value": answer}], **extra}
+    rec = {
+        "conversations": [
+            {"from": "human", "value": ("<image>\n" if image else "") + question},
+            {"from": "gpt", "value": answer},
+        ],
+        **extra,
+    }
     if sid is not None:
         rec["id"] = sid
     if image is not None:

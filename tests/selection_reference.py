@@ -86,8 +86,15 @@ def capability_basis(rows: list[dict], cap: str, rank: str = "integer") -> str:
     return "expected" if rank == "expected" else "float"
 
 
-def reference_select(rows: list[dict], caps: list[str], N: int, threshold: float = 0.0, seed: int = 0,
-                     single_bin: bool = False, rank: str = "integer"):
+def reference_select(
+    rows: list[dict],
+    caps: list[str],
+    N: int,
+    threshold: float = 0.0,
+    seed: int = 0,
+    single_bin: bool = False,
+    rank: str = "integer",
+):
     """rows: dicts with id, source, styles, per capability `<cap>` (float, the expected score) and optionally
     `<cap>__argmax` (the integer score); None/NaN = missing.
 

@@ -86,7 +86,12 @@ class Processes:
         out = open(log, "ab") if log else subprocess.DEVNULL
         try:
             proc = subprocess.Popen(
-                list(args), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                list(args),
+                env=env,
+                cwd=cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         finally:
@@ -131,9 +136,29 @@ def redis_server(port: int | None = None) -> Iterator[str]:
     port = port or free_port()
     tmp = tempfile.mkdtemp(prefix="mmssr-redis-")
     proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", tmp, "--protected-mode", "yes", "--daemonize", "no", "--logfile", os.path.join(tmp, "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            tmp,
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
+            "--logfile",
+            os.path.join(tmp, "redis.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         wait_port(port, 20, proc, "redis-server")
@@ -181,20 +206,31 @@ class PostgresServer:
     def params(self) -> dict:
         """`postgres_db` block of dagster.yaml (dagster-postgres storage). The scheme names psycopg2 (what
         dagster-postgres depends on): SQLAlchemy >= 2.1 maps `postgresql://` to psycopg 3."""
-        return {"hostname": self.host, "port": self.port, "username": self.user, "password": self.password,
-                "db_name": self.db_name, "scheme": "postgresql+psycopg2"}
+        return {
+            "hostname": self.host,
+            "port": self.port,
+            "username": self.user,
+            "password": self.password,
+            "db_name": self.db_name,
+            "scheme": "postgresql+psycopg2",
+        }
 
     def env(self) -> dict[str, str]:
         """The DAGSTER_PG_* variables the repo's Postgres dagster.yaml files read."""
-        return {"DAGSTER_PG_HOST": self.host, "DAGSTER_PG_PORT": str(self.port), "DAGSTER_PG_DB": self.db_name,
-                "DAGSTER_PG_USER": self.user, "DAGSTER_PG_PASSWORD": self.password}
+        return {
+            "DAGSTER_PG_HOST": self.host,
+            "DAGSTER_PG_PORT": str(self.port),
+            "DAGSTER_PG_DB": self.db_name,
+            "DAGSTER_PG_USER": self.user,
+            "DAGSTER_PG_PASSWORD": self.password,
+        }
 
     def dagster_storage_yaml(self) -> str:
         """The `storage:` section of a dagster.yaml pointing at this server."""
         return (
             "storage:\n  postgres:\n    postgres_db:\n"
             f"      hostname: {self.host}\n      port: {self.port}\n      username: {self.user}\n"
-            f"      password: \"{self.password}\"\n      db_name: {self.db_name}\n"
+            f'      password: "{self.password}"\n      db_name: {self.db_name}\n'
             "      scheme: postgresql+psycopg2\n"
         )
 
@@ -209,8 +245,9 @@ def _as_postgres_user(args: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def postgres_server(db_name: str = "dagster", port: int | None = None, *, user: str = "postgres",
-                    password: str = "") -> Iterator[PostgresServer]:
+def postgres_server(
+    db_name: str = "dagster", port: int | None = None, *, user: str = "postgres", password: str = ""
+) -> Iterator[PostgresServer]:
     """A private Postgres cluster on 127.0.0.1 with database `db_name` owned by `user`.
 
     Without a password: trust auth, user `postgres`. With one: TCP logins need it (scram-sha-256, like a
@@ -236,14 +273,23 @@ def postgres_server(db_name: str = "dagster", port: int | None = None, *, user: 
     try:
         auth = ["--auth=trust"] if not password else ["--auth-local=trust", "--auth-host=scram-sha-256"]
         subprocess.run(
-            _as_postgres_user([initdb, "-D", data, "-U", "postgres", *auth, "-E", "UTF8",
-                               "--no-sync", "--locale=C"]),
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=root, timeout=120,
+            _as_postgres_user([initdb, "-D", data, "-U", "postgres", *auth, "-E", "UTF8", "--no-sync", "--locale=C"]),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=root,
+            timeout=120,
         )
         opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
         subprocess.run(
             _as_postgres_user([pg_ctl, "-D", data, "-l", log, "-o", opts, "-w", "-t", "60", "start"]),
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=root, timeout=90,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=root,
+            timeout=90,
             start_new_session=True,
         )
         started = True
@@ -258,7 +304,11 @@ def postgres_server(db_name: str = "dagster", port: int | None = None, *, user: 
         if started or os.path.exists(os.path.join(data, "postmaster.pid")):
             subprocess.run(
                 _as_postgres_user([pg_ctl, "-D", data, "-m", "immediate", "-w", "-t", "30", "stop"]),
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=root, timeout=60,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                cwd=root,
+                timeout=60,
             )
         shutil.rmtree(root, ignore_errors=True)
 

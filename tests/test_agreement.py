@@ -27,7 +27,10 @@ KEYS = ["alpha", "beta"]
 
 def teacher_frame(rows: list[dict], keys=KEYS) -> pl.DataFrame:
     schema = teacher_labels_schema(keys)
-    full = [{c: r.get(c) for c in schema} | {"content_hash": r.get("content_hash", r["id"]), "teacher": "T@h/t1"} for r in rows]
+    full = [
+        {c: r.get(c) for c in schema} | {"content_hash": r.get("content_hash", r["id"]), "teacher": "T@h/t1"}
+        for r in rows
+    ]
     return pl.DataFrame(full, schema=schema)
 
 
@@ -39,16 +42,32 @@ def scores_frame(rows: list[dict], keys=KEYS, with_argmax=True) -> pl.DataFrame:
 
 def _pair(t_alpha, s_alpha, t_styles=None, s_styles=None, s_argmax=None):
     n = len(t_alpha)
-    teacher = teacher_frame([
-        {"id": f"i{i}", "source": "src", "alpha": t_alpha[i], "beta": (t_alpha[i] + 1) % 6,
-         "styles": (t_styles or [["yes/no"]] * n)[i]} for i in range(n)
-    ])
-    scores = scores_frame([
-        {"id": f"i{i}", "source": "src", "alpha": s_alpha[i], "beta": float((t_alpha[i] + 1) % 6),
-         argmax_column("alpha"): None if s_argmax is None else s_argmax[i],
-         argmax_column("beta"): (t_alpha[i] + 1) % 6,
-         "styles": (s_styles or [["yes/no"]] * n)[i]} for i in range(n)
-    ])
+    teacher = teacher_frame(
+        [
+            {
+                "id": f"i{i}",
+                "source": "src",
+                "alpha": t_alpha[i],
+                "beta": (t_alpha[i] + 1) % 6,
+                "styles": (t_styles or [["yes/no"]] * n)[i],
+            }
+            for i in range(n)
+        ]
+    )
+    scores = scores_frame(
+        [
+            {
+                "id": f"i{i}",
+                "source": "src",
+                "alpha": s_alpha[i],
+                "beta": float((t_alpha[i] + 1) % 6),
+                argmax_column("alpha"): None if s_argmax is None else s_argmax[i],
+                argmax_column("beta"): (t_alpha[i] + 1) % 6,
+                "styles": (s_styles or [["yes/no"]] * n)[i],
+            }
+            for i in range(n)
+        ]
+    )
     return scores, teacher
 
 
@@ -134,11 +153,17 @@ def test_mae_of_expected_scores_and_argmax_fallback():
 def test_failures_nulls_and_other_sources_are_left_out():
     t = [0, 1, 2, 3]
     scores, teacher = _pair(t, [0.0, 1.0, None, 3.0], s_argmax=[0, 1, None, 3])
-    teacher = pl.concat([
-        teacher,
-        teacher_frame([{"id": "i9", "source": "src", "failure": "partial_answer"},
-                       {"id": "i0", "source": "other", "alpha": 5, "beta": 5, "styles": ["yes/no"]}]),
-    ])
+    teacher = pl.concat(
+        [
+            teacher,
+            teacher_frame(
+                [
+                    {"id": "i9", "source": "src", "failure": "partial_answer"},
+                    {"id": "i0", "source": "other", "alpha": 5, "beta": 5, "styles": ["yes/no"]},
+                ]
+            ),
+        ]
+    )
     r = compute_agreement(scores, teacher, ["alpha"])
     assert r.n_labelled == 5 and r.n_matched == 4
     assert r.capabilities[0]["n"] == 3 and r.capabilities[0]["spearman"] == pytest.approx(1.0)
@@ -182,8 +207,20 @@ def test_cli_agreement(store, tmp_path, capsys, monkeypatch):
     scores.write_parquet(sfile)
     tax = tmp_path / "tax.json"
     tax.write_text(json.dumps({"extend": False, "capabilities": [{"key": "alpha"}, {"key": "beta"}]}))
-    rc = main(["agreement", "--store", str(store.root), "--scores", str(sfile), "--out", str(tmp_path / "agr"),
-               "--taxonomy", str(tax), "--json"])
+    rc = main(
+        [
+            "agreement",
+            "--store",
+            str(store.root),
+            "--scores",
+            str(sfile),
+            "--out",
+            str(tmp_path / "agr"),
+            "--taxonomy",
+            str(tax),
+            "--json",
+        ]
+    )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [c["key"] for c in summary["capabilities"]] == KEYS

@@ -100,8 +100,12 @@ REPO_LOOKUP = re.compile(r"__file__\)\S*\.parent\.parent|__file__\)\S*\.parents\
 
 def repository_lookups(files: list[Path], root: Path) -> list[str]:
     """Lines that find files by climbing out of the package (they break in an installed wheel)."""
-    return [f"{p.relative_to(root).as_posix()}:{i}: {line.strip()}"
-            for p in files for i, line in enumerate(p.read_text().splitlines(), 1) if REPO_LOOKUP.search(line)]
+    return [
+        f"{p.relative_to(root).as_posix()}:{i}: {line.strip()}"
+        for p in files
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if REPO_LOOKUP.search(line)
+    ]
 
 
 def test_no_module_looks_outside_its_package():
@@ -110,8 +114,10 @@ def test_no_module_looks_outside_its_package():
 
 def test_the_lookup_check_catches_a_climb(tmp_path):
     bad = tmp_path / "m.py"
-    bad.write_text("ROOT = Path(__file__).resolve().parent.parent\nX = Path(__file__).parents[2] / 'examples'\n"
-                   "OK = Path(__file__).with_name('t.jinja')\n")
+    bad.write_text(
+        "ROOT = Path(__file__).resolve().parent.parent\nX = Path(__file__).parents[2] / 'examples'\n"
+        "OK = Path(__file__).with_name('t.jinja')\n"
+    )
     assert len(repository_lookups([bad], tmp_path)) == 2
 
 
@@ -124,9 +130,17 @@ def bare_table_names(files: list[Path], root: Path) -> list[str]:
     bad = []
     for path in files:
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in methods
-                    and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value in tables):
-                bad.append(f"{path.relative_to(root).as_posix()}:{node.lineno} {node.func.attr}({node.args[0].value!r})")
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in methods
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and node.args[0].value in tables
+            ):
+                bad.append(
+                    f"{path.relative_to(root).as_posix()}:{node.lineno} {node.func.attr}({node.args[0].value!r})"
+                )
     return bad
 
 
@@ -147,7 +161,14 @@ def test_table_names_are_defined_only_in_the_schema():
         if path == CORE / "schema.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-                found += [f"{path.relative_to(REPO_ROOT)}:{node.lineno} {t.id}" for t in node.targets
-                          if isinstance(t, ast.Name) and t.id.endswith("_TABLE")]
+            if (
+                isinstance(node, ast.Assign)
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)
+            ):
+                found += [
+                    f"{path.relative_to(REPO_ROOT)}:{node.lineno} {t.id}"
+                    for t in node.targets
+                    if isinstance(t, ast.Name) and t.id.endswith("_TABLE")
+                ]
     assert found == []

@@ -8,7 +8,6 @@ import math
 import dagster as dg
 import polars as pl
 import pytest
-
 from dagster_support import link_source, slice_source
 
 RECIPES_TOML = """
@@ -33,10 +32,15 @@ def graph(tmp_path_factory, shared_data):
     (store_root / "recipes.toml").write_text(RECIPES_TOML)
     instance = dg.DagsterInstance.ephemeral()
     messages: list[str] = []
-    summary = materialize_all(sources_root=root, store_root=store_root, instance=instance,
-                              progress=messages.append)
-    return {"summary": summary, "instance": instance, "root": root, "store_root": store_root,
-            "messages": messages, "tmp": tmp}
+    summary = materialize_all(sources_root=root, store_root=store_root, instance=instance, progress=messages.append)
+    return {
+        "summary": summary,
+        "instance": instance,
+        "root": root,
+        "store_root": store_root,
+        "messages": messages,
+        "tmp": tmp,
+    }
 
 
 def _latest(instance, key: str, partition: str | None = None) -> dict:
@@ -61,7 +65,12 @@ def test_every_source_is_ingested_scored_and_checked(graph):
     # 3 source checks per source, 3 subset checks per recipe, all passed
     assert len(s.checks) == 3 * 3 + 3 * 4 and all(s.checks.values())
     assert graph["instance"].get_dynamic_partitions("sources") == ["llava_bench", "mathv", "tabmwp"]
-    assert graph["instance"].get_dynamic_partitions("recipes") == ["mmssr_5pct", "mmssr_10pct", "mmssr_30pct", "ocr_10pct"]
+    assert graph["instance"].get_dynamic_partitions("recipes") == [
+        "mmssr_5pct",
+        "mmssr_10pct",
+        "mmssr_30pct",
+        "ocr_10pct",
+    ]
     assert any("[1/7] source llava_bench" in m for m in graph["messages"])
 
 
@@ -119,7 +128,11 @@ def test_metadata_shows_counts_quarantine_and_cache(graph):
     assert sum(r["samples"] for r in _rows(styles["primary_styles"])) == 304
     table = _latest(inst, "scores_table")
     assert table["dagster/row_count"] == 514 and table["sources"] == 3
-    assert {r["source"]: r["samples"] for r in _rows(table["per_source"])} == {"llava_bench": 90, "mathv": 304, "tabmwp": 120}
+    assert {r["source"]: r["samples"] for r in _rows(table["per_source"])} == {
+        "llava_bench": 90,
+        "mathv": 304,
+        "tabmwp": 120,
+    }
     sel = _latest(inst, "selected_subset", "mmssr_10pct")
     assert sel["selected"] == 51 and len(_rows(sel["preview"])) == 10
 
@@ -127,8 +140,12 @@ def test_metadata_shows_counts_quarantine_and_cache(graph):
 def test_every_score_asset_and_report_names_its_scorer(graph):
     """The scorer's identity, and for the weight-free rules backend the words "rules: heuristic stand-in"."""
     inst = graph["instance"]
-    for key, partition in (("capability_scores", "mathv"), ("style_labels", "mathv"), ("scores_table", None),
-                           ("eval_report", "mmssr_10pct")):
+    for key, partition in (
+        ("capability_scores", "mathv"),
+        ("style_labels", "mathv"),
+        ("scores_table", None),
+        ("eval_report", "mmssr_10pct"),
+    ):
         meta = _latest(inst, key, partition)
         assert meta["scorer"].startswith("rules:"), (key, meta["scorer"])
         assert meta["scorer_note"].startswith("rules: heuristic stand-in"), key
@@ -156,8 +173,9 @@ def test_rematerializing_a_source_scores_nothing_new(graph):
     from dagster_support import stale_map
 
     assert stale_map(inst, defs) == {"scorer_agreement": "MISSING"}  # ... and nothing turned stale
-    res = job.execute_in_process(partition_key="mathv", instance=inst,
-                                 run_config={"ops": {"raw_pool": {"config": {"force": True}}}})
+    res = job.execute_in_process(
+        partition_key="mathv", instance=inst, run_config={"ops": {"raw_pool": {"config": {"force": True}}}}
+    )
     assert res.success and _latest(inst, "raw_pool", "mathv")["unchanged"] is False
 
     before = {s: st.path("capability_scores", s).stat().st_mtime_ns for s in ("llava_bench", "tabmwp")}
@@ -188,8 +206,18 @@ def test_definitions_are_well_formed(monkeypatch):
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"source_folder", "raw_pool", "capability_scores", "style_labels", "scores_table", "duplicates",
-                    "recipe", "selected_subset", "eval_report", "scorer_agreement"}
+    assert keys == {
+        "source_folder",
+        "raw_pool",
+        "capability_scores",
+        "style_labels",
+        "scores_table",
+        "duplicates",
+        "recipe",
+        "selected_subset",
+        "eval_report",
+        "scorer_agreement",
+    }
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.group_name in ("ingestion", "scoring", "selection", "reports"), key
@@ -203,8 +231,14 @@ def test_definitions_are_well_formed(monkeypatch):
     assert scoring is graph.assets_def_for_key(dg.AssetKey("style_labels"))
     assert scoring.node_def.pool == "gpu"
     checks = {c.name: c for c in graph.asset_check_keys}
-    assert {"raw_pool_rows_conserved", "capability_scores_complete", "style_labels_in_label_set",
-            "selected_subset_budget", "selected_subset_ids_in_pool", "selected_subset_one_per_duplicate_group"} <= set(checks)
+    assert {
+        "raw_pool_rows_conserved",
+        "capability_scores_complete",
+        "style_labels_in_label_set",
+        "selected_subset_budget",
+        "selected_subset_ids_in_pool",
+        "selected_subset_one_per_duplicate_group",
+    } <= set(checks)
     for key in graph.asset_check_keys:
         assert graph.get_check_spec(key).blocking, key
     for name in ("recipe", "selected_subset", "eval_report"):

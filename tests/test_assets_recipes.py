@@ -16,8 +16,9 @@ def test_defaults_are_the_papers_budgets():
     assert all(r.capabilities is None and r.method == "mmssr" for r in DEFAULT_RECIPES)
 
 
-@pytest.mark.parametrize("value,expected", [(0.1, 0.1), ("10%", 0.1), ("0.3", 0.3), (500, 500), ("500", 500),
-                                            (500.0, 500)])
+@pytest.mark.parametrize(
+    "value,expected", [(0.1, 0.1), ("10%", 0.1), ("0.3", 0.3), (500, 500), ("500", 500), (500.0, 500)]
+)
 def test_budget_forms(value, expected):
     budget = Recipe("r", budget=value).budget
     assert budget == expected and type(budget) is type(expected)
@@ -49,8 +50,11 @@ def test_store_file_adds_an_ocr_recipe_and_env_overrides(tmp_path, monkeypatch):
     assert len(recipes) == 4
 
     env_file = tmp_path / "team.json"
-    env_file.write_text(json.dumps({"replace_defaults": True,
-                                    "recipe": [{"name": "mmssr_10pct", "budget": 0.1, "threshold": 2.5, "seed": 7}]}))
+    env_file.write_text(
+        json.dumps(
+            {"replace_defaults": True, "recipe": [{"name": "mmssr_10pct", "budget": 0.1, "threshold": 2.5, "seed": 7}]}
+        )
+    )
     monkeypatch.setenv("MMSSR_RECIPES", str(env_file))
     recipes = load_recipes(store_root=tmp_path)
     assert [r.name for r in recipes] == ["mmssr_10pct"]
@@ -85,15 +89,18 @@ def test_recipes_become_partitions_without_reading_the_store_at_load(tmp_path, m
         resource.get("gone", tmp_path)
 
 
-@pytest.mark.parametrize("entry,message", [
-    ({"name": "x"}, "needs a 'budget'"),
-    ({"budget": 0.1}, "needs at least a 'name'"),
-    ({"name": "../evil", "budget": 0.1}, "invalid recipe name"),
-    ({"name": "x", "budget": 0.1, "capabilites": ["ocr"]}, "unknown fields ['capabilites']"),
-    ({"name": "x", "budget": 0.1, "capabilities": "optical_character_recognition"}, "must be a list"),
-    ({"name": "x", "budget": 0.1, "capabilities": []}, "capabilities is empty"),
-    ({"name": "x", "budget": 0.1, "seed": "abc"}, "seed an integer"),
-])
+@pytest.mark.parametrize(
+    "entry,message",
+    [
+        ({"name": "x"}, "needs a 'budget'"),
+        ({"budget": 0.1}, "needs at least a 'name'"),
+        ({"name": "../evil", "budget": 0.1}, "invalid recipe name"),
+        ({"name": "x", "budget": 0.1, "capabilites": ["ocr"]}, "unknown fields ['capabilites']"),
+        ({"name": "x", "budget": 0.1, "capabilities": "optical_character_recognition"}, "must be a list"),
+        ({"name": "x", "budget": 0.1, "capabilities": []}, "capabilities is empty"),
+        ({"name": "x", "budget": 0.1, "seed": "abc"}, "seed an integer"),
+    ],
+)
 def test_bad_recipe_entries_name_the_problem(tmp_path, entry, message):
     f = tmp_path / "r.json"
     f.write_text(json.dumps({"recipe": [entry]}))

@@ -8,19 +8,22 @@ import numpy as np
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
+from selection_reference import reference_select, tie_key
+from test_selection import CAPS, TAX, frame, picks, tables
 
 from mmssr_core.baselines import mean_scores
 from mmssr_core.selection import select
-from selection_reference import reference_select, tie_key
-from test_selection import CAPS, TAX, frame, picks, tables
 
 
 def pool(n=400, seed=0, sources="abcd"):
     rng = random.Random(seed)
     return [
-        {"id": f"s{i}", "source": rng.choice(sources),
-         "styles": rng.sample(["yes/no", "multi-choice", "comparison"], rng.randint(1, 2)),
-         **{c: (None if rng.random() < 0.1 else rng.random() * 5) for c in CAPS}}
+        {
+            "id": f"s{i}",
+            "source": rng.choice(sources),
+            "styles": rng.sample(["yes/no", "multi-choice", "comparison"], rng.randint(1, 2)),
+            **{c: (None if rng.random() < 0.1 else rng.random() * 5) for c in CAPS},
+        }
         for i in range(n)
     ]
 
@@ -40,8 +43,7 @@ def test_random_is_the_seeded_hash_order():
 
 def test_random_ignores_scores_and_threshold():
     rows = [{"id": f"s{i}", "source": "x", "styles": [], "ocr": None} for i in range(30)]
-    sel = select(frame(rows, ["ocr"]), [30], method="random", capabilities=["ocr"], threshold=3,
-                 taxonomy=TAX)["30"]
+    sel = select(frame(rows, ["ocr"]), [30], method="random", capabilities=["ocr"], threshold=3, taxonomy=TAX)["30"]
     assert sel.selected == 30 and not sel.short
 
 
@@ -64,8 +66,9 @@ def test_mean_is_top_n_by_mean_with_missing_as_zero():
         vals = [r[c] for c in CAPS]
         return None if all(v is None for v in vals) else sum(v or 0.0 for v in vals) / len(CAPS)
 
-    ranked = sorted((r for r in rows if mean(r) is not None and mean(r) > 0),
-                    key=lambda r: (-mean(r), tie_key(r["id"], 0)))
+    ranked = sorted(
+        (r for r in rows if mean(r) is not None and mean(r) > 0), key=lambda r: (-mean(r), tie_key(r["id"], 0))
+    )
     assert sel.frame["id"].to_list() == [r["id"] for r in ranked[:50]]
     assert sel.frame["id"][0] == "s1"
     m = mean_scores(df, CAPS)
@@ -76,8 +79,7 @@ def test_mean_uses_the_chosen_capabilities_and_threshold():
     rows = [{"id": f"s{i}", "source": "x", "styles": [], "ocr": i / 2, "math": (10 - i) / 2} for i in range(10)]
     sel = select(frame(rows, ["ocr", "math"]), [3], method="mean", capabilities=["ocr"], taxonomy=TAX)["3"]
     assert sel.frame["id"].to_list() == ["s9", "s8", "s7"]
-    sel = select(frame(rows, ["ocr", "math"]), [5], method="mean", capabilities=["ocr"], threshold=3,
-                 taxonomy=TAX)["5"]
+    sel = select(frame(rows, ["ocr", "math"]), [5], method="mean", capabilities=["ocr"], threshold=3, taxonomy=TAX)["5"]
     assert sel.frame["id"].to_list() == ["s9", "s8", "s7"] and sel.short
 
 
@@ -95,8 +97,9 @@ def test_mean_under_the_integer_rule_ranks_by_mean_integer_then_mean_expected():
     # means of integers: a 2, b 2, c 1.5, d 2, e 0 (never qualifies); means of expected: a 2.05, b 2.0, d 1.75
     assert sel.frame["id"].to_list() == ["a", "b", "d", "c"] and sel.short
     assert sel.rules == {"ocr": "integer > 0", "math": "integer > 0"}
-    by_expected = select(frame(rows, ["ocr", "math"]), [5], method="mean", capabilities=["ocr", "math"],
-                         taxonomy=TAX, rank="expected")["5"]
+    by_expected = select(
+        frame(rows, ["ocr", "math"]), [5], method="mean", capabilities=["ocr", "math"], taxonomy=TAX, rank="expected"
+    )["5"]
     assert by_expected.frame["id"].to_list() == ["c", "a", "b", "d", "e"]
 
 
@@ -104,8 +107,9 @@ def test_mean_under_the_integer_rule_ranks_by_mean_integer_then_mean_expected():
 @given(tables())
 def test_style_only_equals_reference_with_constant_scores(case):
     rows, caps, N, threshold, seed, _ = case
-    sel = select(frame(rows, caps), [N], method="style-only", capabilities=caps, threshold=threshold, seed=seed,
-                 taxonomy=TAX)[str(N)]
+    sel = select(
+        frame(rows, caps), [N], method="style-only", capabilities=caps, threshold=threshold, seed=seed, taxonomy=TAX
+    )[str(N)]
     const = [dict(r, const=1.0) for r in rows]
     expected, short = reference_select(const, ["const"], N, 0.0, seed)
     assert [(i, b) for i, _, b in picks(sel)] == [(i, b) for i, _, b in expected]
@@ -123,12 +127,27 @@ def test_style_only_balances_bins():
 
 
 def test_capability_only_takes_each_share_from_the_top():
-    rows = [{"id": f"s{i}", "source": "x", "styles": ["yes/no" if i % 2 else "comparison"],
-             "ocr": i / 20, "math": (100 - i) / 20} for i in range(100)]
-    sel = select(frame(rows, ["ocr", "math"]), [6], method="capability-only", capabilities=["ocr", "math"],
-                 taxonomy=TAX)["6"]
-    assert picks(sel) == [("s99", "ocr", None), ("s98", "ocr", None), ("s97", "ocr", None),
-                          ("s0", "math", None), ("s1", "math", None), ("s2", "math", None)]
+    rows = [
+        {
+            "id": f"s{i}",
+            "source": "x",
+            "styles": ["yes/no" if i % 2 else "comparison"],
+            "ocr": i / 20,
+            "math": (100 - i) / 20,
+        }
+        for i in range(100)
+    ]
+    sel = select(
+        frame(rows, ["ocr", "math"]), [6], method="capability-only", capabilities=["ocr", "math"], taxonomy=TAX
+    )["6"]
+    assert picks(sel) == [
+        ("s99", "ocr", None),
+        ("s98", "ocr", None),
+        ("s97", "ocr", None),
+        ("s0", "math", None),
+        ("s1", "math", None),
+        ("s2", "math", None),
+    ]
     assert sel.per_capability == {"ocr": 3, "math": 3}
     mm = select(frame(rows, ["ocr", "math"]), [6], capabilities=["ocr", "math"], taxonomy=TAX)["6"]
     assert set(mm.frame["bin"].to_list()) == {"yes/no+x", "comparison+x"}

@@ -17,16 +17,26 @@ LABELS = ["multi-choice", "yes/no"]
 def st(tmp_path):
     st = Store(tmp_path / "store")
     st.write("raw_pool", "s", pl.DataFrame({"id": ["a", "b", "c"], "source": ["s"] * 3}))
-    st.write("quarantine", "s", pl.DataFrame({"source": ["s"], "position": [3], "id": ["d"], "reason": ["image_missing"],
-                                              "message": ["d: no image"]}))
+    st.write(
+        "quarantine",
+        "s",
+        pl.DataFrame(
+            {"source": ["s"], "position": [3], "id": ["d"], "reason": ["image_missing"], "message": ["d: no image"]}
+        ),
+    )
     st.write_json("ingest_stats", "s", {"read": 4, "accepted": 3, "quarantined": 1})
     return st
 
 
 def _caps(st, values):
-    st.write("capability_scores", "s", pl.DataFrame(
-        {"id": ["a", "b", "c"], "source": ["s"] * 3, "ocr": values, "stem": [1.0, 2.0, 3.0]},
-        schema_overrides={"ocr": pl.Float64}))
+    st.write(
+        "capability_scores",
+        "s",
+        pl.DataFrame(
+            {"id": ["a", "b", "c"], "source": ["s"] * 3, "ocr": values, "stem": [1.0, 2.0, 3.0]},
+            schema_overrides={"ocr": pl.Float64},
+        ),
+    )
 
 
 def test_rows_conserved(st):
@@ -47,8 +57,13 @@ def test_scores_complete_needs_a_score_or_a_failure(st):
     _caps(st, [1.0, None, 3.0])
     res = C.scores_complete(st, "s", KEYS)
     assert not res.passed and "1 accepted samples lack scores" in res.description and "b" in res.description
-    st.write("score_failures", "s", pl.DataFrame({"id": ["b"], "source": ["s"], "target": ["ocr"],
-                                                  "reason": ["timeout"], "message": ["b: timed out"]}))
+    st.write(
+        "score_failures",
+        "s",
+        pl.DataFrame(
+            {"id": ["b"], "source": ["s"], "target": ["ocr"], "reason": ["timeout"], "message": ["b: timed out"]}
+        ),
+    )
     res = C.scores_complete(st, "s", KEYS)
     assert res.passed and res.metadata["with_failure"].value == 1
     res = C.scores_complete(st, "s", KEYS + ["humanities"])  # taxonomy grew: column missing
@@ -56,8 +71,11 @@ def test_scores_complete_needs_a_score_or_a_failure(st):
 
 
 def test_scored_ids_outside_the_pool_fail(st):
-    st.write("capability_scores", "s", pl.DataFrame({"id": ["a", "b", "c", "zzz"], "source": ["s"] * 4,
-                                                     "ocr": [1.0] * 4, "stem": [1.0] * 4}))
+    st.write(
+        "capability_scores",
+        "s",
+        pl.DataFrame({"id": ["a", "b", "c", "zzz"], "source": ["s"] * 4, "ocr": [1.0] * 4, "stem": [1.0] * 4}),
+    )
     res = C.scores_complete(st, "s", KEYS)
     assert not res.passed and "1 scored ids are not in the pool" in res.description
 
@@ -75,9 +93,16 @@ def test_styles_within_label_set(st):
 
 
 def _selection(st, ids, requested, selected=None, reason=""):
-    st.write("selections", "r", pl.DataFrame({"id": ids, "source": ["s"] * len(ids)}, schema={"id": pl.Utf8, "source": pl.Utf8}))
-    st.write_json("selections", "r", {"requested": requested, "selected": len(ids) if selected is None else selected,
-                                      "reason": reason})
+    st.write(
+        "selections",
+        "r",
+        pl.DataFrame({"id": ids, "source": ["s"] * len(ids)}, schema={"id": pl.Utf8, "source": pl.Utf8}),
+    )
+    st.write_json(
+        "selections",
+        "r",
+        {"requested": requested, "selected": len(ids) if selected is None else selected, "reason": reason},
+    )
 
 
 def test_budget_exact_short_with_reason_or_fail(st):
@@ -110,8 +135,9 @@ def test_ids_in_pool(st):
 
 def test_blocking_check_stops_scoring(tmp_path, shared_data, monkeypatch):
     """A failed rows-conserved check (ingestion that lost a row) keeps the source from being scored."""
-    import mmssr_core.ingest as ingest
     from dagster_support import slice_source
+
+    import mmssr_core.ingest as ingest
     from mmssr_assets.definitions import build_definitions
 
     real = ingest.ingest_source
@@ -130,7 +156,8 @@ def test_blocking_check_stops_scoring(tmp_path, shared_data, monkeypatch):
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("sources", ["t"])
     res = defs.resolve_job_def("ingest_and_score").execute_in_process(
-        partition_key="t", instance=instance, raise_on_error=False)
+        partition_key="t", instance=instance, raise_on_error=False
+    )
     assert not res.success
     evals = {e.check_name: e.passed for e in res.get_asset_check_evaluations()}
     assert evals == {"raw_pool_rows_conserved": False}

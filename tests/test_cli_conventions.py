@@ -76,8 +76,16 @@ def test_help_lists_every_command_and_the_conventions(capsys):
 
 def test_json_summary_is_the_last_stdout_line(tmp_path, capsys):
     pool = tmp_path / "pool.jsonl"
-    rows = [{"id": str(i), "conversations": [{"from": "human", "value": f"Name {i} colours."},
-                                              {"from": "gpt", "value": "Red and blue."}]} for i in range(3)]
+    rows = [
+        {
+            "id": str(i),
+            "conversations": [
+                {"from": "human", "value": f"Name {i} colours."},
+                {"from": "gpt", "value": "Red and blue."},
+            ],
+        }
+        for i in range(3)
+    ]
     pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert main(["ingest", str(pool), "--source", "s", "--store", str(tmp_path / "st"), "--json"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
@@ -89,9 +97,11 @@ def test_help_imports_nothing_heavy():
     import subprocess
     import sys
 
-    code = ("import contextlib, io, sys\nfrom mmssr_core.cli import main\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n    main([])\n"
-            "print(sorted(m for m in ('polars', 'dagster', 'torch') if m in sys.modules))")
+    code = (
+        "import contextlib, io, sys\nfrom mmssr_core.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n    main([])\n"
+        "print(sorted(m for m in ('polars', 'dagster', 'torch') if m in sys.modules))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

@@ -16,8 +16,8 @@ pytest.importorskip("transformers")
 from mmssr_core.cli import main  # noqa: E402
 from mmssr_core.convert_checkpoint import ConversionError, convert_checkpoint, map_key  # noqa: E402
 from mmssr_core.prompts import PromptSet, chatml, load_scorer_image  # noqa: E402
-from mmssr_core.testing.tiny_models import build_tiny_llava_onevision, write_llava_qwen_checkpoint  # noqa: E402
 from mmssr_core.taxonomy import Taxonomy  # noqa: E402
+from mmssr_core.testing.tiny_models import build_tiny_llava_onevision, write_llava_qwen_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -11,7 +11,6 @@ import time
 
 import polars as pl
 import pytest
-
 from dagster_support import (
     ADD_PARTITION,
     LAUNCH_BACKFILL,
@@ -59,17 +58,23 @@ def _domain(tmp, shared_data, ui: bool):
 
 
 def _env(tmp, root) -> dict:
-    env = {"MMSSR_STORE": str(tmp / "store"), "MMSSR_SOURCES_ROOT": str(root), "MMSSR_RECIPES": "",
-           "MMSSR_AUTOMATION": "", "MMSSR_BACKEND": "rules",
-           # shorten the daemon's 30 s tick (tests/dagster_site/sitecustomize.py)
-           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "tests" / "dagster_site"), str(REPO_ROOT)]),
-           "MMSSR_TEST_DAEMON_INTERVAL": "5"}
+    env = {
+        "MMSSR_STORE": str(tmp / "store"),
+        "MMSSR_SOURCES_ROOT": str(root),
+        "MMSSR_RECIPES": "",
+        "MMSSR_AUTOMATION": "",
+        "MMSSR_BACKEND": "rules",
+        # shorten the daemon's 30 s tick (tests/dagster_site/sitecustomize.py)
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "tests" / "dagster_site"), str(REPO_ROOT)]),
+        "MMSSR_TEST_DAEMON_INTERVAL": "5",
+    }
     return env
 
 
 def _add_partition(dev: DagsterDev, partitions: str, key: str) -> None:
-    out = dev.graphql(ADD_PARTITION, {"repositorySelector": REPO_SELECTOR, "partitionsDefName": partitions,
-                                      "partitionKey": key})["addDynamicPartition"]
+    out = dev.graphql(
+        ADD_PARTITION, {"repositorySelector": REPO_SELECTOR, "partitionsDefName": partitions, "partitionKey": key}
+    )["addDynamicPartition"]
     assert out == {"__typename": "AddDynamicPartitionSuccess", "partitionKey": key}, out
 
 
@@ -98,8 +103,10 @@ def launch_new_domain_backfill(dev: DagsterDev) -> str:
         "partitionsByAssets": (
             [{"assetKey": {"path": [a]}, "partitions": rng} for a in SOURCE_ASSETS]
             + [{"assetKey": {"path": [a]}, "partitions": None} for a in ("scores_table", "duplicates")]
-            + [{"assetKey": {"path": [a]}, "partitions": {"range": {"start": RECIPE, "end": RECIPE}}}
-               for a in ("selected_subset", "eval_report")]
+            + [
+                {"assetKey": {"path": [a]}, "partitions": {"range": {"start": RECIPE, "end": RECIPE}}}
+                for a in ("selected_subset", "eval_report")
+            ]
         ),
     }
     out = dev.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
@@ -126,7 +133,9 @@ def verify_new_domain_backfill(dev: DagsterDev, backfill_id: str, store_root) ->
     assert sorted(a for run in by_partition[None] for a in run) == ["duplicates", "scores_table"], by_partition
 
     sel = pl.read_parquet(store_root / "selections" / f"{RECIPE}.parquet")
-    pool = pl.concat([pl.read_parquet(store_root / "raw_pool" / f"{k}.parquet").select("id", "source") for k in NEW_DOMAIN])
+    pool = pl.concat(
+        [pl.read_parquet(store_root / "raw_pool" / f"{k}.parquet").select("id", "source") for k in NEW_DOMAIN]
+    )
     assert pool.height == PER_SOURCE * len(NEW_DOMAIN)
     assert sel.height == math.floor(0.1 * pool.height)
     assert sel.join(pool, on=["id", "source"], how="anti").is_empty()
@@ -142,8 +151,10 @@ def servers(tmp_path_factory, shared_data):
     devs: dict[str, DagsterDev] = {}
     with postgres_server(user="dagster", password="dagster-test-pw") as pg:
         try:
-            for kind, yaml in (("sqlite", REPO_ROOT / ".dagster_home" / "dagster.yaml"),
-                               ("postgres", REPO_ROOT / "deploy" / "dagster.postgres.yaml")):
+            for kind, yaml in (
+                ("sqlite", REPO_ROOT / ".dagster_home" / "dagster.yaml"),
+                ("postgres", REPO_ROOT / "deploy" / "dagster.postgres.yaml"),
+            ):
                 tmp = tmp_path_factory.mktemp(f"dev_{kind}")
                 root = _domain(tmp, shared_data, ui=kind == "sqlite")
                 home = tmp / "home"
@@ -183,8 +194,13 @@ def test_backfill_new_domain_over_graphql_postgres(servers):
     dev = servers["postgres"]
     verify_new_domain_backfill(dev, dev.backfill_id, dev.tmp / "store")
     e = dev.pg.env()
-    with psycopg2.connect(host=e["DAGSTER_PG_HOST"], port=e["DAGSTER_PG_PORT"], user=e["DAGSTER_PG_USER"],
-                          password=e["DAGSTER_PG_PASSWORD"], dbname=e["DAGSTER_PG_DB"]) as con:
+    with psycopg2.connect(
+        host=e["DAGSTER_PG_HOST"],
+        port=e["DAGSTER_PG_PORT"],
+        user=e["DAGSTER_PG_USER"],
+        password=e["DAGSTER_PG_PASSWORD"],
+        dbname=e["DAGSTER_PG_DB"],
+    ) as con:
         cur = con.cursor()
         cur.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'")
         assert cur.fetchone()[0] == 1 + len(NEW_DOMAIN) + 2  # observe, one per source, pool tables, the recipe
@@ -219,9 +235,17 @@ def test_the_ui_marks_a_changed_source_stale(servers):
     assert cause["reason"] == "has a new data version"
 
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 def test_browser_materialize_a_partition_by_clicking(servers, tmp_path):
@@ -232,14 +256,16 @@ def test_browser_materialize_a_partition_by_clicking(servers, tmp_path):
 
     dev = servers["sqlite"]
     wait_backfill(dev, dev.backfill_id, timeout=420)  # let the backfill finish first
-    out = dev.graphql(ADD_PARTITION, {"repositorySelector": REPO_SELECTOR, "partitionsDefName": "sources",
-                                      "partitionKey": "tab_ui"})["addDynamicPartition"]
+    out = dev.graphql(
+        ADD_PARTITION, {"repositorySelector": REPO_SELECTOR, "partitionsDefName": "sources", "partitionKey": "tab_ui"}
+    )["addDynamicPartition"]
     assert out["__typename"] == "AddDynamicPartitionSuccess", out
     errors: list[str] = []
     expect.set_options(timeout=60_000)  # a loaded CI machine renders slowly
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=os.environ.get("MMSSR_CHROMIUM", "/usr/bin/chromium"),
-                                    args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(
+            executable_path=os.environ.get("MMSSR_CHROMIUM", "/usr/bin/chromium"), args=CHROMIUM_ARGS
+        )
         try:
             page = browser.new_context(viewport={"width": 1600, "height": 1000}).new_page()
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -255,8 +281,14 @@ def test_browser_materialize_a_partition_by_clicking(servers, tmp_path):
                 expect(page.get_by_text(name, exact=True).first).to_be_visible()
             page.screenshot(path=str(tmp_path / "scoring.png"))
             page.goto(f"{dev.url}/assets", wait_until="domcontentloaded")  # the catalog lists all six
-            for name in ("raw_pool", "capability_scores", "style_labels", "scores_table", "selected_subset",
-                         "eval_report"):
+            for name in (
+                "raw_pool",
+                "capability_scores",
+                "style_labels",
+                "scores_table",
+                "selected_subset",
+                "eval_report",
+            ):
                 expect(page.locator(f'a[href="/assets/{name}"]').first).to_be_visible()
 
             # materialize raw_pool for the tab_ui partition from its asset page
@@ -285,8 +317,14 @@ def test_browser_materialize_a_partition_by_clicking(servers, tmp_path):
             page.screenshot(path=str(tmp_path / "runs.png"))
         finally:
             browser.close()
-    unexpected = [e for e in errors if "telemetry" not in e.lower() and "segment" not in e.lower()
-                  and "ERR_NAME_NOT_RESOLVED" not in e and "ERR_CONNECTION" not in e]
+    unexpected = [
+        e
+        for e in errors
+        if "telemetry" not in e.lower()
+        and "segment" not in e.lower()
+        and "ERR_NAME_NOT_RESOLVED" not in e
+        and "ERR_CONNECTION" not in e
+    ]
     assert not unexpected, unexpected
 
 

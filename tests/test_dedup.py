@@ -94,20 +94,29 @@ def test_lsh_finds_what_comparing_all_pairs_finds():
             w = list(words)
             w[int(rng.integers(0, len(w)))] = str(rng.choice(vocab))
             rows.append((w, ph ^ (1 << int(rng.integers(0, 64)))))
-    df = pl.DataFrame({
-        "id": [f"s{i}" for i in range(len(rows))], "source": "syn",
-        "content_hash": [f"h{i}" for i in range(len(rows))],
-        "duplicate_of": pl.Series([None] * len(rows), dtype=pl.Utf8),
-        "conversations": [[{"from": "human", "value": "<image>\n" + " ".join(w[:4])},
-                           {"from": "gpt", "value": " ".join(w[4:])}] for w, _ in rows],
-        "images": [["x.png"]] * len(rows), "image_phashes": pl.Series([[p] for _, p in rows], dtype=pl.List(pl.UInt64)),
-    })
+    df = pl.DataFrame(
+        {
+            "id": [f"s{i}" for i in range(len(rows))],
+            "source": "syn",
+            "content_hash": [f"h{i}" for i in range(len(rows))],
+            "duplicate_of": pl.Series([None] * len(rows), dtype=pl.Utf8),
+            "conversations": [
+                [{"from": "human", "value": "<image>\n" + " ".join(w[:4])}, {"from": "gpt", "value": " ".join(w[4:])}]
+                for w, _ in rows
+            ],
+            "images": [["x.png"]] * len(rows),
+            "image_phashes": pl.Series([[p] for _, p in rows], dtype=pl.List(pl.UInt64)),
+        }
+    )
     cfg = DedupConfig(text_threshold=0.7)
     res = find_duplicates(lambda: iter([df.slice(0, 200), df.slice(200)]), cfg)
     found = _groups_as_sets(res.groups)
     sh = [set(shingles(" ".join(w).lower())) for w, _ in rows]
-    truth_edges = [(i, j) for i, j in combinations(range(len(rows)), 2)
-                   if bin(rows[i][1] ^ rows[j][1]).count("1") <= cfg.image_distance and jaccard(sh[i], sh[j]) >= 0.7]
+    truth_edges = [
+        (i, j)
+        for i, j in combinations(range(len(rows)), 2)
+        if bin(rows[i][1] ^ rows[j][1]).count("1") <= cfg.image_distance and jaccard(sh[i], sh[j]) >= 0.7
+    ]
     assert truth_edges, "the planted copies must include near pairs"
     member_of = {m: k for k, g in enumerate(found) for m in g}
     together = sum(member_of.get(("syn", f"s{i}"), -1) == member_of.get(("syn", f"s{j}"), -2) for i, j in truth_edges)
@@ -117,27 +126,46 @@ def test_lsh_finds_what_comparing_all_pairs_finds():
 
 
 def _scores(pairs, ints, floats):
-    return pl.DataFrame({
-        "id": [i for _, i in pairs], "source": [s for s, _ in pairs], "styles": [["yes/no"]] * len(pairs),
-        "ocr": floats, "ocr__argmax": pl.Series(ints, dtype=pl.Int8),
-    })
+    return pl.DataFrame(
+        {
+            "id": [i for _, i in pairs],
+            "source": [s for s, _ in pairs],
+            "styles": [["yes/no"]] * len(pairs),
+            "ocr": floats,
+            "ocr__argmax": pl.Series(ints, dtype=pl.Int8),
+        }
+    )
 
 
 def test_representative_is_the_best_scored_member():
-    groups = pl.DataFrame({"source": ["a", "a", "b", "c", "c"], "id": ["1", "2", "3", "4", "5"],
-                           "group": ["a/1", "a/1", "a/1", "c/4", "c/4"], "group_size": [3, 3, 3, 2, 2],
-                           "kind": ["near"] * 5})
+    groups = pl.DataFrame(
+        {
+            "source": ["a", "a", "b", "c", "c"],
+            "id": ["1", "2", "3", "4", "5"],
+            "group": ["a/1", "a/1", "a/1", "c/4", "c/4"],
+            "group_size": [3, 3, 3, 2, 2],
+            "kind": ["near"] * 5,
+        }
+    )
     # a/2 has the higher integer score despite the lower expected one; c/4 and c/5 tie on both
-    scores = _scores([("a", "1"), ("a", "2"), ("b", "3"), ("c", "4"), ("c", "5")], [3, 4, 3, 2, 2],
-                     [3.4, 3.6, 3.9, 2.0, 2.0])
+    scores = _scores(
+        [("a", "1"), ("a", "2"), ("b", "3"), ("c", "4"), ("c", "5")], [3, 4, 3, 2, 2], [3.4, 3.6, 3.9, 2.0, 2.0]
+    )
     ranked = rank_members(groups, scores, seed=0)
     kept = set(zip(ranked.filter("keep")["source"], ranked.filter("keep")["id"]))
     assert ("a", "2") in kept
     tied = [k for k in kept if k[0] == "c"]
     assert len(tied) == 1
     # the tie goes to the seeded hash: some seed picks the other member
-    other = {tuple(rank_members(groups, scores, seed=s).filter(pl.col("keep") & (pl.col("source") == "c"))
-                   .select("source", "id").row(0)) for s in range(8)}
+    other = {
+        tuple(
+            rank_members(groups, scores, seed=s)
+            .filter(pl.col("keep") & (pl.col("source") == "c"))
+            .select("source", "id")
+            .row(0)
+        )
+        for s in range(8)
+    }
     assert other == {("c", "4"), ("c", "5")}
     no_int = scores.drop("ocr__argmax")
     kept = rank_members(groups, no_int).filter("keep")
@@ -154,9 +182,15 @@ def test_selection_never_takes_two_members_of_a_group_and_keeps_the_ingested_bud
     groups = groups.with_columns(pl.len().over("grp").alias("group_size")).filter(pl.col("group_size") > 1)
     groups = groups.with_columns(("p/g" + pl.col("grp").cast(pl.Utf8)).alias("group"), kind=pl.lit("near"))
     caps = {k: rng.integers(0, 6, n) for k in ("optical_character_recognition", "data_understanding", "humanities")}
-    scores = pl.DataFrame({"id": ids, "source": "p", "styles": [["yes/no"]] * n,
-                           **{k: np.clip(v + rng.random(n) - 0.5, 0, 5) for k, v in caps.items()},
-                           **{f"{k}__argmax": pl.Series(v, dtype=pl.Int8) for k, v in caps.items()}})
+    scores = pl.DataFrame(
+        {
+            "id": ids,
+            "source": "p",
+            "styles": [["yes/no"]] * n,
+            **{k: np.clip(v + rng.random(n) - 0.5, 0, 5) for k, v in caps.items()},
+            **{f"{k}__argmax": pl.Series(v, dtype=pl.Int8) for k, v in caps.items()},
+        }
+    )
     results, outcome = select_deduplicated(scores, ["10%", 150], groups, seed=0)
     assert outcome.pool_size == n and outcome.deduplicated_size == n - outcome.summary["removed"]
     assert outcome.summary["removed"] == groups.height - groups["group"].n_unique()
@@ -199,12 +233,26 @@ def test_dedup_and_select_cli(dup_store, tmp_path, capsys):
     assert "alpha: 5 in 2 groups" in out and os.path.isfile(summary["path"])
     ids = dup_store.scan("raw_pool").select("id", "source").collect()
     ocr = "optical_character_recognition"
-    scores = ids.with_columns(pl.lit(["yes/no"]).alias("styles"), pl.lit(3.0).alias(ocr),
-                              pl.lit(3, pl.Int8).alias(f"{ocr}__argmax"))
+    scores = ids.with_columns(
+        pl.lit(["yes/no"]).alias("styles"), pl.lit(3.0).alias(ocr), pl.lit(3, pl.Int8).alias(f"{ocr}__argmax")
+    )
     scores.write_parquet(tmp_path / "scores.parquet")
-    rc = main(["select", "--scores", str(tmp_path / "scores.parquet"), "--budget", "0.5",
-               "--capabilities", ocr,
-               "--duplicates", summary["path"], "--out", str(tmp_path / "sel"), "--json"])
+    rc = main(
+        [
+            "select",
+            "--scores",
+            str(tmp_path / "scores.parquet"),
+            "--budget",
+            "0.5",
+            "--capabilities",
+            ocr,
+            "--duplicates",
+            summary["path"],
+            "--out",
+            str(tmp_path / "sel"),
+            "--json",
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0, err
     res = json.loads(out.strip().splitlines()[-1])
@@ -214,7 +262,6 @@ def test_dedup_and_select_cli(dup_store, tmp_path, capsys):
     assert repeated_groups(picked, pl.read_parquet(summary["path"])).height == 0
     rc = main(["dedup", "--store", str(dup_store.root), "--text-threshold", "2"])
     assert rc == 2 and "text_threshold" in capsys.readouterr().err
-
 
 
 def shared_pool(name: str) -> Path:
@@ -244,9 +291,11 @@ def test_real_pools_copies_across_sources_and_selection(store):
     rng = np.random.default_rng(0)
     caps = ("optical_character_recognition", "logical_deduction")
     ints = {k: rng.integers(0, 6, pool.height) for k in caps}
-    scores = pool.with_columns(pl.lit(["multi-choice"]).alias("styles"),
-                               *[pl.Series(k, np.clip(ints[k] + rng.random(pool.height) - 0.5, 0, 5)) for k in caps],
-                               *[pl.Series(f"{k}__argmax", ints[k], dtype=pl.Int8) for k in caps])
+    scores = pool.with_columns(
+        pl.lit(["multi-choice"]).alias("styles"),
+        *[pl.Series(k, np.clip(ints[k] + rng.random(pool.height) - 0.5, 0, 5)) for k in caps],
+        *[pl.Series(f"{k}__argmax", ints[k], dtype=pl.Int8) for k in caps],
+    )
     results, outcome = select_deduplicated(scores, ["30%"], g)
     sel = results["30%"]
     assert sel.requested == int(0.3 * pool.height)
@@ -262,9 +311,15 @@ def test_report_shows_what_deduplication_left_out(tmp_path):
     from mmssr_core.store import Store
 
     scores, raw = make_pool(tmp_path, with_images=False)
-    groups = pl.DataFrame({"source": ["a", "a", "b", "b", "b"], "id": ["s00", "s01", "s20", "s21", "s22"],
-                           "group": ["a/s00", "a/s00", "b/s20", "b/s20", "b/s20"], "group_size": [2, 2, 3, 3, 3],
-                           "kind": ["exact", "exact", "near", "near", "near"]})
+    groups = pl.DataFrame(
+        {
+            "source": ["a", "a", "b", "b", "b"],
+            "id": ["s00", "s01", "s20", "s21", "s22"],
+            "group": ["a/s00", "a/s00", "b/s20", "b/s20", "b/s20"],
+            "group_size": [2, 2, 3, 3, 3],
+            "kind": ["exact", "exact", "near", "near", "near"],
+        }
+    )
     results, outcome = select_deduplicated(scores, ["25%"], groups, capabilities=["ocr", "spatial"], taxonomy=TAX)
     sel = results["25%"].frame
     dedup = {"deduplicated_pool_size": outcome.deduplicated_size, **outcome.summary}
@@ -278,8 +333,9 @@ def test_report_shows_what_deduplication_left_out(tmp_path):
     page = res.html_path.read_text()
     assert "<h2>Duplicates</h2>" in page and "27.03% of the 37 left after deduplication" in page
     assert res.metrics["duplicates_removed"] == 3.0
-    plain = build_report(Store(tmp_path / "st2"), "r", selection_of(scores, ["s00"]), scores, make_plots=False,
-                         taxonomy=TAX)
+    plain = build_report(
+        Store(tmp_path / "st2"), "r", selection_of(scores, ["s00"]), scores, make_plots=False, taxonomy=TAX
+    )
     assert plain.summary["dedup"] is None and "no removal recorded" in plain.markdown
 
 

@@ -28,13 +28,15 @@ def demo(tmp_path_factory):
     from mmssr_core.store import Store
 
     tmp = tmp_path_factory.mktemp("demo")
-    summary = materialize_all(sources_root=REPO / "examples" / "sources", store_root=tmp / "store",
-                              instance=dg.DagsterInstance.ephemeral())
+    summary = materialize_all(
+        sources_root=REPO / "examples" / "sources", store_root=tmp / "store", instance=dg.DagsterInstance.ephemeral()
+    )
     assert summary.ok, summary.failures
     st = Store(tmp / "store")
     for recipe in summary.subsets:
-        export_selection(st.read("selections", recipe), st, "llava", tmp / "exports" / recipe / f"{recipe}.json",
-                         name=recipe)
+        export_selection(
+            st.read("selections", recipe), st, "llava", tmp / "exports" / recipe / f"{recipe}.json", name=recipe
+        )
     shutil.move(str(tmp / "exports"), str(tmp / "moved"))
     return {"summary": summary, "store": st, "moved": tmp / "moved", "tmp": tmp}
 
@@ -61,8 +63,9 @@ def test_every_subset_loads_in_llamafactory_after_the_move(demo):
     if not LF_PYTHON.is_file():
         pytest.skip(f"no LLaMA-Factory environment at {LF_PYTHON} (scripts/install.sh builds it; CI has it)")
     recipes = sorted(demo["summary"].subsets)
-    answers = run_probe(str(LF_PYTHON), [{"dataset_dir": str(demo["moved"] / r), "dataset": r} for r in recipes],
-                        str(demo["tmp"]))
+    answers = run_probe(
+        str(LF_PYTHON), [{"dataset_dir": str(demo["moved"] / r), "dataset": r} for r in recipes], str(demo["tmp"])
+    )
     for recipe, ans in zip(recipes, answers):
         assert "error" not in ans, ans.get("trace")
         rows = ans["rows"]

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from dagster_support import REPO_ROOT
 
 try:
@@ -23,11 +22,18 @@ def _dg_check_defs(tmp_path, **env_extra) -> subprocess.CompletedProcess:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     shutil.copyfile(REPO_ROOT / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "VIRTUAL_ENV": sys.prefix, "MMSSR_STORE": str(tmp_path / "store"),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p), **env_extra}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "VIRTUAL_ENV": sys.prefix,
+        "MMSSR_STORE": str(tmp_path / "store"),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p),
+        **env_extra,
+    }
     dg = Path(sys.executable).parent / "dg"
-    return subprocess.run([str(dg), "check", "defs"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [str(dg), "check", "defs"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_dg_check_defs_loads_the_code_location(tmp_path):
@@ -55,10 +61,18 @@ def test_instance_and_workspace_files_agree():
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     dg_project = pyproject["tool"]["dg"]["project"]
     assert pyproject["tool"]["dg"]["directory_type"] == "project"
-    assert (location["python_module"]["module_name"] == pyproject["tool"]["dagster"]["module_name"]
-            == dg_project["code_location_target_module"] == "mmssr_assets.definitions")
-    assert (location["python_module"]["location_name"] == pyproject["tool"]["dagster"]["code_location_name"]
-            == dg_project["code_location_name"] == "mmssr")
+    assert (
+        location["python_module"]["module_name"]
+        == pyproject["tool"]["dagster"]["module_name"]
+        == dg_project["code_location_target_module"]
+        == "mmssr_assets.definitions"
+    )
+    assert (
+        location["python_module"]["location_name"]
+        == pyproject["tool"]["dagster"]["code_location_name"]
+        == dg_project["code_location_name"]
+        == "mmssr"
+    )
     ignored = subprocess.run(["git", "check-ignore", "-q", ".dagster_home/history/runs.db"], cwd=REPO_ROOT)
     tracked = subprocess.run(["git", "check-ignore", "-q", ".dagster_home/dagster.yaml"], cwd=REPO_ROOT)
     assert ignored.returncode == 0 and tracked.returncode == 1  # history stays local, the settings are tracked

@@ -18,7 +18,7 @@ from mmssr_core.downstream import (
     table_markdown,
 )
 
-FAKE = r'''
+FAKE = r"""
 import json, os, sys
 dataset, recipe, results = sys.argv[1], sys.argv[2], sys.argv[3]
 scores = json.loads(os.environ["FAKE_SCORES"])
@@ -30,7 +30,7 @@ if not os.environ.get("FAKE_NO_RESULTS"):
     n = len(json.load(open(dataset)))
     with open(results, "w") as fh:
         json.dump({"benchmarks": scores, "model": "fake-" + recipe, "meta": {"train_samples": n}}, fh)
-'''
+"""
 
 
 @pytest.fixture
@@ -49,7 +49,14 @@ def with_env(cmd, **env):
 
 def test_success_stores_results(store, fake):
     cmd, values = fake
-    rec = run_train_eval(store, "mmssr_5pct", with_env(cmd, FAKE_SCORES='{"MMBench": 80.5, "MMStar": 60}'), values, method="mmssr", budget=0.05)
+    rec = run_train_eval(
+        store,
+        "mmssr_5pct",
+        with_env(cmd, FAKE_SCORES='{"MMBench": 80.5, "MMStar": 60}'),
+        values,
+        method="mmssr",
+        budget=0.05,
+    )
     assert rec["benchmarks"] == {"MMBench": 80.5, "MMStar": 60.0}
     assert rec["model"] == "fake-mmssr_5pct" and rec["meta"] == {"train_samples": 2}
     assert rec["budget"] == "0.05" and rec["method"] == "mmssr"
@@ -93,7 +100,9 @@ def test_command_errors(store, fake):
     with pytest.raises(DownstreamError, match="not found"):
         run_train_eval(store, "r", TrainEvalCommand("/nonexistent/train-eval {dataset}"), values)
     with pytest.raises(DownstreamError, match="timed out"):
-        run_train_eval(store, "r", TrainEvalCommand([sys.executable, "-c", "import time; time.sleep(30)"], timeout_s=0.5), values)
+        run_train_eval(
+            store, "r", TrainEvalCommand([sys.executable, "-c", "import time; time.sleep(30)"], timeout_s=0.5), values
+        )
     with pytest.raises(DownstreamError, match="no train-and-evaluate command"):
         import os
 
@@ -114,12 +123,18 @@ def test_paper_table(store, tmp_path):
     df = paper_table(load_results(store))
     rows = {r["recipe"]: r for r in df.iter_rows(named=True)}
     m5 = rows["mmssr_5pct"]
-    assert m5["A %full"] == pytest.approx(95.0) and m5["B %full"] == pytest.approx(95.0) and m5["C %full"] == pytest.approx(90.0)
+    assert (
+        m5["A %full"] == pytest.approx(95.0)
+        and m5["B %full"] == pytest.approx(95.0)
+        and m5["C %full"] == pytest.approx(90.0)
+    )
     assert m5["share_of_full"] == pytest.approx((95 + 95 + 90) / 3)
     assert m5["random_recipe"] == "random_5pct" and m5["beaten_random"] == 2 and m5["compared"] == 3
     assert rows["random_5pct"]["beaten_random"] is None  # random is not compared with itself
     m10 = rows["mmssr_10pct"]
-    assert m10["C"] is None and m10["share_of_full"] == pytest.approx((97.5 + 98.0) / 2) and m10["beaten_random"] is None
+    assert (
+        m10["C"] is None and m10["share_of_full"] == pytest.approx((97.5 + 98.0) / 2) and m10["beaten_random"] is None
+    )
     assert rows["full"]["share_of_full"] == pytest.approx(100.0)
     assert df["recipe"].to_list()[-1] == "full"
     md = table_markdown(df)
@@ -165,7 +180,9 @@ def test_cli_import_and_table(store, tmp_path, capsys):
     lmms = tmp_path / "lm.json"
     lmms.write_text(json.dumps({"results": {"A": {"alias": "A", "acc,none": 45.0}}}))
     assert run("import", "--store", str(store.root), "--recipe", "full", "--results", str(full)) == 0
-    assert run("import", "--store", str(store.root), "--recipe", "mmssr_5pct", "--results", str(lmms), "--lmms-eval") == 0
+    assert (
+        run("import", "--store", str(store.root), "--recipe", "mmssr_5pct", "--results", str(lmms), "--lmms-eval") == 0
+    )
     assert run("table", "--store", str(store.root), "--json") == 0
     lines = capsys.readouterr().out.strip().splitlines()
     rows = {r["recipe"]: r for r in json.loads(lines[-1])["rows"]}
@@ -175,7 +192,7 @@ def test_cli_import_and_table(store, tmp_path, capsys):
     assert any("45.00 (90.0%)" in line for line in lines)
 
 
-CHECKER = r'''
+CHECKER = r"""
 import json, os, sys
 dataset_dir, name, dataset, results = sys.argv[1:5]
 info = json.load(open(os.path.join(dataset_dir, "dataset_info.json")))[name]
@@ -188,7 +205,7 @@ missing = [r["image"] for r in rows if "image" in r and not os.path.exists(os.pa
 assert not missing, missing
 assert all(r["conversations"][0]["from"] == "human" for r in rows)
 json.dump({"benchmarks": {"n": float(len(rows)), "images": float(sum("image" in r for r in rows))}}, open(results, "w"))
-'''
+"""
 
 
 def test_end_to_end_export_and_run(store, tmp_path, capsys):

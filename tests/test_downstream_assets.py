@@ -16,14 +16,14 @@ from mmssr_assets.resources import RecipesResource, StoreResource  # noqa: E402
 from mmssr_core.recipes import Recipe  # noqa: E402
 from mmssr_core.store import Store  # noqa: E402
 
-FAKE = r'''
+FAKE = r"""
 import json, os, sys
 dataset, results = sys.argv[1], sys.argv[2]
 if os.environ.get("FAKE_FAIL"):
     print("boom: no GPU", file=sys.stderr); sys.exit(7)
 n = len(json.load(open(dataset)))
 json.dump({"benchmarks": {"A": 40.0 + n, "B": 10.0 * n}}, open(results, "w"))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,13 @@ def setup(tmp_path, monkeypatch, instance):
         out_dir.mkdir(parents=True, exist_ok=True)
         p = out_dir / f"{recipe}.json"
         p.write_text(json.dumps(selection.select("id").to_dicts()))
-        return {"dataset": str(p), "dataset_dir": str(out_dir), "dataset_name": recipe, "dataset_info": "", "image_root": ""}
+        return {
+            "dataset": str(p),
+            "dataset_dir": str(out_dir),
+            "dataset_name": recipe,
+            "dataset_info": "",
+            "image_root": "",
+        }
 
     # the exporter belongs to the export module; the asset wiring is what is tested here
     monkeypatch.setattr("mmssr_core.downstream.export_for_training", fake_export)
@@ -65,8 +71,9 @@ def setup(tmp_path, monkeypatch, instance):
 def test_run_and_table(setup):
     st, assets, resources, instance = setup
     for key in ("r5", "rand5"):
-        res = dg.materialize(assets, selection=["downstream_run"], partition_key=key, resources=resources,
-                             instance=instance)
+        res = dg.materialize(
+            assets, selection=["downstream_run"], partition_key=key, resources=resources, instance=instance
+        )
         assert res.success
         bench = res.asset_materializations_for_node("downstream_run")[0].metadata["benchmarks"].value
         assert [r.data for r in bench.records] == [{"benchmark": "A", "score": 45.0}, {"benchmark": "B", "score": 50.0}]
@@ -88,12 +95,19 @@ def test_run_and_table(setup):
 
 def test_failed_run_keeps_results(setup, monkeypatch):
     st, assets, resources, instance = setup
-    assert dg.materialize(assets, selection=["downstream_run"], partition_key="r5", resources=resources,
-                          instance=instance).success
+    assert dg.materialize(
+        assets, selection=["downstream_run"], partition_key="r5", resources=resources, instance=instance
+    ).success
     before = (st.root / "downstream" / "r5.json").read_bytes()
     monkeypatch.setenv("FAKE_FAIL", "1")
-    res = dg.materialize(assets, selection=["downstream_run"], partition_key="r5", resources=resources,
-                         raise_on_error=False, instance=instance)
+    res = dg.materialize(
+        assets,
+        selection=["downstream_run"],
+        partition_key="r5",
+        resources=resources,
+        raise_on_error=False,
+        instance=instance,
+    )
     assert not res.success
     failure = [e for e in res.all_events if e.event_type_value == "STEP_FAILURE"][0]
     text = str(failure.event_specific_data.error)
@@ -105,8 +119,14 @@ def test_no_command_is_a_clear_failure(setup, monkeypatch):
     _, assets, resources, instance = setup
     monkeypatch.delenv("MMSSR_TRAIN_EVAL_CMD", raising=False)
     resources = {**resources, "downstream": DownstreamResource()}
-    res = dg.materialize(assets, selection=["downstream_run"], partition_key="r5", resources=resources,
-                         raise_on_error=False, instance=instance)
+    res = dg.materialize(
+        assets,
+        selection=["downstream_run"],
+        partition_key="r5",
+        resources=resources,
+        raise_on_error=False,
+        instance=instance,
+    )
     assert not res.success
     failure = [e for e in res.all_events if e.event_type_value == "STEP_FAILURE"][0]
     assert "MMSSR_TRAIN_EVAL_CMD" in str(failure.event_specific_data.error)
@@ -123,5 +143,7 @@ def test_downstream_assets_join_the_graph_only_when_enabled(monkeypatch):
     assert not {"downstream_run", "downstream_full_run", "downstream_eval"} & keys(build_definitions())
     monkeypatch.setenv("MMSSR_DOWNSTREAM", "on")
     enabled = build_definitions().resolve_asset_graph()
-    assert {"downstream_run", "downstream_full_run", "downstream_eval"} <= {k.to_user_string() for k in enabled.get_all_asset_keys()}
+    assert {"downstream_run", "downstream_full_run", "downstream_eval"} <= {
+        k.to_user_string() for k in enabled.get_all_asset_keys()
+    }
     assert "Not run by the demo" in enabled.get(dg.AssetKey("downstream_run")).description

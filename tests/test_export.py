@@ -38,20 +38,34 @@ def make_pool(store, root: Path) -> None:
                 {"from": "human", "value": "Sure?"},
                 {"from": "gpt", "value": "Yes."},
             ]
-            rows.append({
-                "id": sid, "source": source, "position": pos, "images": rel, "image_files": files,
-                "image_formats": ["PNG"] * n_img, "image_widths": [4] * n_img, "image_heights": [3] * n_img,
-                "image_phashes": [None] * n_img,
-                "image_root": str(img_root.resolve()), "conversations": conv, "system": system,
-                "text_only": n_img == 0, "content_hash": f"h-{source}-{sid}", "duplicate_of": None,
-                "input_format": "llava", "metadata": "{}",
-            })
+            rows.append(
+                {
+                    "id": sid,
+                    "source": source,
+                    "position": pos,
+                    "images": rel,
+                    "image_files": files,
+                    "image_formats": ["PNG"] * n_img,
+                    "image_widths": [4] * n_img,
+                    "image_heights": [3] * n_img,
+                    "image_phashes": [None] * n_img,
+                    "image_root": str(img_root.resolve()),
+                    "conversations": conv,
+                    "system": system,
+                    "text_only": n_img == 0,
+                    "content_hash": f"h-{source}-{sid}",
+                    "duplicate_of": None,
+                    "input_format": "llava",
+                    "metadata": "{}",
+                }
+            )
         store.write("raw_pool", source, pl.DataFrame(rows, schema=RAW_POOL_SCHEMA))
 
 
 def selection(pairs):
-    return pl.DataFrame({"id": [i for _, i in pairs], "source": [s for s, _ in pairs],
-                         "rank": list(range(1, len(pairs) + 1))})
+    return pl.DataFrame(
+        {"id": [i for _, i in pairs], "source": [s for s, _ in pairs], "rank": list(range(1, len(pairs) + 1))}
+    )
 
 
 def resolve(out: Path, rel: str) -> Path:
@@ -159,7 +173,8 @@ def test_absolute_and_prefix_paths(store, tmp_path):
 def test_repeated_content_is_exported_once(store, tmp_path):
     make_pool(store, tmp_path)
     rows = store.read("raw_pool", "ocr").with_columns(
-        pl.when(pl.col("id") == "z").then(pl.lit("h-coco-c")).otherwise(pl.col("content_hash")).alias("content_hash"))
+        pl.when(pl.col("id") == "z").then(pl.lit("h-coco-c")).otherwise(pl.col("content_hash")).alias("content_hash")
+    )
     store.write("raw_pool", "ocr", rows)  # ocr/z now holds the same content as coco/c
     out = tmp_path / "o.json"
     summary = export_selection(selection([("coco", "c"), ("ocr", "a"), ("ocr", "z")]), store, "llava", out)
@@ -191,9 +206,23 @@ def test_export_cli(store, tmp_path, capsys):
     make_pool(store, tmp_path)
     sel_path = tmp_path / "mmssr_5%.parquet"
     selection([("ocr", "z"), ("coco", "c")]).with_columns(
-        pl.lit(None, pl.Utf8).alias("picked_by"), pl.lit(None, pl.Utf8).alias("bin")).write_parquet(sel_path)
-    rc = main(["export", "--selection", str(sel_path), "--store", str(store.root), "--format", "sharegpt",
-               "--to", str(tmp_path / "bundle"), "--jsonl", "--json"])
+        pl.lit(None, pl.Utf8).alias("picked_by"), pl.lit(None, pl.Utf8).alias("bin")
+    ).write_parquet(sel_path)
+    rc = main(
+        [
+            "export",
+            "--selection",
+            str(sel_path),
+            "--store",
+            str(store.root),
+            "--format",
+            "sharegpt",
+            "--to",
+            str(tmp_path / "bundle"),
+            "--jsonl",
+            "--json",
+        ]
+    )
     stdout, err = capsys.readouterr()
     assert rc == 0, err
     summary = json.loads(stdout.strip().splitlines()[-1])
@@ -203,8 +232,21 @@ def test_export_cli(store, tmp_path, capsys):
     info = json.loads((out.parent / "dataset_info.json").read_text())
     assert info["mmssr_5pct"]["file_name"] == "mmssr_5pct.jsonl"
 
-    rc = main(["export", "--selection", str(sel_path), "--store", str(store.root), "--out",
-               str(tmp_path / "f" / "t.json"), "--dataset-name", "mine", "--image-prefix", "/data"])
+    rc = main(
+        [
+            "export",
+            "--selection",
+            str(sel_path),
+            "--store",
+            str(store.root),
+            "--out",
+            str(tmp_path / "f" / "t.json"),
+            "--dataset-name",
+            "mine",
+            "--image-prefix",
+            "/data",
+        ]
+    )
     assert rc == 0
     assert json.loads((tmp_path / "f" / "dataset_info.json").read_text())["mine"]["file_name"] == "t.llamafactory.json"
     assert json.loads((tmp_path / "f" / "t.json").read_text())[0]["image"] == "/data/ocr/sub/z_0.png"
@@ -212,15 +254,45 @@ def test_export_cli(store, tmp_path, capsys):
 
     bad = tmp_path / "bad.parquet"
     selection([("ocr", "nope")]).write_parquet(bad)
-    rc = main(["export", "--selection", str(bad), "--store", str(store.root), "--format", "llava",
-               "--out", str(tmp_path / "y.json")])
+    rc = main(
+        [
+            "export",
+            "--selection",
+            str(bad),
+            "--store",
+            str(store.root),
+            "--format",
+            "llava",
+            "--out",
+            str(tmp_path / "y.json"),
+        ]
+    )
     _, err = capsys.readouterr()
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "'nope'" in err
-    rc = main(["export", "--selection", str(sel_path), "--store", str(tmp_path / "nostore"), "--out",
-               str(tmp_path / "y.json")])
+    rc = main(
+        [
+            "export",
+            "--selection",
+            str(sel_path),
+            "--store",
+            str(tmp_path / "nostore"),
+            "--out",
+            str(tmp_path / "y.json"),
+        ]
+    )
     _, err = capsys.readouterr()
     assert rc == 2 and "does not exist" in err
-    rc = main(["export", "--selection", str(sel_path), "--store", str(store.root), "--out", str(tmp_path / "y.json"),
-               "--jsonl"])
+    rc = main(
+        [
+            "export",
+            "--selection",
+            str(sel_path),
+            "--store",
+            str(store.root),
+            "--out",
+            str(tmp_path / "y.json"),
+            "--jsonl",
+        ]
+    )
     _, err = capsys.readouterr()
     assert rc == 2 and "--jsonl go with --to" in err

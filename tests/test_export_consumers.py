@@ -23,8 +23,10 @@ from mmssr_core.testing.llava_readers import LlavaReadError, read_llava15, read_
 
 REPO = Path(__file__).resolve().parent.parent
 LF_PYTHON = Path(os.environ.get("MMSSR_LLAMAFACTORY_PYTHON") or REPO / ".venv-llamafactory" / "bin" / "python")
-COMBOS = [(shape, system, fmt, suffix) for shape, system, fmt, suffix
-          in product(SHAPES, (False, True), ("llava", "sharegpt"), (".json", ".jsonl"))]
+COMBOS = [
+    (shape, system, fmt, suffix)
+    for shape, system, fmt, suffix in product(SHAPES, (False, True), ("llava", "sharegpt"), (".json", ".jsonl"))
+]
 
 
 def _name(shape, system, fmt, suffix) -> str:
@@ -109,7 +111,10 @@ def test_demo_pools_from_the_shared_data(tmp_path, store):
     """Real pools (LLaMA-Factory's demo + LLaVA-Bench): exported, moved, loaded by LLaVA-NeXT's reader."""
     from conftest import require_shared_data
 
-    pools = [require_shared_data("llava_bench"), require_shared_data("llamafactory_mllm_demo", "data", "mllm_demo.json")]
+    pools = [
+        require_shared_data("llava_bench"),
+        require_shared_data("llamafactory_mllm_demo", "data", "mllm_demo.json"),
+    ]
     ingest_source(pools[0], "llava_bench", store)
     ingest_source(pools[1], "lf_demo", store, image_root=pools[1].parent)
     sel = store.scan("raw_pool").select("id", "source").collect()

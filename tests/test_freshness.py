@@ -15,7 +15,6 @@ import time
 
 import dagster as dg
 import pytest
-
 from dagster_support import record_events, slice_source, stale_map
 
 N = 12
@@ -54,8 +53,9 @@ def _defs(g, **kw):
 
 
 def _run(defs, g, job: str, partition: str, **kw):
-    result = defs.resolve_job_def(job).execute_in_process(partition_key=partition, instance=g["instance"],
-                                                          raise_on_error=False, **kw)
+    result = defs.resolve_job_def(job).execute_in_process(
+        partition_key=partition, instance=g["instance"], raise_on_error=False, **kw
+    )
     assert result.success, [str(e.event_specific_data) for e in result.all_events if e.is_failure]
     return result
 
@@ -74,16 +74,21 @@ def _version(instance, key: str, partition: str | None = None) -> str:
 # in a later test).
 def _sensor(defs, g, name: str = "new_sources_sensor"):
     sensor = defs.resolve_sensor_def(name)
-    with dg.build_sensor_context(instance=g["instance"], repository_def=defs.get_repository_def(),
-                                 resources=defs.resources) as ctx:
+    with dg.build_sensor_context(
+        instance=g["instance"], repository_def=defs.get_repository_def(), resources=defs.resources
+    ) as ctx:
         result = sensor(ctx)
     record_events(g["instance"], result)
     return result
 
 
 def _schedule(defs, g, name: str):
-    with dg.build_schedule_context(instance=g["instance"], repository_def=defs.get_repository_def(),
-                                   resources=defs.resources, scheduled_execution_time=WHEN) as ctx:
+    with dg.build_schedule_context(
+        instance=g["instance"],
+        repository_def=defs.get_repository_def(),
+        resources=defs.resources,
+        scheduled_execution_time=WHEN,
+    ) as ctx:
         return defs.resolve_schedule_def(name)(ctx)
 
 
@@ -114,16 +119,21 @@ def test_a_changed_pool_makes_exactly_its_chain_stale(graph):
     _run(defs, graph, "ingest_and_score", "b")
     assert _version(graph["instance"], "raw_pool", "b") != before
     assert stale_map(graph["instance"], defs) == {"scores_table": "STALE", **AGREEMENT}
-    assert _freshness(defs, graph).causes("scores_table") == ["capability_scores[b]: has a new data version",
-                                                              "style_labels[b]: has a new data version"]
+    assert _freshness(defs, graph).causes("scores_table") == [
+        "capability_scores[b]: has a new data version",
+        "style_labels[b]: has a new data version",
+    ]
     assert isinstance(_schedule(defs, graph, "rescore_changed_sources"), dg.SkipReason)
 
     # the refresh schedule asks for every recipe; after the first run only the other recipe is stale
     reqs = _schedule(defs, graph, "refresh_selections")
     assert sorted(r.partition_key for r in reqs) == ["r20", "r50"]
     _run(defs, graph, "select_and_report", "r20")
-    assert stale_map(graph["instance"], defs) == {"selected_subset[r50]": "STALE", "eval_report[r50]": "STALE",
-                                                  **AGREEMENT}
+    assert stale_map(graph["instance"], defs) == {
+        "selected_subset[r50]": "STALE",
+        "eval_report[r50]": "STALE",
+        **AGREEMENT,
+    }
     _run(defs, graph, "select_and_report", "r50")
     assert stale_map(graph["instance"], defs) == AGREEMENT
     assert isinstance(_schedule(defs, graph, "refresh_selections"), dg.SkipReason)

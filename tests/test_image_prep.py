@@ -35,10 +35,22 @@ def _noise(mode, size=(97, 61), seed=0):
     return Image.frombytes(mode, size, arr.tobytes())
 
 
-@pytest.mark.parametrize("mode,fmt", [
-    ("RGB", "PNG"), ("RGB", "JPEG"), ("RGBA", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("P", "PNG"),
-    ("1", "PNG"), ("CMYK", "JPEG"), ("L", "JPEG"), ("RGBA", "WEBP"), ("P", "GIF"),
-])
+@pytest.mark.parametrize(
+    "mode,fmt",
+    [
+        ("RGB", "PNG"),
+        ("RGB", "JPEG"),
+        ("RGBA", "PNG"),
+        ("L", "PNG"),
+        ("LA", "PNG"),
+        ("P", "PNG"),
+        ("1", "PNG"),
+        ("CMYK", "JPEG"),
+        ("L", "JPEG"),
+        ("RGBA", "WEBP"),
+        ("P", "GIF"),
+    ],
+)
 def test_ordinary_8bit_images_get_exactly_the_reference_pixels(tmp_path, mode, fmt):
     path = tmp_path / f"x.{fmt.lower()}"
     im = _noise(mode)
@@ -57,16 +69,19 @@ def _uniform(tmp_path, mode, value, fmt="TIFF", name="u"):
     return path
 
 
-@pytest.mark.parametrize("mode,value,fmt,expected", [
-    ("I;16", 40000, "PNG", 156),  # 40000 * 255 / 65535 = 155.6
-    ("I;16", 65535, "PNG", 255),
-    ("I;16B", 20000, "TIFF", 78),
-    ("I", 40000, "TIFF", 156),  # fits 16 bits: scaled as 16-bit
-    ("I", 200, "TIFF", 200),  # fits 8 bits: kept
-    ("F", 0.5, "TIFF", 128),  # 0..1 floats: times 255
-    ("F", 1.0, "TIFF", 255),
-    ("F", 77.0, "TIFF", 77),  # 0..255 floats: kept
-])
+@pytest.mark.parametrize(
+    "mode,value,fmt,expected",
+    [
+        ("I;16", 40000, "PNG", 156),  # 40000 * 255 / 65535 = 155.6
+        ("I;16", 65535, "PNG", 255),
+        ("I;16B", 20000, "TIFF", 78),
+        ("I", 40000, "TIFF", 156),  # fits 16 bits: scaled as 16-bit
+        ("I", 200, "TIFF", 200),  # fits 8 bits: kept
+        ("F", 0.5, "TIFF", 128),  # 0..1 floats: times 255
+        ("F", 1.0, "TIFF", 255),
+        ("F", 77.0, "TIFF", 77),  # 0..255 floats: kept
+    ],
+)
 def test_high_bit_depth_modes_are_scaled_not_clipped(tmp_path, mode, value, fmt, expected):
     path = _uniform(tmp_path, mode, value, fmt)
     with Image.open(path) as im:
@@ -96,18 +111,25 @@ def test_nan_pixels_are_black_and_do_not_poison_the_rest(tmp_path):
     assert px[0, 0] == 0 and px[1, 1] == 128
 
 
-@pytest.mark.parametrize("mode,value", [("RGBa", (0, 0, 0, 0)), ("La", (0, 0)), ("LA", (0, 0)),
-                                        ("PA", (0, 0)), ("RGBA", (10, 20, 30, 0))])
+@pytest.mark.parametrize(
+    "mode,value", [("RGBa", (0, 0, 0, 0)), ("La", (0, 0)), ("LA", (0, 0)), ("PA", (0, 0)), ("RGBA", (10, 20, 30, 0))]
+)
 def test_transparent_pixels_are_white_in_every_alpha_mode(mode, value):
     px = np.asarray(to_rgb(Image.new(mode, (3, 3), value)))
     assert (px == 255).all(), (mode, px[0, 0])
 
 
-@pytest.mark.parametrize("mode,value,expected", [
-    ("YCbCr", (128, 128, 128), (128, 128, 128)), ("HSV", (0, 255, 255), (255, 0, 0)),
-    ("CMYK", (0, 255, 255, 0), (255, 0, 0)), ("LAB", (128, 128, 128), (119, 119, 119)),
-    ("RGBX", (1, 2, 3, 0), (1, 2, 3)), ("1", 1, (255, 255, 255)),
-])
+@pytest.mark.parametrize(
+    "mode,value,expected",
+    [
+        ("YCbCr", (128, 128, 128), (128, 128, 128)),
+        ("HSV", (0, 255, 255), (255, 0, 0)),
+        ("CMYK", (0, 255, 255, 0), (255, 0, 0)),
+        ("LAB", (128, 128, 128), (119, 119, 119)),
+        ("RGBX", (1, 2, 3, 0), (1, 2, 3)),
+        ("1", 1, (255, 255, 255)),
+    ],
+)
 def test_other_colour_modes_convert_to_what_they_mean(mode, value, expected):
     assert to_rgb(Image.new(mode, (2, 2), value)).getpixel((0, 0)) == expected
 
@@ -137,7 +159,9 @@ def test_images_over_the_pixel_limit_are_decoded_reduced(tmp_path, monkeypatch, 
     calls = []
     monkeypatch.setattr(image_prep, "REDUCED_DECODE_PIXELS", 1_000_000)
     real_reduce = Image.Image.reduce
-    monkeypatch.setattr(Image.Image, "reduce", lambda self, f, *a: calls.append(("reduce", self.size)) or real_reduce(self, f, *a))
+    monkeypatch.setattr(
+        Image.Image, "reduce", lambda self, f, *a: calls.append(("reduce", self.size)) or real_reduce(self, f, *a)
+    )
     reduced = np.asarray(load_scorer_image(str(path)), dtype=np.int16)
     assert reduced.shape == (384, 384, 3) and np.abs(reduced - full).mean() < 3
     if fmt == "PNG":

@@ -7,8 +7,16 @@ import os
 import time
 
 import pytest
-from ingest_support import (check_invariants, make_image, png_header_only, reason_at, sample, source_dir,
-                            write_json, write_jsonl)
+from ingest_support import (
+    check_invariants,
+    make_image,
+    png_header_only,
+    reason_at,
+    sample,
+    source_dir,
+    write_json,
+    write_jsonl,
+)
 
 from mmssr_core.ingest import IngestError, ingest_source
 
@@ -87,8 +95,13 @@ def test_syntax_error_mid_json_list(tmp_path, store):
 def test_missing_and_zero_byte_images(tmp_path, store):
     root = source_dir(tmp_path)
     (root / "img" / "empty.png").write_bytes(b"")
-    records = [sample("a"), sample("m", image="img/nope.png"), sample("b", image="img/b.jpg"),
-               sample("z", image="img/empty.png"), sample("c")]
+    records = [
+        sample("a"),
+        sample("m", image="img/nope.png"),
+        sample("b", image="img/b.jpg"),
+        sample("z", image="img/empty.png"),
+        sample("c"),
+    ]
     result, raw, q = run(tmp_path, store, records)
     assert reason_at(q, 1) == "image_missing" and "img/nope.png" in q["message"][0]
     assert reason_at(q, 3) == "image_empty"
@@ -103,8 +116,12 @@ def test_truncated_image(tmp_path, store, fmt):
     data = full.read_bytes()
     (root / "img" / f"cut.{fmt.lower()}").write_bytes(data[: len(data) * 2 // 3])
     (root / "img" / "junk.png").write_bytes(b"this is not an image at all")
-    records = [sample("a"), sample("t", image=f"img/cut.{fmt.lower()}"), sample("f", image=f"img/full.{fmt.lower()}"),
-               sample("j", image="img/junk.png")]
+    records = [
+        sample("a"),
+        sample("t", image=f"img/cut.{fmt.lower()}"),
+        sample("f", image=f"img/full.{fmt.lower()}"),
+        sample("j", image="img/junk.png"),
+    ]
     result, raw, q = run(tmp_path, store, records)
     assert reason_at(q, 1) == "image_undecodable"
     assert reason_at(q, 3) == "image_undecodable"
@@ -182,8 +199,14 @@ def test_conversation_problems(tmp_path, store):
     ]
     result, raw, q = run(tmp_path, store, records)
     assert [reason_at(q, p) for p in range(1, 8)] == [
-        "missing_conversations", "missing_conversations", "unknown_role", "bad_turn_order", "empty_turn",
-        "bad_turn_order", "malformed_record"]
+        "missing_conversations",
+        "missing_conversations",
+        "unknown_role",
+        "bad_turn_order",
+        "empty_turn",
+        "bad_turn_order",
+        "malformed_record",
+    ]
     assert set(raw["id"]) == {"a", "c"}
     assert "'tool'" in q.filter(q["id"] == "role")["message"][0]
 
@@ -191,8 +214,11 @@ def test_conversation_problems(tmp_path, store):
 def test_placeholder_mismatch_and_text_only(tmp_path, store):
     two_imgs_one_tag = sample("two", image=["img/a.png", "img/b.jpg"])
     tag_no_image = sample("tag", image=None, question="<image>\nWhat?")
-    no_tag = {"id": "notag", "image": ["img/a.png", "img/b.jpg"],
-              "conversations": [{"from": "human", "value": "Compare."}, {"from": "gpt", "value": "Same."}]}
+    no_tag = {
+        "id": "notag",
+        "image": ["img/a.png", "img/b.jpg"],
+        "conversations": [{"from": "human", "value": "Compare."}, {"from": "gpt", "value": "Same."}],
+    }
     text = sample("text", image=None)
     records = [sample("a"), two_imgs_one_tag, tag_no_image, no_tag, text]
     result, raw, q = run(tmp_path, store, records)
@@ -218,8 +244,14 @@ def test_five_megabyte_turn(tmp_path, store):
 def test_five_megabyte_turn_streamed_json(tmp_path, store):
     """A huge element straddles many parser chunks of the incremental JSON path."""
     big = sample("big", answer="y" * 5_000_000)
-    result, raw, q = run(tmp_path, store, [sample("a"), big, sample("c", answer="ok")], container="json",
-                         json_stream_threshold=0, max_turn_chars=10_000_000)
+    result, raw, q = run(
+        tmp_path,
+        store,
+        [sample("a"), big, sample("c", answer="ok")],
+        container="json",
+        json_stream_threshold=0,
+        max_turn_chars=10_000_000,
+    )
     assert raw["id"].to_list() == ["a", "big", "c"]
 
 

@@ -36,18 +36,24 @@ def test_folder_defaults_source_name_and_store_env(tmp_path, capsys, monkeypatch
     assert (tmp_path / "envstore" / "raw_pool" / "math_vision_testmini.parquet").exists()
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["{missing}", "--source", "x"], "does not exist"),
-    (["{text}", "--source", "x"], "cannot detect the format"),
-    (["{pool}", "--source", "../x"], "invalid source name"),
-    (["{pool}"], "--source NAME is required"),
-    (["{pool}", "--source", "x", "--image-root", "{missing}"], "--image-root"),
-    (["{pool}", "--source", "x", "--format", "parquet"], "Parquet"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["{missing}", "--source", "x"], "does not exist"),
+        (["{text}", "--source", "x"], "cannot detect the format"),
+        (["{pool}", "--source", "../x"], "invalid source name"),
+        (["{pool}"], "--source NAME is required"),
+        (["{pool}", "--source", "x", "--image-root", "{missing}"], "--image-root"),
+        (["{pool}", "--source", "x", "--format", "parquet"], "Parquet"),
+    ],
+)
 def test_unusable_arguments_exit_2(tmp_path, capsys, args, needle):
     root = source_dir(tmp_path)
-    paths = {"missing": str(tmp_path / "missing.json"), "pool": str(write_jsonl(root / "pool.jsonl", [sample("a")])),
-             "text": str(tmp_path / "notes.txt")}
+    paths = {
+        "missing": str(tmp_path / "missing.json"),
+        "pool": str(write_jsonl(root / "pool.jsonl", [sample("a")])),
+        "text": str(tmp_path / "notes.txt"),
+    }
     (tmp_path / "notes.txt").write_text("just some notes")
     argv = ["ingest", *[a.format(**paths) for a in args], "--store", str(tmp_path / "st")]
     rc = main(argv)
@@ -60,11 +66,23 @@ def test_console_script_subprocess(tmp_path, repo_root):
     root = source_dir(tmp_path)
     pool = write_jsonl(root / "pool.jsonl", [sample("a"), sample("b", image="../../etc/passwd")])
     env = {**os.environ, "MMSSR_STORE": str(tmp_path / "st")}
-    proc = subprocess.run([sys.executable, "-m", "mmssr_core.cli", "ingest", str(pool), "--source", "s", "--json"],
-                          capture_output=True, text=True, env=env, cwd=repo_root, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmssr_core.cli", "ingest", str(pool), "--source", "s", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=repo_root,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["reasons"] == {"image_path_escapes_root": 1}
-    bad = subprocess.run([sys.executable, "-m", "mmssr_core.cli", "ingest", str(tmp_path / "nope"), "--source", "s"],
-                         capture_output=True, text=True, env=env, cwd=repo_root, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "mmssr_core.cli", "ingest", str(tmp_path / "nope"), "--source", "s"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=repo_root,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "does not exist" in bad.stderr

@@ -37,13 +37,16 @@ def write_embedded_parquet(path, struct_images=True):
     if not struct_images:
         image_type = pa.binary()
         rows = [(i, (img or {}).get("bytes"), c) for i, img, c in rows]
-    table = pa.table({
-        "id": pa.array([r[0] for r in rows]),
-        "image": pa.array([r[1] for r in rows], type=image_type),
-        "conversations": pa.array([r[2] for r in rows],
-                                  type=pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))),
-        "data_source": pa.array(["onevision_demo"] * len(rows)),
-    })
+    table = pa.table(
+        {
+            "id": pa.array([r[0] for r in rows]),
+            "image": pa.array([r[1] for r in rows], type=image_type),
+            "conversations": pa.array(
+                [r[2] for r in rows], type=pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))
+            ),
+            "data_source": pa.array(["onevision_demo"] * len(rows)),
+        }
+    )
     pq.write_table(table, path, row_group_size=2)
     return png, jpg
 
@@ -80,33 +83,66 @@ def test_sharegpt_system_and_openai_parts(tmp_path, store):
     root = source_dir(tmp_path)
     data_uri = "data:image/png;base64," + base64.b64encode(image_bytes("PNG")).decode()
     records = [
-        {"id": "sys", "messages": [
-            {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": "<image>What colour?"}, {"role": "assistant", "content": "Red."}],
-         "images": ["img/a.png"]},
-        {"id": "parts", "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "Left "},
-                                         {"type": "image_url", "image_url": {"url": "img/a.png"}},
-                                         {"type": "text", "text": " right "},
-                                         {"type": "image_url", "image_url": {"url": "img/b.jpg"}}]},
-            {"role": "assistant", "content": [{"type": "text", "text": "Two squares."}]}]},
-        {"id": "uri", "messages": [
-            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_uri}},
-                                         {"type": "text", "text": "And this?"}]},
-            {"role": "assistant", "content": "Green."}]},
-        {"id": "audio", "messages": [
-            {"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]},
-            {"role": "assistant", "content": "?"}]},
-        {"id": "sys2", "system": "Top-level system.", "conversations": [
-            {"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}], "extra": {"k": [1, 2]}},
+        {
+            "id": "sys",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "<image>What colour?"},
+                {"role": "assistant", "content": "Red."},
+            ],
+            "images": ["img/a.png"],
+        },
+        {
+            "id": "parts",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Left "},
+                        {"type": "image_url", "image_url": {"url": "img/a.png"}},
+                        {"type": "text", "text": " right "},
+                        {"type": "image_url", "image_url": {"url": "img/b.jpg"}},
+                    ],
+                },
+                {"role": "assistant", "content": [{"type": "text", "text": "Two squares."}]},
+            ],
+        },
+        {
+            "id": "uri",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": data_uri}},
+                        {"type": "text", "text": "And this?"},
+                    ],
+                },
+                {"role": "assistant", "content": "Green."},
+            ],
+        },
+        {
+            "id": "audio",
+            "messages": [
+                {"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]},
+                {"role": "assistant", "content": "?"},
+            ],
+        },
+        {
+            "id": "sys2",
+            "system": "Top-level system.",
+            "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}],
+            "extra": {"k": [1, 2]},
+        },
     ]
     pool = write_jsonl(root / "pool.jsonl", records)
     result = ingest_source(pool, "mixed", store)
     raw, q = check_invariants(result, store)
     rows = {r["id"]: r for r in raw.iter_rows(named=True)}
     assert rows["sys"]["system"] == "Be brief."
-    assert rows["sys"]["conversations"] == [{"from": "human", "value": "<image>What colour?"},
-                                            {"from": "gpt", "value": "Red."}]
+    assert rows["sys"]["conversations"] == [
+        {"from": "human", "value": "<image>What colour?"},
+        {"from": "gpt", "value": "Red."},
+    ]
     assert rows["sys"]["input_format"] == "sharegpt"
     assert rows["parts"]["conversations"][0]["value"] == "Left <image> right <image>"
     assert rows["parts"]["images"] == ["img/a.png", "img/b.jpg"] and rows["parts"]["input_format"] == "openai"
@@ -179,7 +215,7 @@ def test_large_json_list_uses_incremental_parser(tmp_path, store):
 
 
 def test_incremental_reader_tiny_chunks(tmp_path):
-    items = [{"a": i, "s": "x\\\"y" * i, "n": [1.5, None, True]} for i in range(40)] + [12345, "tail"]
+    items = [{"a": i, "s": 'x\\"y' * i, "n": [1.5, None, True]} for i in range(40)] + [12345, "tail"]
     path = tmp_path / "p.json"
     path.write_text(" \n" + json.dumps(items, indent=2) + "\n ")
     reader = JsonListReader(path, json_stream_threshold=0, chunk_chars=7)
@@ -195,8 +231,12 @@ json_values = st.recursive(
 
 
 @settings(max_examples=150, deadline=None)
-@given(items=st.lists(json_values, max_size=8), chunk=st.integers(1, 64), indent=st.sampled_from([None, 1]),
-       cut=st.floats(0, 1))
+@given(
+    items=st.lists(json_values, max_size=8),
+    chunk=st.integers(1, 64),
+    indent=st.sampled_from([None, 1]),
+    cut=st.floats(0, 1),
+)
 def test_iter_json_array_matches_json(items, chunk, indent, cut):
     text = json.dumps(items, indent=indent)
     parsed = list(iter_json_array(io.StringIO(text), chunk))

@@ -38,8 +38,10 @@ def test_llava_pools(shared_data, store, name, expected):
 def test_llava_bench_real_formats_sniffed(shared_data, store):
     result = ingest_source(shared_data / "llava_bench", "llava_bench", store)
     raw, _ = check_invariants(result, store)
-    by_image = {r["images"][0]: (r["image_formats"][0], r["image_widths"][0], r["image_heights"][0])
-                for r in raw.iter_rows(named=True)}
+    by_image = {
+        r["images"][0]: (r["image_formats"][0], r["image_widths"][0], r["image_heights"][0])
+        for r in raw.iter_rows(named=True)
+    }
     # the .jpg names lie: 001 and 023 are WebP, 014 is PNG (1080 x 1277)
     assert by_image["wild_imgs/001.jpg"][0] == "WEBP"
     assert by_image["wild_imgs/023.jpg"][0] == "WEBP"

@@ -9,7 +9,6 @@ import sys
 
 import dagster as dg
 import polars as pl
-
 from dagster_support import REPO_ROOT, link_source
 
 ONE_RECIPE = """
@@ -23,8 +22,14 @@ budget = 0.2
 def _run(args, env_extra=None, timeout=300):
     env = {**os.environ, **(env_extra or {})}
     env.pop("MMSSR_RECIPES", None)
-    return subprocess.run([sys.executable, "-m", "mmssr_core.cli", "materialize", *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "mmssr_core.cli", "materialize", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_materialize_json_then_incremental(tmp_path, shared_data):
@@ -36,8 +41,13 @@ def test_materialize_json_then_incremental(tmp_path, shared_data):
     proc = _run(args, {"DAGSTER_HOME": str(home)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["sources"]["llava_bench"] | {} == {**out["sources"]["llava_bench"], "accepted": 90, "quarantined": 0,
-                                                  "scored": 90, "failed": 0}
+    assert out["sources"]["llava_bench"] | {} == {
+        **out["sources"]["llava_bench"],
+        "accepted": 90,
+        "quarantined": 0,
+        "scored": 90,
+        "failed": 0,
+    }
     sub = out["subsets"]["mmssr_20pct"]
     assert sub["requested"] == 18 and sub["selected"] == 18
     assert pl.read_parquet(sub["path"])["id"].n_unique() == 18
@@ -68,7 +78,9 @@ def test_materialize_json_then_incremental(tmp_path, shared_data):
 def test_unusable_arguments_are_one_line_errors(tmp_path):
     proc = _run(["--sources", str(tmp_path / "nope"), "--store", str(tmp_path / "s"), "--json"])
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"mmssr materialize: error: sources root {tmp_path / 'nope'} is not a folder"]
+    assert proc.stderr.strip().splitlines() == [
+        f"mmssr materialize: error: sources root {tmp_path / 'nope'} is not a folder"
+    ]
     (tmp_path / "empty").mkdir()
     proc = _run(["--sources", str(tmp_path / "empty"), "--store", str(tmp_path / "s")])
     assert proc.returncode == 2 and "no source folder" in proc.stderr
@@ -77,4 +89,7 @@ def test_unusable_arguments_are_one_line_errors(tmp_path):
     (tmp_path / "empty" / "src").mkdir()
     (tmp_path / "empty" / "src" / "pool.json").write_text("[]")
     proc = _run(["--sources", str(tmp_path / "empty"), "--store", str(tmp_path / "s"), "--recipes", str(bad)])
-    assert proc.returncode == 2 and "recipe 'x': budget '1.5' is neither a fraction (0 < r < 1) nor a whole count" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "recipe 'x': budget '1.5' is neither a fraction (0 < r < 1) nor a whole count" in proc.stderr
+    )

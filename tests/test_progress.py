@@ -71,8 +71,14 @@ def _run_with_terminal_stderr(args: list[str], cwd: Path) -> tuple[int, str, str
     """Run `python -m mmssr_core.cli ARGS` with stderr on a pseudo-terminal and stdout on a pipe."""
     master, slave = pty.openpty()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "mmssr_core.cli", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=slave, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmssr_core.cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        text=True,
+    )
     os.close(slave)
     chunks = []
     while True:
@@ -94,14 +100,20 @@ def _run_with_terminal_stderr(args: list[str], cwd: Path) -> tuple[int, str, str
 
 def test_score_draws_a_bar_on_a_terminal_and_json_stays_the_last_stdout_line(tmp_path):
     pool = tmp_path / "pool.jsonl"
-    rows = [{"id": str(i), "conversations": [{"from": "human", "value": f"What is {i} + {i}?"},
-                                              {"from": "gpt", "value": str(2 * i)}]} for i in range(30)]
+    rows = [
+        {
+            "id": str(i),
+            "conversations": [{"from": "human", "value": f"What is {i} + {i}?"}, {"from": "gpt", "value": str(2 * i)}],
+        }
+        for i in range(30)
+    ]
     pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
     store = tmp_path / "store"
     rc, _, _ = _run_with_terminal_stderr(["ingest", str(pool), "--source", "maths", "--store", str(store)], tmp_path)
     assert rc == 0
     rc, stdout, stderr = _run_with_terminal_stderr(
-        ["score", "--store", str(store), "--backend", "rules", "--json"], tmp_path)
+        ["score", "--store", str(store), "--backend", "rules", "--json"], tmp_path
+    )
     assert rc == 0, stderr
     assert "score maths |" in stderr and "| 100% 30/30" in stderr and "\r" in stderr
     summary = json.loads(stdout.strip().splitlines()[-1])

@@ -22,8 +22,7 @@ CONV = [
 def test_serialisation_matches_the_trained_format():
     text = serialise_conversation(CONV)
     assert text == (
-        "Question: <image>\nWhat is in the picture Answer: A cat.\n"
-        "Hint: look left.\nWhich side? Answer: Left."
+        "Question: <image>\nWhat is in the picture Answer: A cat.\nHint: look left.\nWhich side? Answer: Left."
     )
 
 
@@ -69,7 +68,9 @@ def test_prompt_version_changes_with_any_prompt_text():
 def test_user_turn_is_prefix_then_query():
     ps = PromptSet.from_taxonomy(Taxonomy())
     user = ps.prefix(CONV) + ps.capability_queries[0]
-    assert user.endswith("Left.\nOn a scale of 0 to 5, how do you rate the helpfulness of the VQA instance in training a Multimodal Large Language Model for object spatial understanding?")
+    assert user.endswith(
+        "Left.\nOn a scale of 0 to 5, how do you rate the helpfulness of the VQA instance in training a Multimodal Large Language Model for object spatial understanding?"
+    )
     rendered = chatml(user)
     assert rendered.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
     assert rendered.endswith("<|im_end|>\n<|im_start|>assistant\n")

@@ -13,6 +13,17 @@ import json
 from types import SimpleNamespace
 
 import pytest
+from golden_support import (
+    GOLDEN,
+    QWEN_IMAGE_ID,
+    load_golden_requests,
+)
+from golden_support import (
+    collapse_image_runs as _collapse,
+)
+from golden_support import (
+    golden_ids as _golden_ids,
+)
 
 from mmssr_core.profiles import get_profile
 from mmssr_core.prompts import PromptSet
@@ -23,7 +34,6 @@ from mmssr_core.scoring.reference_stream import (
     single_tile_features,
 )
 from mmssr_core.taxonomy import Taxonomy
-from golden_support import GOLDEN, QWEN_IMAGE_ID, collapse_image_runs as _collapse, golden_ids as _golden_ids, load_golden_requests
 
 
 def _chars(text: str) -> list[int]:
@@ -39,8 +49,20 @@ def test_each_piece_is_encoded_alone_and_the_image_gets_a_newline_token():
 
     text = render_reference_chat("Question: <image>\nWhat? Answer: 6\nOn a scale")
     ids = reference_token_ids(text, encode, im_start=-1, im_end=-2, image=-3)
-    assert pieces == ["system", "\n", "You are a helpful assistant.", "\n", "user", "\n", "Question: ", "\n",
-                      "\nWhat? Answer: 6\nOn a scale", "\n", "assistant", "\n"]
+    assert pieces == [
+        "system",
+        "\n",
+        "You are a helpful assistant.",
+        "\n",
+        "user",
+        "\n",
+        "Question: ",
+        "\n",
+        "\nWhat? Answer: 6\nOn a scale",
+        "\n",
+        "assistant",
+        "\n",
+    ]
     assert ids.count(-3) == 1 and ids[ids.index(-3) + 1] == ord("\n")
     assert expand_images(ids, -3, 5).count(-3) == 5
 

@@ -44,8 +44,13 @@ def _ingest_state(store: Store):
     if not store.exists("raw_pool", "s"):
         return None
     stats = store.read_json("ingest_stats", "s")
-    return (tuple(sorted(store.read("raw_pool", "s")["id"])), store.read("quarantine", "s").height,
-            stats["read"], stats["accepted"], stats["input"])
+    return (
+        tuple(sorted(store.read("raw_pool", "s")["id"])),
+        store.read("quarantine", "s").height,
+        stats["read"],
+        stats["accepted"],
+        stats["input"],
+    )
 
 
 def _score_state(store: Store):
@@ -98,8 +103,15 @@ def test_killing_an_ingest_before_any_file_operation_leaves_old_or_new(tmp_path)
     ingest_source(v2, "s", ref)
     new = _ingest_state(ref)
     assert old != new
-    points = _exhaust(tmp_path, base, ["ingest", str(v2), "--source", "s"], _ingest_state, old, new,
-                      lambda st: ingest_source(v2, "s", st))
+    points = _exhaust(
+        tmp_path,
+        base,
+        ["ingest", str(v2), "--source", "s"],
+        _ingest_state,
+        old,
+        new,
+        lambda st: ingest_source(v2, "s", st),
+    )
     print(f"ingest: {points} kill points")
     assert points >= 10  # the commit protocol was really walked through
 
@@ -121,7 +133,8 @@ def test_killing_a_scoring_run_before_any_file_operation_leaves_old_or_new(tmp_p
         res = score_source(st, "s", RulesBackend(), chunk_size=1)
         assert res.failed == 0
 
-    points = _exhaust(tmp_path, base.root, ["score", "--source", "s", "--chunk-size", "1"], _score_state, old, new,
-                      rerun)
+    points = _exhaust(
+        tmp_path, base.root, ["score", "--source", "s", "--chunk-size", "1"], _score_state, old, new, rerun
+    )
     print(f"scoring: {points} kill points")
     assert points >= 10

@@ -72,8 +72,7 @@ def test_deep_metadata_that_python_can_parse_is_still_bounded(tmp_path, store):
 
 def test_huge_ids_and_huge_numbers_are_quarantined(tmp_path, store):
     root = source_dir(tmp_path)
-    records = [sample("a"), sample("x" * 10_000_000), b'{"id": ' + b"9" * 5000 + b', "conversations": []}',
-               sample("c")]
+    records = [sample("a"), sample("x" * 10_000_000), b'{"id": ' + b"9" * 5000 + b', "conversations": []}', sample("c")]
     pool = write_jsonl(root / "pool.jsonl", records)
     result = ingest_source(pool, "ids", store)
     raw, q = check_invariants(result, store)
@@ -118,7 +117,9 @@ def test_nan_and_infinity_in_metadata_are_stored_as_valid_json(tmp_path, store):
 def test_non_finite_numeric_ids_are_quarantined(tmp_path, store):
     root = source_dir(tmp_path)
     pool = root / "pool.jsonl"
-    pool.write_text(json.dumps(sample("a")) + "\n" + json.dumps(sample("b"))[:-1].replace('"id": "b"', '"id": NaN') + "}\n")
+    pool.write_text(
+        json.dumps(sample("a")) + "\n" + json.dumps(sample("b"))[:-1].replace('"id": "b"', '"id": NaN') + "}\n"
+    )
     result = ingest_source(pool, "nanid", store)
     raw, q = check_invariants(result, store)
     assert reason_at(q, 1) == "malformed_record" and "finite" in q["message"][0]
@@ -157,8 +158,11 @@ def test_data_urls_are_decoded_in_every_spelling_never_taken_as_paths(tmp_path, 
     png = image_bytes("PNG", color=(1, 2, 3))
     records = [
         sample("upper", image="DATA:image/png;base64," + base64.b64encode(png).decode()),
-        sample("wrapped", image="data:image/png;base64," + "\n".join(base64.b64encode(png).decode()[i:i + 60]
-                                                                     for i in range(0, 400, 60))),
+        sample(
+            "wrapped",
+            image="data:image/png;base64,"
+            + "\n".join(base64.b64encode(png).decode()[i : i + 60] for i in range(0, 400, 60)),
+        ),
         sample("percent", image="data:image/png," + quote_from_bytes(png)),
         sample("text", image="data:text/plain,hello"),
         sample("nocomma", image="data:image/png;base64"),

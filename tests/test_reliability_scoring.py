@@ -29,8 +29,16 @@ FAST = dict(backoff_base=0.01, backoff_max=0.02, max_retries=0, concurrency=2)
 
 
 def _text_pool(store, source: str, n: int, tag: str = "") -> None:
-    recs = [{"id": f"s{i}", "conversations": [{"from": "human", "value": f"Question {i}{tag}: what is {i}+1?"},
-                                              {"from": "gpt", "value": f"{i + 1}"}]} for i in range(n)]
+    recs = [
+        {
+            "id": f"s{i}",
+            "conversations": [
+                {"from": "human", "value": f"Question {i}{tag}: what is {i}+1?"},
+                {"from": "gpt", "value": f"{i + 1}"},
+            ],
+        }
+        for i in range(n)
+    ]
     store.write("raw_pool", source, pool_frame(source, recs, store.root))
 
 
@@ -182,10 +190,23 @@ def test_the_scores_table_follows_the_current_pool(store, tmp_path):
     _text_pool(store, "p", 5)
     score_source(store, "p", RulesBackend())
     # re-ingest: s4 is gone, s3 changed its content, s5 is new
-    recs = [{"id": f"s{i}", "conversations": [{"from": "human", "value": f"Question {i}: what is {i}+1?"},
-                                              {"from": "gpt", "value": f"{i + 1}"}]} for i in (0, 1, 2, 5)]
-    recs.insert(3, {"id": "s3", "conversations": [{"from": "human", "value": "A new question?"},
-                                                  {"from": "gpt", "value": "A new answer."}]})
+    recs = [
+        {
+            "id": f"s{i}",
+            "conversations": [
+                {"from": "human", "value": f"Question {i}: what is {i}+1?"},
+                {"from": "gpt", "value": f"{i + 1}"},
+            ],
+        }
+        for i in (0, 1, 2, 5)
+    ]
+    recs.insert(
+        3,
+        {
+            "id": "s3",
+            "conversations": [{"from": "human", "value": "A new question?"}, {"from": "gpt", "value": "A new answer."}],
+        },
+    )
     store.write("raw_pool", "p", pool_frame("p", recs, store.root))
     built = build_scores(store)
     assert built.table["id"].to_list() == ["s0", "s1", "s2", "s3", "s5"]

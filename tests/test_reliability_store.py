@@ -43,9 +43,11 @@ def test_a_waiting_ingest_runs_after_the_holder_commits(tmp_path, store):
 
 
 def test_the_lock_holds_across_processes_and_dies_with_its_holder(tmp_path, store):
-    script = (f"import time; from mmssr_core.store import Store; "
-              f"t = Store({str(store.root)!r}).transaction('source', 's', wait=0).__enter__(); "
-              f"print('held', flush=True); time.sleep(60)")
+    script = (
+        f"import time; from mmssr_core.store import Store; "
+        f"t = Store({str(store.root)!r}).transaction('source', 's', wait=0).__enter__(); "
+        f"print('held', flush=True); time.sleep(60)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     try:
         assert proc.stdout.readline().strip() == b"held"
@@ -72,8 +74,11 @@ def test_readers_see_the_old_set_until_the_commit_then_the_new_one(store):
         assert tx.read("quarantine")["id"].to_list() == ["oldq"]
         snapshot = store.resolve("quarantine", "s")
         tx.write_json("ingest_stats", {"gen": "new"})
-    assert (store.read("raw_pool", "s")["id"][0], store.read("quarantine", "s")["id"][0],
-            store.read_json("ingest_stats", "s")["gen"]) == ("new", "newq", "new")
+    assert (
+        store.read("raw_pool", "s")["id"][0],
+        store.read("quarantine", "s")["id"][0],
+        store.read_json("ingest_stats", "s")["gen"],
+    ) == ("new", "newq", "new")
     assert pl.read_parquet(snapshot)["id"].to_list() == ["oldq"]  # a reader that resolved before still reads
     # the familiar paths stay: plain symlinks any tool can open
     assert (store.root / "raw_pool" / "s.parquet").is_symlink()
@@ -144,5 +149,7 @@ def test_a_store_written_before_generations_is_adopted_without_mixing(tmp_path):
     assert store.read("raw_pool", "s")["id"].to_list() == ["b"]
     assert store.read("quarantine", "s")["id"].to_list() == ["q"]
     assert store.read_json("ingest_stats", "s") == {"read": 2}
-    assert all((root / t).joinpath(f"s{x}").is_symlink()
-               for t, x in (("raw_pool", ".parquet"), ("quarantine", ".parquet"), ("ingest_stats", ".json")))
+    assert all(
+        (root / t).joinpath(f"s{x}").is_symlink()
+        for t, x in (("raw_pool", ".parquet"), ("quarantine", ".parquet"), ("ingest_stats", ".json"))
+    )

@@ -107,7 +107,17 @@ def test_dominant_capability(store, pool):
             "message": ["x", "y", "z"],
         }
     )
-    r = build_report(store, "ocr10", selection_of(scores, ids), scores, pool=raw, taxonomy=TAX, failures=failures, threshold=1.0, budget=10)
+    r = build_report(
+        store,
+        "ocr10",
+        selection_of(scores, ids),
+        scores,
+        pool=raw,
+        taxonomy=TAX,
+        failures=failures,
+        threshold=1.0,
+        budget=10,
+    )
     s = r.summary
     sel, pool_p = s["profiles"]["selected"], s["profiles"]["pool"]
     assert s["size"] == 10 and s["pool_size"] == 40 and s["fraction"] == pytest.approx(0.25)
@@ -131,16 +141,33 @@ def test_dominant_capability(store, pool):
     assert th["sweep"]["0.0"] == {"eligible_any": 40, "ocr": 40, "spatial": 40, "humanities": 0}
     assert "pool passing (integer > 1)" in r.markdown
     # the opt-in rank on the expected score counts with that rule: score > 1 -> ocr 10, spatial 30, humanities 0
-    r2 = build_report(store, "ocr10e", selection_of(scores, ids), scores, taxonomy=TAX, threshold=1.0, rank="expected",
-                      make_html=False, make_plots=False)
+    r2 = build_report(
+        store,
+        "ocr10e",
+        selection_of(scores, ids),
+        scores,
+        taxonomy=TAX,
+        threshold=1.0,
+        rank="expected",
+        make_html=False,
+        make_plots=False,
+    )
     th = r2.summary["threshold"]
     assert th["passing"] == {"ocr": 10, "spatial": 30, "humanities": 0} and th["eligible_any"] == 40
     assert th["sweep"]["4.0"]["ocr"] == 10 and th["sweep"]["4.0"]["spatial"] == 0
     assert th["sweep"]["0.0"]["humanities"] == 39  # the missing score never qualifies
     assert "pool passing (expected > 1)" in r2.markdown and r2.summary["rank"] == "expected"
     # a table without integer scores (an external scorer) counts on its float
-    r3 = build_report(store, "ocr10f", selection_of(scores, ids), scores.drop([f"{k}__argmax" for k in CAPS]),
-                      taxonomy=TAX, threshold=1.0, make_html=False, make_plots=False)
+    r3 = build_report(
+        store,
+        "ocr10f",
+        selection_of(scores, ids),
+        scores.drop([f"{k}__argmax" for k in CAPS]),
+        taxonomy=TAX,
+        threshold=1.0,
+        make_html=False,
+        make_plots=False,
+    )
     assert r3.summary["threshold"]["passing"] == {"ocr": 10, "spatial": 30, "humanities": 0}
     assert "pool passing (float > 1)" in r3.markdown
     # failures
@@ -179,7 +206,18 @@ def test_selection_equal_to_pool(store, pool):
     r = build_report(store, "all", full, scores, pool=raw, taxonomy=TAX, budget_selections={"50%": half, "100%": full})
     s = r.summary
     sel, pool_p, rnd = (s["profiles"][n] for n in ("selected", "pool", "random"))
-    for key in ("capabilities", "style_mix", "source_mix", "style_entropy", "source_entropy", "style_source_entropy", "bin_coverage", "mean_score", "text", "images"):
+    for key in (
+        "capabilities",
+        "style_mix",
+        "source_mix",
+        "style_entropy",
+        "source_entropy",
+        "style_source_entropy",
+        "bin_coverage",
+        "mean_score",
+        "text",
+        "images",
+    ):
         assert sel[key] == pool_p[key], key
         assert rnd[key] == pool_p[key], key
     ov = s["overlap"]
@@ -194,7 +232,16 @@ def test_budgets_that_do_not_nest(store, pool):
     scores, _ = pool
     a = selection_of(scores, ["s00", "s01", "s02"])
     b = selection_of(scores, ["s01", "s02", "s03", "s04", "s05"])
-    r = build_report(store, "nn", a, scores, taxonomy=TAX, budget_selections={"small": a, "large": b}, make_html=False, make_plots=False)
+    r = build_report(
+        store,
+        "nn",
+        a,
+        scores,
+        taxonomy=TAX,
+        budget_selections={"small": a, "large": b},
+        make_html=False,
+        make_plots=False,
+    )
     ov = r.summary["overlap"]
     assert ov["nested"] is False
     assert ov["nesting"][0]["contained"] == pytest.approx(2 / 3)
@@ -206,7 +253,9 @@ def test_baselines_and_random_seed(store, pool):
     scores, _ = pool
     sel = selection_of(scores, [f"s{i:02d}" for i in range(10)])
     base = selection_of(scores, [f"s{i:02d}" for i in range(30, 40)], picked_by=None)
-    r = build_report(store, "b", sel, scores, taxonomy=TAX, baselines={"mean": base}, seed=3, make_html=False, make_plots=False)
+    r = build_report(
+        store, "b", sel, scores, taxonomy=TAX, baselines={"mean": base}, seed=3, make_html=False, make_plots=False
+    )
     assert r.summary["profiles"]["mean"]["size"] == 10
     assert r.summary["overlap"]["jaccard"]["selected"]["mean"] == 0.0
     # the random subset is seeded and independent of row order
@@ -222,7 +271,9 @@ def test_entropy_known_values():
     assert normalised_entropy([5, 5], 4) == pytest.approx(0.5)
     assert normalised_entropy([7], 9) == 0.0
     assert normalised_entropy([], 9) == 0.0
-    assert normalised_entropy([1, 2, 3], 3) == pytest.approx(-sum(p * math.log(p) for p in (1 / 6, 2 / 6, 3 / 6)) / math.log(3))
+    assert normalised_entropy([1, 2, 3], 3) == pytest.approx(
+        -sum(p * math.log(p) for p in (1 / 6, 2 / 6, 3 / 6)) / math.log(3)
+    )
 
 
 def test_missing_selected_sample_is_an_error(store, pool):
@@ -292,7 +343,10 @@ def test_html_escapes_data(store, tmp_path):
     scores, raw = make_pool(tmp_path, n=6, with_images=False)
     raw = raw.with_columns(
         pl.col("conversations").list.eval(
-            pl.struct(pl.element().struct.field("from"), pl.lit('<script>alert("x")</script> see http://evil.example').alias("value"))
+            pl.struct(
+                pl.element().struct.field("from"),
+                pl.lit('<script>alert("x")</script> see http://evil.example').alias("value"),
+            )
         )
     )
     sel = selection_of(scores, ["s00", "s01"])
@@ -307,7 +361,8 @@ def test_default_taxonomy_plot_size(store, tmp_path):
     """14 capabilities, 9 styles, several sources: every PNG stays under 150 KB."""
     import random
 
-    from mmssr_core.taxonomy import DEFAULT_STYLES, Taxonomy as T
+    from mmssr_core.taxonomy import DEFAULT_STYLES
+    from mmssr_core.taxonomy import Taxonomy as T
 
     tax = T()
     rng = random.Random(0)
@@ -317,8 +372,15 @@ def test_default_taxonomy_plot_size(store, tmp_path):
     for k in tax.keys:
         data[k] = [rng.uniform(0, 5) for _ in range(n)]
     scores = pl.DataFrame(data)
-    sel = scores.sort(tax.keys[0], descending=True).head(300).select("id", "source").with_columns(pl.lit(tax.keys[0]).alias("picked_by"))
-    r = build_report(store, "big", sel, scores, taxonomy=tax, budget=0.1, budget_selections={"5%": sel.head(150), "10%": sel})
+    sel = (
+        scores.sort(tax.keys[0], descending=True)
+        .head(300)
+        .select("id", "source")
+        .with_columns(pl.lit(tax.keys[0]).alias("picked_by"))
+    )
+    r = build_report(
+        store, "big", sel, scores, taxonomy=tax, budget=0.1, budget_selections={"5%": sel.head(150), "10%": sel}
+    )
     for name, path in r.plots.items():
         assert 1000 < path.stat().st_size < 150_000, (name, path.stat().st_size)
     assert r.summary["overlap"]["nested"] is True
@@ -329,17 +391,45 @@ def test_cli_report_from_files(tmp_path, capsys):
     from mmssr_core.cli import main
 
     scores, raw = make_pool(tmp_path)
-    sc, po, se, half = tmp_path / "scores.parquet", tmp_path / "pool.parquet", tmp_path / "ocr10.parquet", tmp_path / "half.parquet"
+    sc, po, se, half = (
+        tmp_path / "scores.parquet",
+        tmp_path / "pool.parquet",
+        tmp_path / "ocr10.parquet",
+        tmp_path / "half.parquet",
+    )
     scores.write_parquet(sc)
     raw.write_parquet(po)
     selection_of(scores, [f"s{i:02d}" for i in range(10)]).write_parquet(se)
     selection_of(scores, [f"s{i:02d}" for i in range(5)]).write_parquet(half)
     tax = tmp_path / "tax.json"
-    tax.write_text(json.dumps({"extend": False, "capabilities": [{"key": k} for k in CAPS], "styles": list(TAX.styles)}))
+    tax.write_text(
+        json.dumps({"extend": False, "capabilities": [{"key": k} for k in CAPS], "styles": list(TAX.styles)})
+    )
     out = tmp_path / "out"
-    rc = main(["report", "--scores", str(sc), "--selection", str(se), "--pool", str(po), "--taxonomy", str(tax),
-               "--out", str(out), "--budget", "25%", "--budget-selection", f"5={half}", "--budget-selection", f"10={se}",
-               "--store", str(tmp_path / "empty"), "--json"])
+    rc = main(
+        [
+            "report",
+            "--scores",
+            str(sc),
+            "--selection",
+            str(se),
+            "--pool",
+            str(po),
+            "--taxonomy",
+            str(tax),
+            "--out",
+            str(out),
+            "--budget",
+            "25%",
+            "--budget-selection",
+            f"5={half}",
+            "--budget-selection",
+            f"10={se}",
+            "--store",
+            str(tmp_path / "empty"),
+            "--json",
+        ]
+    )
     assert rc == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["recipe"] == "ocr10" and last["html"] == str(out / "reports" / "ocr10.html")
@@ -363,7 +453,9 @@ def test_cli_report_from_store(tmp_path, capsys):
         st.write("raw_pool", src, raw.filter(pl.col("source") == src))
     st.write("selections", "r1", selection_of(scores, ["s00", "s25"]))
     tax = tmp_path / "tax.json"
-    tax.write_text(json.dumps({"extend": False, "capabilities": [{"key": k} for k in CAPS], "styles": list(TAX.styles)}))
+    tax.write_text(
+        json.dumps({"extend": False, "capabilities": [{"key": k} for k in CAPS], "styles": list(TAX.styles)})
+    )
     rc = main(["report", "--store", str(st.root), "--recipe", "r1", "--taxonomy", str(tax), "--no-plots"])
     assert rc == 0
     out = capsys.readouterr().out
@@ -379,14 +471,27 @@ def test_related_selections(store, pool):
 
     scores, _ = pool
     recipes = [
-        Recipe("m5", budget=5), Recipe("m10", budget=10), Recipe("m20", budget=20),  # m20 never selected
-        Recipe("rand5", method="random", budget=5), Recipe("ocr5", budget=5, capabilities=["ocr"]),
+        Recipe("m5", budget=5),
+        Recipe("m10", budget=10),
+        Recipe("m20", budget=20),  # m20 never selected
+        Recipe("rand5", method="random", budget=5),
+        Recipe("ocr5", budget=5, capabilities=["ocr"]),
     ]
     for name, n in (("m5", 5), ("m10", 10), ("rand5", 5), ("ocr5", 5)):
         store.write("selections", name, selection_of(scores, [f"s{i:02d}" for i in range(n)]))
     baselines, budgets = related_selections(store, recipes[0], recipes)
     assert set(baselines) == {"rand5", "ocr5"} and set(budgets) == {"m5", "m10"}
-    r = build_report(store, "m5", budgets["m5"], scores, taxonomy=TAX, baselines=baselines, budget_selections=budgets, make_html=False, make_plots=False)
+    r = build_report(
+        store,
+        "m5",
+        budgets["m5"],
+        scores,
+        taxonomy=TAX,
+        baselines=baselines,
+        budget_selections=budgets,
+        make_html=False,
+        make_plots=False,
+    )
     assert r.summary["overlap"]["nested"] is True and "rand5" in r.summary["profiles"]
 
 

@@ -37,13 +37,25 @@ def test_one_number_format_per_column():
     # whole numbers stay whole even when stored as floats (maxima, medians of counts)
     assert [r[0] for r in format_rows([[2520.0], [1590.0]])] == ["2,520", "1,590"]
     # fixed decimals for a column (percentages), labels and booleans untouched
-    assert format_rows([["x", 9.0909, True], ["y", 22.535, False]], {1: 1}) == [["x", "9.1", "yes"], ["y", "22.5", "no"]]
+    assert format_rows([["x", 9.0909, True], ["y", 22.535, False]], {1: 1}) == [
+        ["x", "9.1", "yes"],
+        ["y", "22.5", "no"],
+    ]
 
 
-@pytest.mark.parametrize("values,expected", [
-    ([2.245, 1.0], 3), ([22.54, 3.1], 2), ([870.8, 2.5], 1), ([2520.4], 0), ([1.0, 2.0], 0),
-    ([None, float("nan")], None), (["text"], None), ([0.0, 0.0], 0),
-])
+@pytest.mark.parametrize(
+    "values,expected",
+    [
+        ([2.245, 1.0], 3),
+        ([22.54, 3.1], 2),
+        ([870.8, 2.5], 1),
+        ([2520.4], 0),
+        ([1.0, 2.0], 0),
+        ([None, float("nan")], None),
+        (["text"], None),
+        ([0.0, 0.0], 0),
+    ],
+)
 def test_decimals_follow_the_largest_value(values, expected):
     assert decimals_for(values) == expected
 
@@ -68,7 +80,9 @@ def test_short_labels_stay_distinct():
     assert short_labels(["source_alpha_one", "source_alpha_two"], 10) == ["sourc…one", "sourc…two"]
     # a cut must not drop the one word that tells two names apart
     assert short_labels(["sharegpt4v_coco_captions", "sharegpt4v_sam_captions"], 20) == [
-        "shareg…coco captions", "shareg…sam captions"]
+        "shareg…coco captions",
+        "shareg…sam captions",
+    ]
     assert short_labels(["x", "x"], 5) == ["x", "x"]  # duplicates in, duplicates out
     with pytest.raises(ValueError):
         short_labels(["abc"], 2)

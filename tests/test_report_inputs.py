@@ -26,18 +26,36 @@ def filled(tmp_path):
     st.write("scores", "pool", scores)
     for src in ("a", "b"):
         st.write("raw_pool", src, raw.filter(pl.col("source") == src))
-    fail = pl.DataFrame({"id": ["s21"], "source": ["b"], "content_hash": ["h21"], "target": ["ocr"],
-                         "reason": ["timeout"], "message": ["slow"], "scorer": ["test"]})
+    fail = pl.DataFrame(
+        {
+            "id": ["s21"],
+            "source": ["b"],
+            "content_hash": ["h21"],
+            "target": ["ocr"],
+            "reason": ["timeout"],
+            "message": ["slow"],
+            "scorer": ["test"],
+        }
+    )
     st.write("score_failures", "b", fail)
     st.write("score_failures", "gone", fail.with_columns(pl.lit("gone").alias("source")))
     sel = selection_of(scores, [f"s{i:02d}" for i in range(10)])
-    dedup = {"deduplicated_pool_size": 38, "groups": 1, "exact_groups": 1, "near_groups": 0, "removed": 2,
-             "per_source": [{"source": "a", "groups": 1, "in_groups": 3, "removed": 2}], "examples": []}
+    dedup = {
+        "deduplicated_pool_size": 38,
+        "groups": 1,
+        "exact_groups": 1,
+        "near_groups": 0,
+        "removed": 2,
+        "per_source": [{"source": "a", "groups": 1, "in_groups": 3, "removed": 2}],
+        "examples": [],
+    }
     with st.transaction("selection", RECIPE.name) as tx:
         tx.write("selections", sel)
         tx.write_json("selections", {"recipe": RECIPE.to_dict(), "rank": RECIPE.rank, "dedup": dedup})
     tax = tmp_path / "tax.json"
-    tax.write_text(json.dumps({"extend": False, "capabilities": [{"key": k} for k in CAPS], "styles": list(TAX.styles)}))
+    tax.write_text(
+        json.dumps({"extend": False, "capabilities": [{"key": k} for k in CAPS], "styles": list(TAX.styles)})
+    )
     return st, tax
 
 
@@ -71,10 +89,16 @@ def test_asset_and_cli_build_the_same_report(filled, tmp_path, capsys):
     st, tax = filled
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(RECIPES, [RECIPE.name])
-    res = dg.materialize([eval_report], partition_key=RECIPE.name, instance=instance,
-                         resources={"store": StoreResource(root=str(st.root)),
-                                    "scorer": ScorerResource(taxonomy_path=str(tax)),
-                                    "recipes": RecipesResource.of([RECIPE])})
+    res = dg.materialize(
+        [eval_report],
+        partition_key=RECIPE.name,
+        instance=instance,
+        resources={
+            "store": StoreResource(root=str(st.root)),
+            "scorer": ScorerResource(taxonomy_path=str(tax)),
+            "recipes": RecipesResource.of([RECIPE]),
+        },
+    )
     assert res.success
     from_asset = json.loads((st.root / "reports" / f"{RECIPE.name}.json").read_text())
     meta = res.asset_materializations_for_node("eval_report")[0].metadata
@@ -89,6 +113,10 @@ def test_asset_and_cli_build_the_same_report(filled, tmp_path, capsys):
     assert _stable(from_cli) == _stable(from_asset)
     assert set(from_cli["plots"]) == set(from_asset["plots"])
     # and the report used what the store recorded: the recipe's rank mode, seed, capabilities, duplicates
-    assert from_asset["rank"] == "expected" and from_asset["seed"] == 7 and from_asset["capabilities"] == ["ocr", "spatial"]
+    assert (
+        from_asset["rank"] == "expected"
+        and from_asset["seed"] == 7
+        and from_asset["capabilities"] == ["ocr", "spatial"]
+    )
     assert from_asset["dedup"]["removed"] == 2 and from_asset["failures"]["rows"] == 1
     assert from_asset["scorer"] == {"labels": {"test": 40}, "backends": ["test"], "heuristic": False, "note": None}

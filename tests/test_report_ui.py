@@ -21,8 +21,17 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 DEFS = """
 import sys
@@ -66,14 +75,18 @@ def test_plots_render_inline_in_dagster_ui(tmp_path, repo_root):
     (tmp_path / "data").mkdir()
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     # materialize in a subprocess against the same instance the webserver reads
-    code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import dagster as dg; from defs import report_probe; " \
-           "assert dg.materialize([report_probe], instance=dg.DagsterInstance.get()).success"
+    code = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import dagster as dg; from defs import report_probe; "
+        "assert dg.materialize([report_probe], instance=dg.DagsterInstance.get()).success"
+    )
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300, capture_output=True)
     port = _free_port()
     log = open(tmp_path / "webserver.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "dagster_webserver", "-f", str(defs), "-p", str(port), "-h", "127.0.0.1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
@@ -98,15 +111,20 @@ def test_plots_render_inline_in_dagster_ui(tmp_path, repo_root):
             # scorer entry shows inline
             assert links.count() == 4
             page.locator("td").filter(has_text=re.compile(r"^\s*scorer\s*$")).locator("xpath=..").get_by_text(
-                "test", exact=True).wait_for(timeout=30_000)
-            page.locator("td").filter(has_text=re.compile(r"^\s*plot_capability_radar\s*$")).locator("xpath=..").get_by_text("[Show Markdown]").click()
+                "test", exact=True
+            ).wait_for(timeout=30_000)
+            page.locator("td").filter(has_text=re.compile(r"^\s*plot_capability_radar\s*$")).locator(
+                "xpath=.."
+            ).get_by_text("[Show Markdown]").click()
             img = page.locator("img[src^='data:image/png;base64,']").first
             img.wait_for(timeout=30_000)
             size = img.evaluate("i => [i.naturalWidth, i.naturalHeight]")
             assert size[0] > 100 and size[1] > 100, size
             page.get_by_role("button", name="Close").click()
             # the headline table renders as an HTML table
-            page.locator("td").filter(has_text=re.compile(r"^\s*report\s*$")).locator("xpath=..").get_by_text("[Show Markdown]").click()
+            page.locator("td").filter(has_text=re.compile(r"^\s*report\s*$")).locator("xpath=..").get_by_text(
+                "[Show Markdown]"
+            ).click()
             page.locator("table", has_text="mean score").first.wait_for(timeout=30_000)
             browser.close()
     finally:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from services import postgres_available, postgres_server
 
 from mmssr_assets import executors as ex
-from services import postgres_available, postgres_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,8 +31,9 @@ def test_celery_executor_silences_only_the_duplicate_task_name_warning():
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         ex.build_executor({"MMSSR_EXECUTOR": "celery", "MMSSR_CELERY_BROKER": "redis://h:1/0"})
-        warnings.warn("Task name 'execute_plan' is already registered to a different callable.",
-                      DuplicateTaskNameWarning)
+        warnings.warn(
+            "Task name 'execute_plan' is already registered to a different callable.", DuplicateTaskNameWarning
+        )
         warnings.warn("Task name 'other' is already registered to a different callable.", DuplicateTaskNameWarning)
     assert [str(w.message) for w in seen] == ["Task name 'other' is already registered to a different callable."]
 
@@ -70,7 +71,9 @@ def test_celery_config_is_the_workers_yaml_with_env_urls():
 
 
 def test_celery_config_defaults_and_other_file(tmp_path):
-    cfg = ex.celery_executor_config({"MMSSR_CELERY_CONFIG": str(_write(tmp_path / "c.yaml", "execution:\n  config: {}\n"))})
+    cfg = ex.celery_executor_config(
+        {"MMSSR_CELERY_CONFIG": str(_write(tmp_path / "c.yaml", "execution:\n  config: {}\n"))}
+    )
     assert cfg["broker"] == ex.DEFAULT_BROKER and cfg["backend"] == ex.DEFAULT_BROKER
     with pytest.raises(ex.ExecutorConfigError, match="no such file"):
         ex.celery_executor_config({"MMSSR_CELERY_CONFIG": str(tmp_path / "missing.yaml")})

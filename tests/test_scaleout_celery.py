@@ -21,8 +21,14 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-
-from dagster_support import ADD_PARTITION, BACKFILL_STATUS, LAUNCH_BACKFILL, REPO_SELECTOR, graphql_request, slice_source
+from dagster_support import (
+    ADD_PARTITION,
+    BACKFILL_STATUS,
+    LAUNCH_BACKFILL,
+    REPO_SELECTOR,
+    graphql_request,
+    slice_source,
+)
 from services import Processes, free_port, postgres_available, postgres_server, redis_available, redis_server, wait_port
 
 pytestmark = [
@@ -86,8 +92,11 @@ def run_errors(instance, run) -> list[str]:
     out = []
     for rec in instance.all_logs(run.run_id):
         ev = rec.dagster_event
-        if ev is None or ev.event_type not in (dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE,
-                                               dg.DagsterEventType.ENGINE_EVENT):
+        if ev is None or ev.event_type not in (
+            dg.DagsterEventType.STEP_FAILURE,
+            dg.DagsterEventType.RUN_FAILURE,
+            dg.DagsterEventType.ENGINE_EVENT,
+        ):
             continue
         err = getattr(ev.event_specific_data, "error", None)
         if err is not None:
@@ -121,8 +130,10 @@ def test_backfill_runs_on_celery_workers_over_two_replicas(tmp_path, shared_data
     # checks that the slot of the killed scoring step is freed (free_slots_after_run_end_seconds): if it
     # were not, no other source could ever be scored and the backfill would time out.
     instance_yaml = (REPO / "deploy" / "celery" / "dagster.yaml").read_text()
-    for old, new in (("    default_limit: 2\n", "    default_limit: 1\n"),
-                     ("  poll_interval_seconds: 30\n", "  poll_interval_seconds: 5\n")):
+    for old, new in (
+        ("    default_limit: 2\n", "    default_limit: 1\n"),
+        ("  poll_interval_seconds: 30\n", "  poll_interval_seconds: 5\n"),
+    ):
         assert old in instance_yaml, old
         instance_yaml = instance_yaml.replace(old, new)
     assert "free_slots_after_run_end_seconds" in instance_yaml
@@ -143,22 +154,39 @@ def test_backfill_runs_on_celery_workers_over_two_replicas(tmp_path, shared_data
             "DAGSTER_HOME": str(home),
             **pg.env(),
             "MMSSR_EXECUTOR": "celery",
-            "MMSSR_CELERY_BROKER": f"{redis_url}/0", "MMSSR_CELERY_BACKEND": f"{redis_url}/1",
-            "MMSSR_STORE": str(store_root), "MMSSR_SOURCES_ROOT": str(sources_root),
-            "MMSSR_BACKEND": "openai", "MMSSR_MODEL": a.model, "MMSSR_BASE_URL": f"{a.url},{b.url}",
+            "MMSSR_CELERY_BROKER": f"{redis_url}/0",
+            "MMSSR_CELERY_BACKEND": f"{redis_url}/1",
+            "MMSSR_STORE": str(store_root),
+            "MMSSR_SOURCES_ROOT": str(sources_root),
+            "MMSSR_BACKEND": "openai",
+            "MMSSR_MODEL": a.model,
+            "MMSSR_BASE_URL": f"{a.url},{b.url}",
             "MMSSR_STYLES_BACKEND": "rules",
             "PYTHONUNBUFFERED": "1",
         }
         # automation (sensor, schedules) off: the backfill is the only source of runs here
-        for k in ("MMSSR_CELERY_CONFIG", "MMSSR_GPU_QUEUE", "MMSSR_API_KEY", "MMSSR_TAXONOMY", "MMSSR_RECIPES",
-                  "MMSSR_BACKEND_OPTIONS", "MMSSR_AUTOMATION"):
+        for k in (
+            "MMSSR_CELERY_CONFIG",
+            "MMSSR_GPU_QUEUE",
+            "MMSSR_API_KEY",
+            "MMSSR_TAXONOMY",
+            "MMSSR_RECIPES",
+            "MMSSR_BACKEND_OPTIONS",
+            "MMSSR_AUTOMATION",
+        ):
             env.pop(k, None)
         for k in ("DAGSTER_HOME", *pg.env()):
             monkeypatch.setenv(k, env[k])
 
         # the schema first, as docs/scale-out.md says: processes creating it at the same moment collide
-        migrate = subprocess.run([str(BIN / "dagster"), "instance", "migrate"], env=env, cwd=home,
-                                 capture_output=True, text=True, timeout=120)
+        migrate = subprocess.run(
+            [str(BIN / "dagster"), "instance", "migrate"],
+            env=env,
+            cwd=home,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
 
         from mmssr_assets.executors import celery_worker_args
@@ -166,13 +194,21 @@ def test_backfill_runs_on_celery_workers_over_two_replicas(tmp_path, shared_data
         workers = {}
         for queue, name in (("dagster", "default"), ("gpu", "gpu")):
             args = celery_worker_args(queue, name=name, concurrency=1)
-            workers[name] = procs.start(f"worker-{name}", [str(BIN / "dagster-celery"), *args], env=env,
-                                        cwd=REPO, log=logs / f"worker-{name}.log")
+            workers[name] = procs.start(
+                f"worker-{name}",
+                [str(BIN / "dagster-celery"), *args],
+                env=env,
+                cwd=REPO,
+                log=logs / f"worker-{name}.log",
+            )
         port = free_port()
         dev = procs.start(
             "dagster-dev",
             [str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", str(REPO / "workspace.yaml")],
-            env=env, cwd=REPO, log=logs / "dagster-dev.log", stop_signal=signal.SIGINT,
+            env=env,
+            cwd=REPO,
+            log=logs / "dagster-dev.log",
+            stop_signal=signal.SIGINT,
         )
         all_logs = lambda: "\n".join(tail(p) for p in sorted(logs.iterdir()))  # noqa: E731
         gql = GraphQL(f"http://127.0.0.1:{port}")
@@ -190,12 +226,18 @@ def test_backfill_runs_on_celery_workers_over_two_replicas(tmp_path, shared_data
             raise AssertionError(f"{exc}\n{all_logs()}") from None
         wait_until(location_loaded, 150, "the code location", every=1, on_timeout=all_logs)
         for name in workers:
-            wait_until(lambda name=name: "ready" in tail(logs / f"worker-{name}.log", 20000), 120,
-                       f"celery worker {name}", on_timeout=all_logs)
+            wait_until(
+                lambda name=name: "ready" in tail(logs / f"worker-{name}.log", 20000),
+                120,
+                f"celery worker {name}",
+                on_timeout=all_logs,
+            )
 
         for name in SOURCES:
-            out = gql(ADD_PARTITION, {"repositorySelector": REPO_SELECTOR, "partitionsDefName": "sources",
-                                      "partitionKey": name})["addDynamicPartition"]
+            out = gql(
+                ADD_PARTITION,
+                {"repositorySelector": REPO_SELECTOR, "partitionsDefName": "sources", "partitionKey": name},
+            )["addDynamicPartition"]
             assert out["__typename"] == "AddDynamicPartitionSuccess", out
         params = {
             "partitionNames": list(SOURCES),
@@ -216,8 +258,7 @@ def test_backfill_runs_on_celery_workers_over_two_replicas(tmp_path, shared_data
             return sum(1 for p in cache_root.rglob("*.parquet")) if cache_root.is_dir() else 0
 
         # (1) the GPU worker's process dies mid-source: after its first flushed chunk
-        wait_until(lambda: chunks_flushed() >= 1, 200, "a first flushed scoring chunk", every=0.2,
-                   on_timeout=all_logs)
+        wait_until(lambda: chunks_flushed() >= 1, 200, "a first flushed scoring chunk", every=0.2, on_timeout=all_logs)
         served_before_kill = a.total_served + b.total_served
         child = pool_child(workers["gpu"].pid)
         assert child is not None, "no pool process under the gpu worker"
@@ -225,8 +266,12 @@ def test_backfill_runs_on_celery_workers_over_two_replicas(tmp_path, shared_data
         assert served_before_kill < expected
 
         # (2) a replica dies once the scoring is well under way again
-        wait_until(lambda: a.served["score"] + b.served["score"] >= served_before_kill + expected // 4, 240,
-                   "scoring to resume after the worker death", on_timeout=all_logs)
+        wait_until(
+            lambda: a.served["score"] + b.served["score"] >= served_before_kill + expected // 4,
+            240,
+            "scoring to resume after the worker death",
+            on_timeout=all_logs,
+        )
         a.stop()
         a_served_at_kill = a.served["score"]
 
@@ -287,7 +332,8 @@ def test_backfill_runs_on_celery_workers_over_two_replicas(tmp_path, shared_data
 
         # the retry resumed: its scoring step reused the chunks flushed before the kill
         mats = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("capability_scores")), limit=20).records
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("capability_scores")), limit=20
+        ).records
         retry_meta = [m.asset_materialization.metadata for m in mats if m.run_id == retries[0].run_id]
         assert retry_meta, "the retry did not materialize capability_scores"
         assert retry_meta[0]["cached"].value >= CHUNK, retry_meta[0]

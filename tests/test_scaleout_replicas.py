@@ -12,13 +12,13 @@ import time
 
 import polars as pl
 import pytest
-
 from _scoring_pool import write_pool
+
 from mmssr_core.scoring.openai_backend import OpenAIBackend
 from mmssr_core.scoring.rules import RulesBackend
 from mmssr_core.scoring.runner import score_source
-from mmssr_core.testing.testserver import TestServer
 from mmssr_core.taxonomy import load_taxonomy
+from mmssr_core.testing.testserver import TestServer
 
 TAXONOMY = load_taxonomy()
 KEYS = TAXONOMY.keys
@@ -132,9 +132,13 @@ def test_failing_replica_leaves_rotation_and_comes_back(store, pool):
             a.clear_faults()
             time.sleep(0.7)
             before = a.served["score"]
-            store.write("raw_pool", "more", pool.with_columns(
-                pl.lit("more").alias("source"),
-                (pl.col("content_hash") + "-more").alias("content_hash")))  # new hashes: not cached
+            store.write(
+                "raw_pool",
+                "more",
+                pool.with_columns(
+                    pl.lit("more").alias("source"), (pl.col("content_hash") + "-more").alias("content_hash")
+                ),
+            )  # new hashes: not cached
             score_source(store, "more", be, taxonomy=TAXONOMY, targets=("capabilities",), chunk_size=8)
             st = be.stats()["replicas"]
             assert a.served["score"] - before >= 0.3 * pool.height * len(KEYS), (a.served, b.served)
@@ -148,8 +152,9 @@ def test_per_replica_concurrency_is_bounded(store, pool):
         ia, ib = InFlight(a), InFlight(b)
         be = backend(a, b, concurrency=3)
         try:
-            r = score_source(store, "tabmwp", be, taxonomy=TAXONOMY, targets=("capabilities",),
-                             batch_size=16, chunk_size=16)
+            r = score_source(
+                store, "tabmwp", be, taxonomy=TAXONOMY, targets=("capabilities",), batch_size=16, chunk_size=16
+            )
         finally:
             be.close()
         assert r.failed == 0
@@ -169,8 +174,16 @@ def test_killed_replica_mid_source_still_scores_every_sample(store, pool):
                 a.stop()  # like a crashed vLLM process: refuses connections, cuts open ones
 
         try:
-            r = score_source(store, "tabmwp", be, taxonomy=TAXONOMY, targets=("capabilities",),
-                             batch_size=4, chunk_size=4, progress=progress)
+            r = score_source(
+                store,
+                "tabmwp",
+                be,
+                taxonomy=TAXONOMY,
+                targets=("capabilities",),
+                batch_size=4,
+                chunk_size=4,
+                progress=progress,
+            )
         finally:
             be.close()
         assert killed.is_set()
@@ -191,18 +204,28 @@ def test_worker_death_loses_only_the_unflushed_chunk_and_a_retry_finishes(store,
     with TestServer() as a, TestServer() as b:
         be = backend(a, b)
         try:
+
             def die(p):
                 if p.done >= chunk + 4:  # mid second chunk: chunk 1 flushed, chunk 2 half done
                     raise WorkerDied()
 
             with pytest.raises(WorkerDied):
-                score_source(store, "tabmwp", be, taxonomy=TAXONOMY, targets=("capabilities",),
-                             batch_size=4, chunk_size=chunk, progress=die)
+                score_source(
+                    store,
+                    "tabmwp",
+                    be,
+                    taxonomy=TAXONOMY,
+                    targets=("capabilities",),
+                    batch_size=4,
+                    chunk_size=chunk,
+                    progress=die,
+                )
             sent_first = a.served["score"] + b.served["score"]
             a.reset_counters()
             b.reset_counters()
-            r = score_source(store, "tabmwp", be, taxonomy=TAXONOMY, targets=("capabilities",),
-                             batch_size=4, chunk_size=chunk)
+            r = score_source(
+                store, "tabmwp", be, taxonomy=TAXONOMY, targets=("capabilities",), batch_size=4, chunk_size=chunk
+            )
         finally:
             be.close()
     # the retry reused what was flushed before the death and computed the rest

@@ -10,8 +10,8 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 import pytest
-
 from dagster_support import slice_source
+
 from mmssr_core.recipes import Recipe
 from mmssr_core.store import Store
 
@@ -25,8 +25,12 @@ def instance():
 
 
 def _tick(instance, defs, name: str):
-    with dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
-                                   resources=defs.resources, scheduled_execution_time=WHEN) as ctx:
+    with dg.build_schedule_context(
+        instance=instance,
+        repository_def=defs.get_repository_def(),
+        resources=defs.resources,
+        scheduled_execution_time=WHEN,
+    ) as ctx:
         return defs.resolve_schedule_def(name)(ctx)
 
 
@@ -41,7 +45,9 @@ def test_rescore_requests_unmaterialized_sources_and_skips_gone_folders(tmp_path
     instance.add_dynamic_partitions("sources", ["a", "gone"])
     [req] = _tick(instance, _defs(tmp_path), "rescore_changed_sources")
     assert req.partition_key == "a" and req.tags["mmssr/reason"] == "raw_pool missing"
-    assert req.run_key.startswith("rescore:a:") and req.run_key.endswith(":scorer-" + _defs(tmp_path).resources["scorer"].fingerprint())
+    assert req.run_key.startswith("rescore:a:") and req.run_key.endswith(
+        ":scorer-" + _defs(tmp_path).resources["scorer"].fingerprint()
+    )
     # the schedule observed the folder on its way: its version is on record
     from mmssr_assets.freshness import latest_version
 

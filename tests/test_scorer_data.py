@@ -12,9 +12,9 @@ import pytest
 from _scoring_pool import write_pool
 
 from mmssr_core.prompts import IMAGE_TOKEN, PromptSet
-from mmssr_core.testing.teacher_testserver import TeacherTestServer
 from mmssr_core.taxonomy import Taxonomy, load_taxonomy
 from mmssr_core.teacher import TEACHER_TABLE, TeacherClient, label_sources
+from mmssr_core.testing.teacher_testserver import TeacherTestServer
 
 
 def _label(store, sources, size, taxonomy, **kw):
@@ -40,7 +40,9 @@ def test_export_round_trips_into_the_scorers_prompts(store, shared_data, tmp_pat
     tax = Taxonomy()
     write_pool(store, "mathv", shared_data, "mathv", n=12)
     write_pool(store, "llava_bench", shared_data, "llava_bench", n=6)
-    text_only = [{"id": "txt1", "conversations": [{"from": "human", "value": "What is 2 + 2?"}, {"from": "gpt", "value": "4"}]}]
+    text_only = [
+        {"id": "txt1", "conversations": [{"from": "human", "value": "What is 2 + 2?"}, {"from": "gpt", "value": "4"}]}
+    ]
     write_pool(store, "tabmwp", shared_data, "tabmwp", n=4, extra=text_only)
     res = _label(store, ["mathv", "llava_bench", "tabmwp"], 100, tax)
     assert res.failed == 0 and res.sampled == 23
@@ -101,8 +103,12 @@ def test_export_matches_the_backends_user_text(store, shared_data, tmp_path):
         for rec in records:
             row = pool.filter(pl.col("id") == rec["sample_id"]).row(0, named=True)
             convs = tuple({"from": t["from"], "value": t["value"]} for t in row["conversations"])
-            req = ScoreRequest(key="k", sample_id=row["id"], prefix=prompts.prefix(convs), image_file=None, conversations=convs)
-            msgs = backend.messages(req, prompts.capability_queries[tax.keys.index("stem_knowledge")], "data:image/png;base64,AA")
+            req = ScoreRequest(
+                key="k", sample_id=row["id"], prefix=prompts.prefix(convs), image_file=None, conversations=convs
+            )
+            msgs = backend.messages(
+                req, prompts.capability_queries[tax.keys.index("stem_knowledge")], "data:image/png;base64,AA"
+            )
             parts = msgs[1]["content"]
             text = "".join(p["text"] if p["type"] == "text" else IMAGE_TOKEN for p in parts)
             assert rec["conversations"][0]["value"] == text
@@ -133,12 +139,26 @@ def test_cli_export(store, shared_data, tmp_path, capsys):
 
     write_pool(store, "mathv", shared_data, "mathv", n=4)
     _label(store, ["mathv"], 4, Taxonomy())
-    rc = main(["export-scorer-data", "--store", str(store.root), "--out", str(tmp_path / "o.json"),
-               "--capability", "stem_knowledge", "--capability", "data_understanding", "--json"])
+    rc = main(
+        [
+            "export-scorer-data",
+            "--store",
+            str(store.root),
+            "--out",
+            str(tmp_path / "o.json"),
+            "--capability",
+            "stem_knowledge",
+            "--capability",
+            "data_understanding",
+            "--json",
+        ]
+    )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["per_target"] == {"stem_knowledge": 4, "data_understanding": 4, "styles": 4}
-    rc = main(["export-scorer-data", "--store", str(store.root), "--out", str(tmp_path / "o.json"), "--capability", "nope"])
+    rc = main(
+        ["export-scorer-data", "--store", str(store.root), "--out", str(tmp_path / "o.json"), "--capability", "nope"]
+    )
     assert rc == 2 and "unknown capabilities" in capsys.readouterr().err
 
 
@@ -158,8 +178,24 @@ def test_new_capability_flows_end_to_end(store, shared_data, tmp_path, monkeypat
     root = str(store.root)
 
     with TeacherTestServer(taxonomy=Taxonomy()) as srv:  # the server learns the keys from the json_schema
-        assert main(["label", "--store", root, "--size", "30", "--base-url", srv.url, "--model", srv.model,
-                     "--json", "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "label",
+                    "--store",
+                    root,
+                    "--size",
+                    "30",
+                    "--base-url",
+                    srv.url,
+                    "--model",
+                    srv.model,
+                    "--json",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         sent = srv.teacher_requests()[0]
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["sampled"] == 30 and summary["failed"] == 0
@@ -174,7 +210,8 @@ def test_new_capability_flows_end_to_end(store, shared_data, tmp_path, monkeypat
     assert exp["per_target"]["chart_reasoning"] == 30 and len(exp["per_target"]) == 16
     recs = [r for r in json.loads(out.read_text()) if r["target"] == "chart_reasoning"]
     assert recs[0]["conversations"][0]["value"].endswith(
-        "how do you rate the helpfulness of the VQA instance in training a Multimodal Large Language Model for chart reasoning?")
+        "how do you rate the helpfulness of the VQA instance in training a Multimodal Large Language Model for chart reasoning?"
+    )
 
     assert main(["score", "--store", root, "--backend", "rules", "--no-progress"]) == 0
     scores_file = tmp_path / "scores.parquet"
@@ -188,7 +225,10 @@ def test_new_capability_flows_end_to_end(store, shared_data, tmp_path, monkeypat
     chosen = scores.join(sel.frame.select("id", "source"), on=["id", "source"])
     assert chosen["chart_reasoning"].mean() > scores["chart_reasoning"].mean()  # ranked by the new capability
 
-    assert main(["agreement", "--store", root, "--scores", str(scores_file), "--out", str(tmp_path / "agr"), "--json"]) == 0
+    assert (
+        main(["agreement", "--store", root, "--scores", str(scores_file), "--out", str(tmp_path / "agr"), "--json"])
+        == 0
+    )
     agr = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     keys = [c["key"] for c in agr["capabilities"]]
     assert keys == tax.keys and agr["n_matched"] == 30

@@ -28,17 +28,21 @@ def test_layout_and_identity_sidecar(store):
 
 def test_latest_success_wins_and_failures_are_not_done(store):
     cache = ScoreCache(store, IDENT)
-    cache.append([
-        {"content_hash": "a", "target": "stem", "dist": [1, 0, 0, 0, 0, 0]},
-        {"content_hash": "b", "target": "stem", "reason": "timeout", "message": "slow"},
-        {"content_hash": "c", "target": "styles", "labels": ["yes/no"]},
-    ])
+    cache.append(
+        [
+            {"content_hash": "a", "target": "stem", "dist": [1, 0, 0, 0, 0, 0]},
+            {"content_hash": "b", "target": "stem", "reason": "timeout", "message": "slow"},
+            {"content_hash": "c", "target": "styles", "labels": ["yes/no"]},
+        ]
+    )
     time.sleep(0.01)
-    cache.append([
-        {"content_hash": "a", "target": "stem", "reason": "http_5xx", "message": "later failure"},
-        {"content_hash": "b", "target": "stem", "reason": "malformed_answer", "message": "latest"},
-        {"content_hash": "c", "target": "styles", "labels": ["multi-choice"]},
-    ])
+    cache.append(
+        [
+            {"content_hash": "a", "target": "stem", "reason": "http_5xx", "message": "later failure"},
+            {"content_hash": "b", "target": "stem", "reason": "malformed_answer", "message": "latest"},
+            {"content_hash": "c", "target": "styles", "labels": ["multi-choice"]},
+        ]
+    )
     done = cache.done(KEYS("a", "b", "c"))
     assert sorted(map(tuple, done.rows())) == [("a", "stem"), ("c", "styles")]
     ok, bad = cache.results(KEYS("a", "b", "c"))
@@ -63,8 +67,12 @@ def test_temp_files_of_interrupted_writes_are_ignored(store):
 def test_compaction_keeps_results(store):
     cache = ScoreCache(store, IDENT)
     for i in range(5):
-        cache.append([{"content_hash": f"h{i}", "target": "stem", "dist": U},
-                      {"content_hash": "x", "target": "stem", "reason": "timeout", "message": str(i)}])
+        cache.append(
+            [
+                {"content_hash": f"h{i}", "target": "stem", "dist": U},
+                {"content_hash": "x", "target": "stem", "reason": "timeout", "message": str(i)},
+            ]
+        )
     before = cache.results(KEYS(*[f"h{i}" for i in range(5)], "x"))
     cache.compact()
     assert len(cache.chunks()) == 1

@@ -10,8 +10,8 @@ from _scoring_pool import write_pool
 
 from mmssr_core.cli import main
 from mmssr_core.schema import scores_schema
-from mmssr_core.testing.testserver import TestServer
 from mmssr_core.taxonomy import Taxonomy
+from mmssr_core.testing.testserver import TestServer
 
 
 def last_json(out: str) -> dict:
@@ -81,11 +81,28 @@ def test_empty_store_is_a_user_error(tmp_path, capsys):
 def test_openai_backend_through_cli(pool, capsys, monkeypatch):
     monkeypatch.setenv("SCORER_KEY", "sk-cli-secret")
     with TestServer(api_key="sk-cli-secret") as a, TestServer(api_key="sk-cli-secret") as b:
-        rc = main([
-            "score", "--store", str(pool.root), "--source", "tab", "--backend", "openai",
-            "--base-url", a.url, "--base-url", b.url, "--api-key-env", "SCORER_KEY", "--concurrency", "2",
-            "--option", "backoff_base=0.01", "--json",
-        ])
+        rc = main(
+            [
+                "score",
+                "--store",
+                str(pool.root),
+                "--source",
+                "tab",
+                "--backend",
+                "openai",
+                "--base-url",
+                a.url,
+                "--base-url",
+                b.url,
+                "--api-key-env",
+                "SCORER_KEY",
+                "--concurrency",
+                "2",
+                "--option",
+                "backoff_base=0.01",
+                "--json",
+            ]
+        )
         out, err = capsys.readouterr()
         assert rc == 0, err
         summary = last_json(out)

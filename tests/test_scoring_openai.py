@@ -14,6 +14,7 @@ from mmssr_core.prompts import DIGITS, IMAGE_TOKEN, PromptSet, parse_styles
 from mmssr_core.scoring.base import Failure, ScoreRequest, get_backend
 from mmssr_core.scoring.openai_backend import OpenAIBackend, styles_regex
 from mmssr_core.scoring.runner import score_source
+from mmssr_core.taxonomy import Taxonomy
 from mmssr_core.testing.testserver import (
     FILLERS,
     TestServer,
@@ -22,7 +23,6 @@ from mmssr_core.testing.testserver import (
     intended_styles,
     request_text,
 )
-from mmssr_core.taxonomy import Taxonomy
 
 PROMPTS = PromptSet.from_taxonomy(Taxonomy())
 FAST = dict(backoff_base=0.01, backoff_max=0.05, circuit_cooldown=0.2)
@@ -35,10 +35,15 @@ def make_requests(shared_data, n=2, offset=0):
     out = []
     for r in recs:
         convs = tuple(r["conversations"])
-        out.append(ScoreRequest(
-            key=f"k-{r['id']}", sample_id=r["id"], prefix=PROMPTS.prefix(convs),
-            image_file=str(shared_data / "tabmwp_dev1k" / r["image"]), conversations=convs,
-        ))
+        out.append(
+            ScoreRequest(
+                key=f"k-{r['id']}",
+                sample_id=r["id"],
+                prefix=PROMPTS.prefix(convs),
+                image_file=str(shared_data / "tabmwp_dev1k" / r["image"]),
+                conversations=convs,
+            )
+        )
     return out
 
 
@@ -377,9 +382,26 @@ def test_runner_records_malformed_failures(store, shared_data):
 
 def test_parse_digits_handles_spacing_and_token_ids():
     b = OpenAIBackend(base_url="http://127.0.0.1:9/v1", model="m", logprob_token_ids=[15, 16, 17, 18, 19, 20])
-    res = {"choices": [{"logprobs": {"content": [{"token": " 3", "logprob": np.log(0.5), "top_logprobs": [
-        {"token": " 3", "logprob": np.log(0.5)}, {"token": "token_id:16", "logprob": np.log(0.25)},
-        {"token": "3", "logprob": np.log(0.25)}, {"token": "x", "logprob": np.log(0.1)}]}]}}]}
+    res = {
+        "choices": [
+            {
+                "logprobs": {
+                    "content": [
+                        {
+                            "token": " 3",
+                            "logprob": np.log(0.5),
+                            "top_logprobs": [
+                                {"token": " 3", "logprob": np.log(0.5)},
+                                {"token": "token_id:16", "logprob": np.log(0.25)},
+                                {"token": "3", "logprob": np.log(0.25)},
+                                {"token": "x", "logprob": np.log(0.1)},
+                            ],
+                        }
+                    ]
+                }
+            }
+        ]
+    }
     d = b.parse_digits(res)
     np.testing.assert_allclose(d, [0, 0.25, 0, 0.75, 0, 0])
     assert isinstance(b.parse_digits({"choices": [{}]}), str)

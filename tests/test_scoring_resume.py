@@ -20,23 +20,44 @@ from _scoring_pool import write_pool
 from mmssr_core.prompts import PromptSet
 from mmssr_core.scoring.base import get_backend
 from mmssr_core.scoring.cache import ScoreCache, resolve, successes
-from mmssr_core.testing.testserver import TestServer
 from mmssr_core.taxonomy import Taxonomy
+from mmssr_core.testing.testserver import TestServer
 
 N = 24
 TARGETS = len(Taxonomy().keys) + 1  # 14 capabilities + styles: requests per sample
-
 
 
 def _work(srv) -> int:
     """Requests that scored something (each run also sends one probe asking which inputs the server feeds)."""
     return srv.requests - srv.served["probe"]
 
+
 def cli(store, url, *extra):
     return [
-        sys.executable, "-m", "mmssr_core.cli", "score", "--store", str(store.root), "--source", "tab",
-        "--backend", "openai", "--base-url", url, "--model", "test-scorer", "--concurrency", "2",
-        "--batch-size", "2", "--chunk-size", "4", "--option", "backoff_base=0.01", "--json", *extra,
+        sys.executable,
+        "-m",
+        "mmssr_core.cli",
+        "score",
+        "--store",
+        str(store.root),
+        "--source",
+        "tab",
+        "--backend",
+        "openai",
+        "--base-url",
+        url,
+        "--model",
+        "test-scorer",
+        "--concurrency",
+        "2",
+        "--batch-size",
+        "2",
+        "--chunk-size",
+        "4",
+        "--option",
+        "backoff_base=0.01",
+        "--json",
+        *extra,
     ]
 
 

@@ -29,23 +29,50 @@ def styles_of(r: ScoreRequest) -> list[str]:
 @pytest.mark.parametrize(
     "q, a, must, must_not",
     [
-        ("<image>\nWhat is shown?\nA. a cat\nB. a dog\nC. a bird\nAnswer with the option's letter from the given choices directly.",
-         "B", ["multi-choice", "specified style"], ["word/short-phrase"]),
+        (
+            "<image>\nWhat is shown?\nA. a cat\nB. a dog\nC. a bird\nAnswer with the option's letter from the given choices directly.",
+            "B",
+            ["multi-choice", "specified style"],
+            ["word/short-phrase"],
+        ),
         ("<image>\nIs the light on?", "Yes, the lamp is on.", ["yes/no"], ["multi-choice"]),
-        ("<image>\nPlease provide the bounding box coordinate of the region: a red car.",
-         "[0.12, 0.30, 0.55, 0.81]", ["coordinate"], ["yes/no"]),
+        (
+            "<image>\nPlease provide the bounding box coordinate of the region: a red car.",
+            "[0.12, 0.30, 0.55, 0.81]",
+            ["coordinate"],
+            ["yes/no"],
+        ),
         ("<image>\nWhat colour is the bus?", "Red", ["word/short-phrase"], ["detailed description"]),
-        ("<image>\nWhat is the man holding?", "The man is holding a large umbrella above his head.",
-         ["short description"], ["detailed description"]),
-        ("<image>\nDescribe the image in detail.", " ".join(["The street is busy with people and cars."] * 8),
-         ["detailed description"], ["word/short-phrase"]),
-        ("<image>\nWhat is the total cost?",
-         "First, find the price of each item.\n3 + 4 = 7\nThen multiply by 2: 7 * 2 = 14\nTherefore, the answer is 14.",
-         ["chain-of-thought (step-by-step)"], []),
-        ("<image>\nWhich of the two dogs is bigger than the other, and how do they differ?",
-         "The left dog is bigger than the right one.", ["comparison"], []),
-        ("<image>\nAnswer the question using a single word or phrase. What animal is this?", "Giraffe",
-         ["specified style", "word/short-phrase"], []),
+        (
+            "<image>\nWhat is the man holding?",
+            "The man is holding a large umbrella above his head.",
+            ["short description"],
+            ["detailed description"],
+        ),
+        (
+            "<image>\nDescribe the image in detail.",
+            " ".join(["The street is busy with people and cars."] * 8),
+            ["detailed description"],
+            ["word/short-phrase"],
+        ),
+        (
+            "<image>\nWhat is the total cost?",
+            "First, find the price of each item.\n3 + 4 = 7\nThen multiply by 2: 7 * 2 = 14\nTherefore, the answer is 14.",
+            ["chain-of-thought (step-by-step)"],
+            [],
+        ),
+        (
+            "<image>\nWhich of the two dogs is bigger than the other, and how do they differ?",
+            "The left dog is bigger than the right one.",
+            ["comparison"],
+            [],
+        ),
+        (
+            "<image>\nAnswer the question using a single word or phrase. What animal is this?",
+            "Giraffe",
+            ["specified style", "word/short-phrase"],
+            [],
+        ),
     ],
 )
 def test_styles_from_form(q, a, must, must_not):
@@ -58,8 +85,15 @@ def test_styles_from_form(q, a, must, must_not):
 def test_primary_style_comes_first():
     got = styles_of(req("<image>\nWhich option is right?\nA. 1\nB. 2", "A"))
     assert got[0] == "multi-choice"
-    multi_turn = styles_of(req("<image>\nWhere is the cat?", "On the sofa next to the window.",
-                               None, "Describe the room in detail.", " ".join(["A cozy room with a sofa."] * 10)))
+    multi_turn = styles_of(
+        req(
+            "<image>\nWhere is the cat?",
+            "On the sofa next to the window.",
+            None,
+            "Describe the room in detail.",
+            " ".join(["A cozy room with a sofa."] * 10),
+        )
+    )
     assert multi_turn[:2] == ["short description", "detailed description"]
 
 
@@ -68,11 +102,16 @@ def test_capability_cues_rank_sensibly():
     keys = list(PROMPTS.capability_keys)
     cases = {
         "optical_character_recognition": req("<image>\nWhat text is written on the sign?", 'It says "STOP".'),
-        "data_understanding": req("<image>\nAccording to the table and chart, what is the trend of the data?", "It rises."),
-        "stem_knowledge": req("What is the area of a triangle with base 4 and height 3? Solve the equation.",
-                              "Area = 1/2 * 4 * 3 = 6"),
+        "data_understanding": req(
+            "<image>\nAccording to the table and chart, what is the trend of the data?", "It rises."
+        ),
+        "stem_knowledge": req(
+            "What is the area of a triangle with base 4 and height 3? Solve the equation.", "Area = 1/2 * 4 * 3 = 6"
+        ),
         "object_spatial_understanding": req("<image>\nWhat is to the left of the lamp, behind the table?", "A chair."),
-        "activity_recognition": req("<image>\nWhat is the girl doing? Is she playing or running?", "She is riding a bike."),
+        "activity_recognition": req(
+            "<image>\nWhat is the girl doing? Is she playing or running?", "She is riding a bike."
+        ),
     }
     for key, r in cases.items():
         dists = b.digit_distributions([r], PROMPTS.capability_queries, PROMPTS)[0]
@@ -86,8 +125,13 @@ def test_distributions_are_valid_deterministic_and_rarely_tied(shared_data):
 
     recs = json.loads((shared_data / "tabmwp_dev1k/pool.llava.json").read_text())[:30]
     reqs = [
-        ScoreRequest(r["id"], r["id"], PROMPTS.prefix(r["conversations"]),
-                     str(shared_data / "tabmwp_dev1k" / r["image"]), tuple(r["conversations"]))
+        ScoreRequest(
+            r["id"],
+            r["id"],
+            PROMPTS.prefix(r["conversations"]),
+            str(shared_data / "tabmwp_dev1k" / r["image"]),
+            tuple(r["conversations"]),
+        )
         for r in recs
     ]
     b = get_backend("rules")
@@ -128,7 +172,9 @@ def test_configured_capability_uses_its_phrase():
 def test_broken_image_is_a_failure_not_a_crash(tmp_path):
     bad = tmp_path / "x.jpg"
     bad.write_bytes(b"not a jpeg")
-    [row] = RulesBackend().digit_distributions([req("<image>\nWhat?", "A.", str(bad))], PROMPTS.capability_queries[:2], PROMPTS)
+    [row] = RulesBackend().digit_distributions(
+        [req("<image>\nWhat?", "A.", str(bad))], PROMPTS.capability_queries[:2], PROMPTS
+    )
     assert all(isinstance(f, Failure) and f.reason == "image_error" for f in row)
 
 

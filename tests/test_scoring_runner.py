@@ -187,7 +187,11 @@ def test_duplicate_content_is_scored_once(store, shared_data):
     caps = store.read("capability_scores", "dup")
     assert caps.height == 8
     by_id = {r["id"]: r for r in caps.iter_rows(named=True)}
-    assert by_id["copy_a"]["stem_knowledge"] == by_id[records[1]["id"]]["stem_knowledge"] == by_id["copy_c"]["stem_knowledge"]
+    assert (
+        by_id["copy_a"]["stem_knowledge"]
+        == by_id[records[1]["id"]]["stem_knowledge"]
+        == by_id["copy_c"]["stem_knowledge"]
+    )
 
 
 def test_failures_are_recorded_never_silent_and_retried(pool):
@@ -287,8 +291,14 @@ def test_text_only_and_broken_image(store, shared_data, tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     records = [
         {"id": "text", "conversations": [{"from": "human", "value": "What is 2+3?"}, {"from": "gpt", "value": "5"}]},
-        {"id": "broken", "image": str(bad), "conversations": [
-            {"from": "human", "value": "<image>\nWhat does the sign say?"}, {"from": "gpt", "value": "STOP"}]},
+        {
+            "id": "broken",
+            "image": str(bad),
+            "conversations": [
+                {"from": "human", "value": "<image>\nWhat does the sign say?"},
+                {"from": "gpt", "value": "STOP"},
+            ],
+        },
     ]
     store.write("raw_pool", "odd", pool_frame("odd", records, tmp_path))
     res = score_source(store, "odd", get_backend("rules"))

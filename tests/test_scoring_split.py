@@ -21,8 +21,16 @@ from mmssr_core.scoring.split import merge_results, score_source_split
 
 def _ingest(tmp_path, store, n: int = 12) -> None:
     pool = tmp_path / "pool.jsonl"
-    rows = [{"id": f"q{i}", "conversations": [{"from": "human", "value": f"Describe step {i} of the proof."},
-                                               {"from": "gpt", "value": "First, " * (i + 1)}]} for i in range(n)]
+    rows = [
+        {
+            "id": f"q{i}",
+            "conversations": [
+                {"from": "human", "value": f"Describe step {i} of the proof."},
+                {"from": "gpt", "value": "First, " * (i + 1)},
+            ],
+        }
+        for i in range(n)
+    ]
     pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert main(["ingest", str(pool), "--source", "proofs", "--store", str(store.root), "--no-progress"]) == 0
 
@@ -47,17 +55,27 @@ def test_without_a_styles_backend_it_is_score_source(tmp_path, store):
     _ingest(tmp_path, store, 5)
     res = score_source_split(store, "proofs", get_backend("rules"), None)
     assert " + styles:" not in res.identity and res.targets == ("capabilities", "styles")
-    only_styles = score_source_split(store, "proofs", get_backend("rules"), get_backend("rules", sigma=0.5),
-                                     targets=("styles",))
+    only_styles = score_source_split(
+        store, "proofs", get_backend("rules"), get_backend("rules", sigma=0.5), targets=("styles",)
+    )
     assert only_styles.targets == ("styles",) and " + styles:" not in only_styles.identity
     assert only_styles.scored == 5  # the styles backend's own cache was empty
 
 
 def test_merge_adds_reasons_and_keeps_the_larger_failure_count():
-    a = ScoreRunResult("s", scored=8, cached=0, failed=2, seconds=1.0, identity="A", total=10,
-                       failures_by_reason={"timeout": 2})
-    b = ScoreRunResult("s", scored=9, cached=0, failed=3, seconds=0.5, identity="B", total=10,
-                       failures_by_reason={"timeout": 1, "malformed_answer": 2})
+    a = ScoreRunResult(
+        "s", scored=8, cached=0, failed=2, seconds=1.0, identity="A", total=10, failures_by_reason={"timeout": 2}
+    )
+    b = ScoreRunResult(
+        "s",
+        scored=9,
+        cached=0,
+        failed=3,
+        seconds=0.5,
+        identity="B",
+        total=10,
+        failures_by_reason={"timeout": 1, "malformed_answer": 2},
+    )
     m = merge_results(a, b)
     assert (m.failed, m.scored, m.seconds, m.identity) == (3, 8, 1.5, "A + styles:B")
     assert m.failures_by_reason == {"timeout": 3, "malformed_answer": 2}
@@ -66,8 +84,21 @@ def test_merge_adds_reasons_and_keeps_the_larger_failure_count():
 def test_the_command_line_takes_a_styles_backend(tmp_path, store, capsys):
     _ingest(tmp_path, store, 6)
     capsys.readouterr()
-    rc = main(["score", "--store", str(store.root), "--backend", "rules", "--styles-backend", "rules",
-               "--styles-option", "sigma=0.5", "--json", "--no-progress"])
+    rc = main(
+        [
+            "score",
+            "--store",
+            str(store.root),
+            "--backend",
+            "rules",
+            "--styles-backend",
+            "rules",
+            "--styles-option",
+            "sigma=0.5",
+            "--json",
+            "--no-progress",
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0, err
     summary = json.loads(out.strip().splitlines()[-1])

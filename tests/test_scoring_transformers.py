@@ -15,11 +15,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from mmssr_core.prompts import DIGITS, PromptSet, chatml  # noqa: E402
+from mmssr_core.prompts import DIGITS, PromptSet  # noqa: E402
 from mmssr_core.scoring.base import Failure, ScoreRequest, get_backend  # noqa: E402
-from mmssr_core.testing.tiny_models import build_tiny_llava_onevision  # noqa: E402
 from mmssr_core.scoring.transformers_backend import StyleConstraint, TransformersBackend  # noqa: E402
 from mmssr_core.taxonomy import Taxonomy  # noqa: E402
+from mmssr_core.testing.tiny_models import build_tiny_llava_onevision  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -37,9 +37,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_digits(tmp_path_factory):
-    return build_tiny_llava_onevision(
-        tmp_path_factory.mktemp("tinyd") / "tiny-digits", seed=1, digits_dominate=True
-    )
+    return build_tiny_llava_onevision(tmp_path_factory.mktemp("tinyd") / "tiny-digits", seed=1, digits_dominate=True)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +117,9 @@ def test_shared_prefix_equals_plain_path(tiny, requests_, prompts, variant):
     queries = prompts.capability_queries[QUERIES_SUBSET]
     shared = TransformersBackend(str(tiny), batch_size=3, **variant)
     plain = TransformersBackend(str(tiny), batch_size=3, shared_prefix=False)
-    _close(shared.digit_distributions(requests_, queries, prompts), plain.digit_distributions(requests_, queries, prompts))
+    _close(
+        shared.digit_distributions(requests_, queries, prompts), plain.digit_distributions(requests_, queries, prompts)
+    )
     assert shared.stats["plain_rows"] == 0 and plain.stats["prefills"] == 0
     assert shared.stats["prefills"] == len(requests_)
 

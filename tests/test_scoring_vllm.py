@@ -163,7 +163,9 @@ def requests_(shared_data, prompts):
     root = shared_data / "math_vision_testmini"
     pool = json.loads((root / "pool.llava.json").read_text())[:2]
     out = [
-        ScoreRequest(key=s["id"], sample_id=s["id"], prefix=prompts.prefix(s["conversations"]), image_file=str(root / s["image"]))
+        ScoreRequest(
+            key=s["id"], sample_id=s["id"], prefix=prompts.prefix(s["conversations"]), image_file=str(root / s["image"])
+        )
         for s in pool
     ]
     conv = [{"from": "human", "value": "Name a prime number."}, {"from": "gpt", "value": "7"}]
@@ -180,8 +182,12 @@ def test_module_imports_without_vllm():
 def test_engine_settings_pass_through(fake_vllm, requests_, prompts):
     mod = fake_vllm()
     backend = get_backend(
-        "vllm", model="/ckpt/mmssr-7b-scorer", tensor_parallel_size=2, max_model_len=4096,
-        gpu_memory_utilization=0.8, enforce_eager=True,
+        "vllm",
+        model="/ckpt/mmssr-7b-scorer",
+        tensor_parallel_size=2,
+        max_model_len=4096,
+        gpu_memory_utilization=0.8,
+        enforce_eager=True,
     )
     backend.digit_distributions(requests_[:1], prompts.capability_queries[:1], prompts)
     (llm,) = mod.LLM.instances
@@ -240,7 +246,7 @@ def test_styles_structured_outputs(fake_vllm, requests_, prompts, structured):
     out = backend.styles(requests_, prompts)
     assert out == [["word/short-phrase", "chain-of-thought (step-by-step)"]] * len(requests_)
     (llm,) = mod.LLM.instances
-    (batch, params), = llm.calls
+    ((batch, params),) = llm.calls
     assert params.max_tokens == 40 and params.temperature == 0.0 and IM_END in params.stop_token_ids
     spec = params.structured_outputs if structured else params.guided_decoding
     rx = re.compile(spec.regex)

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from selection_reference import capability_basis, reference_select, tie_key
 
 from mmssr_core.selection import (
     Engine,
@@ -22,7 +23,6 @@ from mmssr_core.selection import (
     validate_scores,
 )
 from mmssr_core.taxonomy import taxonomy_from_dict
-from selection_reference import capability_basis, reference_select, tie_key
 
 CAPS = ["ocr", "math", "chart", "count"]
 TAX = taxonomy_from_dict({"extend": False, "capabilities": [{"key": k} for k in CAPS]})
@@ -287,8 +287,11 @@ def sparse_table(n=2000, seed=0):
     rng = random.Random(seed)
     rows = []
     for i in range(n):
-        row = {"id": f"s{i}", "source": rng.choice("ab"),
-               "styles": rng.sample(["yes/no", "multi-choice", "comparison"], rng.randint(1, 2))}
+        row = {
+            "id": f"s{i}",
+            "source": rng.choice("ab"),
+            "styles": rng.sample(["yes/no", "multi-choice", "comparison"], rng.randint(1, 2)),
+        }
         for c, p in (("ocr", 0.01), ("math", 0.01), ("chart", 0.6), ("count", 0.6)):
             integer = rng.randint(1, 5) if rng.random() < p else 0
             row[c + "__argmax"] = integer
@@ -366,8 +369,9 @@ def _scores(draw, kind: str) -> dict:
 @st.composite
 def tables(draw, max_rows=40, kinds=TABLE_KINDS):
     """(rows, caps, N, threshold, seed, rank): a random scores table of one kind and a rank mode it supports."""
-    caps = draw(st.permutations(CAPS).map(lambda p: list(p)).flatmap(
-        lambda p: st.integers(1, len(p)).map(lambda k: p[:k])))
+    caps = draw(
+        st.permutations(CAPS).map(lambda p: list(p)).flatmap(lambda p: st.integers(1, len(p)).map(lambda k: p[:k]))
+    )
     n = draw(st.integers(1, max_rows))
     kind = draw(st.sampled_from(kinds))
     rows = []
@@ -403,8 +407,9 @@ def check_against_reference(rows, caps, N, threshold, seed, rank="integer", meth
         with pytest.raises(SelectionInputError, match="nothing to select"):
             select(df, [N], capabilities=caps, threshold=threshold, seed=seed, taxonomy=TAX, method=method, rank=rank)
         return None
-    sel = select(df, [N], capabilities=caps, threshold=threshold, seed=seed, taxonomy=TAX, method=method,
-                 rank=rank)[str(N)]
+    sel = select(df, [N], capabilities=caps, threshold=threshold, seed=seed, taxonomy=TAX, method=method, rank=rank)[
+        str(N)
+    ]
     got = picks(sel)
     if single:
         expected = [(i, c, None) for i, c, _ in expected]
@@ -433,7 +438,9 @@ def test_engine_equals_reference_with_tiny_chunks(case):
         Engine.min_chunk = old
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(tables())
 def test_engine_equals_reference_on_the_threaded_path(monkeypatch, case):
     """Large tables hash tie keys, fill the score matrix and count bins over two threads: the same result."""
@@ -460,8 +467,11 @@ def test_engine_equals_reference_on_larger_tables(seed, kind, n_caps):
     caps = CAPS[:n_caps]
     rows = []
     for i in range(1500):
-        row = {"id": f"r{i}", "source": rng.choice("ab"),
-               "styles": rng.sample(["yes/no", "multi-choice", "comparison"], rng.randint(1, 2))}
+        row = {
+            "id": f"r{i}",
+            "source": rng.choice("ab"),
+            "styles": rng.sample(["yes/no", "multi-choice", "comparison"], rng.randint(1, 2)),
+        }
         for c in caps:
             v = rng.randint(0, 5) if kind == "integral" else rng.random() * 5
             row[c] = None if rng.random() < 0.05 else float(v)
@@ -517,8 +527,10 @@ def test_first_round_shares_within_one(n_caps, N, seed):
     the remainder goes one by one, so the per-capability counts differ by at most one."""
     rng = random.Random(seed)
     caps = rng.sample(CAPS, n_caps)
-    rows = [{"id": f"s{i}", "source": "x", "styles": ["yes/no"], **{c: rng.random() for c in caps}}
-            for i in range(N + 10 * n_caps)]
+    rows = [
+        {"id": f"s{i}", "source": "x", "styles": ["yes/no"], **{c: rng.random() for c in caps}}
+        for i in range(N + 10 * n_caps)
+    ]
     sel = run(rows, N, caps=caps, seed=seed)
     counts = list(sel.per_capability.values())
     assert sel.selected == N and max(counts) - min(counts) <= 1
@@ -526,14 +538,20 @@ def test_first_round_shares_within_one(n_caps, N, seed):
     pb = sel.frame["picked_by"].to_list()
     if share:
         assert pb[: share * n_caps] == [c for c in caps for _ in range(share)]
-    assert pb[share * n_caps:] == caps[: N - share * n_caps]
+    assert pb[share * n_caps :] == caps[: N - share * n_caps]
 
 
 def test_several_budgets_share_one_call_and_match_separate_calls():
     rng = random.Random(3)
-    rows = [{"id": f"s{i}", "source": rng.choice("abc"),
-             "styles": rng.sample(["yes/no", "multi-choice", "comparison", "coordinate"], rng.randint(1, 3)),
-             **{c: float(rng.randint(0, 5)) for c in CAPS}} for i in range(3000)]
+    rows = [
+        {
+            "id": f"s{i}",
+            "source": rng.choice("abc"),
+            "styles": rng.sample(["yes/no", "multi-choice", "comparison", "coordinate"], rng.randint(1, 3)),
+            **{c: float(rng.randint(0, 5)) for c in CAPS},
+        }
+        for i in range(3000)
+    ]
     df = frame(rows)
     together = select(df, ["5%", 0.1, 600, "0.3"], taxonomy=TAX)
     assert list(together) == ["5%", "0.1", "600", "0.3"]
@@ -561,9 +579,22 @@ def test_tie_keys_on_a_sliced_series():
 
 @pytest.mark.parametrize(
     "budget,pool,expected",
-    [(0.05, 2_600_000, 130_000), ("5%", 2_600_000, 130_000), ("0.29", 100, 29), (0.29, 100, 29), (1000, 5000, 1000),
-     ("1000", 5000, 1000), (1.0, 10, 1), ("12.5%", 8, 1), (0.999, 1000, 999), (10, 10, 10), ("5000.0", 9000, 5000),
-     ("0.1", 10, 1), ("10%", 50, 5), (np.int64(7), 10, 7)],
+    [
+        (0.05, 2_600_000, 130_000),
+        ("5%", 2_600_000, 130_000),
+        ("0.29", 100, 29),
+        (0.29, 100, 29),
+        (1000, 5000, 1000),
+        ("1000", 5000, 1000),
+        (1.0, 10, 1),
+        ("12.5%", 8, 1),
+        (0.999, 1000, 999),
+        (10, 10, 10),
+        ("5000.0", 9000, 5000),
+        ("0.1", 10, 1),
+        ("10%", 50, 5),
+        (np.int64(7), 10, 7),
+    ],
 )
 def test_parse_budget(budget, pool, expected):
     assert parse_budget(budget).size(pool) == expected
@@ -571,11 +602,31 @@ def test_parse_budget(budget, pool, expected):
 
 @pytest.mark.parametrize(
     "budget,msg",
-    [(0, "positive"), (-3, "positive"), ("-0.1", "not a budget"), ("0", "positive"), ("0.0", "positive"),
-     ("abc", "not a budget"), (2.5, "neither"), ("2.5", "neither"), ("100%", "below 100%"), ("0%", "above 0%"),
-     (True, "not a number"), ("nan", "not a budget"), (float("nan"), "finite"), ("1e1", "not a budget"),
-     ("1e2", "not a budget"), ("1_0", "not a budget"), ("+5", "not a budget"), (" 5", "not a budget"),
-     ("5 %", "not a budget"), ("٥", "not a budget"), (".5", "not a budget"), ("", "not a budget"), (None, "not a number")],
+    [
+        (0, "positive"),
+        (-3, "positive"),
+        ("-0.1", "not a budget"),
+        ("0", "positive"),
+        ("0.0", "positive"),
+        ("abc", "not a budget"),
+        (2.5, "neither"),
+        ("2.5", "neither"),
+        ("100%", "below 100%"),
+        ("0%", "above 0%"),
+        (True, "not a number"),
+        ("nan", "not a budget"),
+        (float("nan"), "finite"),
+        ("1e1", "not a budget"),
+        ("1e2", "not a budget"),
+        ("1_0", "not a budget"),
+        ("+5", "not a budget"),
+        (" 5", "not a budget"),
+        ("5 %", "not a budget"),
+        ("٥", "not a budget"),
+        (".5", "not a budget"),
+        ("", "not a budget"),
+        (None, "not a number"),
+    ],
 )
 def test_parse_budget_errors(budget, msg):
     """Strict syntax: only digits, one decimal point and a trailing %, so the typed budget is a sane file name."""
@@ -584,7 +635,9 @@ def test_parse_budget_errors(budget, msg):
 
 
 def test_budget_sizes_and_keys():
-    assert parse_budget(0.29).key == "0.29" and parse_budget("10%").key == "10%" and parse_budget(1e-05).key == "0.00001"
+    assert (
+        parse_budget(0.29).key == "0.29" and parse_budget("10%").key == "10%" and parse_budget(1e-05).key == "0.00001"
+    )
     assert parse_budget("0.29").fraction == Decimal("0.29") and parse_budget("500").count == 500
     assert parse_budget("10%").value == 0.1 and parse_budget(500.0).value == 500
     with pytest.raises(SelectionInputError, match="selects 0 of 10"):
@@ -611,7 +664,9 @@ def test_validation_errors():
     with pytest.raises(SelectionInputError, match="not numeric"):
         validate_scores(df.with_columns(pl.col("ocr").cast(pl.Utf8)), TAX)
     with pytest.raises(SelectionInputError, match="null id"):
-        validate_scores(df.with_columns(pl.when(pl.col("id") == "s1").then(None).otherwise(pl.col("id")).alias("id")), TAX)
+        validate_scores(
+            df.with_columns(pl.when(pl.col("id") == "s1").then(None).otherwise(pl.col("id")).alias("id")), TAX
+        )
     with pytest.raises(SelectionInputError, match="no capability column"):
         validate_scores(df.drop("ocr", "math"), TAX)
     with pytest.raises(SelectionInputError, match="expected list"):
@@ -659,10 +714,14 @@ def test_validation_report_and_warnings():
 
 
 def test_styles_as_comma_separated_text_and_integer_scores():
-    df = pl.DataFrame({
-        "id": [1, 2, 3], "source": ["x", "x", "y"], "styles": ["yes/no, multi-choice", "multi-choice", ""],
-        "ocr": [3, 2, 1],
-    })
+    df = pl.DataFrame(
+        {
+            "id": [1, 2, 3],
+            "source": ["x", "x", "y"],
+            "styles": ["yes/no, multi-choice", "multi-choice", ""],
+            "ocr": [3, 2, 1],
+        }
+    )
     sel = select(df, [3], capabilities=["ocr"], taxonomy=TAX)["3"]
     assert sel.frame["id"].dtype == pl.Utf8
     assert set(sel.frame["bin"].to_list()) == {"yes/no+x", "multi-choice+x", "unstyled+y"}
@@ -672,12 +731,14 @@ def test_large_integer_score_table_matches_itself_across_row_orders():
     """A bigger table with integer scores (massive ties): shuffled input gives the same selection."""
     rng = np.random.default_rng(0)
     n = 20_000
-    df = pl.DataFrame({
-        "id": [f"r{i}" for i in range(n)],
-        "source": rng.choice(["a", "b", "c", "d"], n),
-        "styles": [["yes/no", "comparison"][: 1 + i % 2] for i in range(n)],
-        **{c: rng.integers(0, 6, n).astype(float) for c in CAPS},
-    })
+    df = pl.DataFrame(
+        {
+            "id": [f"r{i}" for i in range(n)],
+            "source": rng.choice(["a", "b", "c", "d"], n),
+            "styles": [["yes/no", "comparison"][: 1 + i % 2] for i in range(n)],
+            **{c: rng.integers(0, 6, n).astype(float) for c in CAPS},
+        }
+    )
     a = select(df, ["30%", "5%"], taxonomy=TAX)
     b = select(df.sample(fraction=1.0, shuffle=True, seed=1), ["30%", "5%"], taxonomy=TAX)
     for k in a:

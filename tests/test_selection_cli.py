@@ -22,13 +22,17 @@ def scores(tmp_path):
 
     rng = random.Random(0)
     n = 400
-    df = pl.DataFrame({
-        "id": [f"s{i}" for i in range(n)],
-        "source": [rng.choice(["coco", "ocrvqa"]) for _ in range(n)],
-        "styles": [rng.sample(["yes/no", "multi-choice", "detailed description"], rng.randint(1, 2)) for _ in range(n)],
-        **{k: [rng.random() * 5 for _ in range(n)] for k in KEYS},
-        "scorer": ["test"] * n,
-    })
+    df = pl.DataFrame(
+        {
+            "id": [f"s{i}" for i in range(n)],
+            "source": [rng.choice(["coco", "ocrvqa"]) for _ in range(n)],
+            "styles": [
+                rng.sample(["yes/no", "multi-choice", "detailed description"], rng.randint(1, 2)) for _ in range(n)
+            ],
+            **{k: [rng.random() * 5 for _ in range(n)] for k in KEYS},
+            "scorer": ["test"] * n,
+        }
+    )
     path = tmp_path / "scores.parquet"
     df.write_parquet(path)
     return path
@@ -42,8 +46,23 @@ def run_cli(args, capsys):
 
 def test_select_writes_one_file_per_budget_named_as_typed(scores, tmp_path, capsys):
     out = tmp_path / "sel"
-    rc, stdout, _ = run_cli(["select", "--scores", str(scores), "--budget", "0.05", "--budget", "10%",
-                             "--budget", "30", "--out", str(out), "--json"], capsys)
+    rc, stdout, _ = run_cli(
+        [
+            "select",
+            "--scores",
+            str(scores),
+            "--budget",
+            "0.05",
+            "--budget",
+            "10%",
+            "--budget",
+            "30",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        capsys,
+    )
     assert rc == 0
     assert sorted(p.name for p in out.iterdir()) == ["mmssr_0.05.parquet", "mmssr_10%.parquet", "mmssr_30.parquet"]
     summary = json.loads(stdout.strip().splitlines()[-1])
@@ -65,9 +84,27 @@ def test_select_writes_one_file_per_budget_named_as_typed(scores, tmp_path, caps
 
 def test_select_baseline_capabilities_and_threshold(scores, tmp_path, capsys):
     out = tmp_path / "sel"
-    rc, stdout, _ = run_cli(["select", "--scores", str(scores), "--budget", "300", "--method", "capability-only",
-                             "--capabilities", "humanities,optical_character_recognition", "--threshold", "4.5",
-                             "--seed", "3", "--out", str(out), "--json"], capsys)
+    rc, stdout, _ = run_cli(
+        [
+            "select",
+            "--scores",
+            str(scores),
+            "--budget",
+            "300",
+            "--method",
+            "capability-only",
+            "--capabilities",
+            "humanities,optical_character_recognition",
+            "--threshold",
+            "4.5",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        capsys,
+    )
     assert rc == 0
     summary = json.loads(stdout.strip().splitlines()[-1])
     b = summary["budgets"]["300"]
@@ -79,8 +116,9 @@ def test_select_baseline_capabilities_and_threshold(scores, tmp_path, capsys):
     f = pl.read_parquet(out / "capability-only_300.parquet")
     assert f["bin"].null_count() == f.height and f.height == eligible
 
-    rc, stdout, _ = run_cli(["select", "--scores", str(scores), "--budget", "5", "--method", "random",
-                             "--out", str(out)], capsys)
+    rc, stdout, _ = run_cli(
+        ["select", "--scores", str(scores), "--budget", "5", "--method", "random", "--out", str(out)], capsys
+    )
     assert rc == 0 and (out / "random_5.parquet").exists()
     assert pl.read_parquet(out / "random_5.parquet")["picked_by"].null_count() == 5
 
@@ -104,8 +142,9 @@ def test_select_errors_are_one_line_exit_2(scores, tmp_path, capsys, extra, mess
 
 
 def test_select_missing_file_and_bad_table(tmp_path, capsys):
-    rc, _, err = run_cli(["select", "--scores", str(tmp_path / "none.parquet"), "--budget", "1",
-                          "--out", str(tmp_path)], capsys)
+    rc, _, err = run_cli(
+        ["select", "--scores", str(tmp_path / "none.parquet"), "--budget", "1", "--out", str(tmp_path)], capsys
+    )
     assert rc == 2 and "does not exist" in err
     bad = tmp_path / "bad.parquet"
     pl.DataFrame({"id": ["a"], "source": ["x"], "humanities": [1.0]}).write_parquet(bad)
@@ -120,13 +159,24 @@ def test_select_missing_file_and_bad_table(tmp_path, capsys):
 def test_select_custom_taxonomy_file_and_env(tmp_path, capsys, monkeypatch):
     tax = tmp_path / "tax.json"
     tax.write_text(json.dumps({"capabilities": [{"key": "chart_reading", "phrase": "chart reading"}]}))
-    df = pl.DataFrame({"id": ["a", "b", "c"], "source": ["x"] * 3, "styles": [["yes/no"]] * 3,
-                       "chart_reading": [1.0, 3.0, 2.0]})
+    df = pl.DataFrame(
+        {"id": ["a", "b", "c"], "source": ["x"] * 3, "styles": [["yes/no"]] * 3, "chart_reading": [1.0, 3.0, 2.0]}
+    )
     path = tmp_path / "s.parquet"
     df.write_parquet(path)
     out = tmp_path / "o"
-    args = ["select", "--scores", str(path), "--budget", "2", "--capabilities", "chart_reading", "--out", str(out),
-            "--json"]
+    args = [
+        "select",
+        "--scores",
+        str(path),
+        "--budget",
+        "2",
+        "--capabilities",
+        "chart_reading",
+        "--out",
+        str(out),
+        "--json",
+    ]
     rc, _, err = run_cli(args, capsys)
     assert rc == 2 and "unknown capabilities" in err
     rc, stdout, _ = run_cli(args + ["--taxonomy", str(tax)], capsys)
@@ -134,14 +184,19 @@ def test_select_custom_taxonomy_file_and_env(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MMSSR_TAXONOMY", str(tax))
     rc, stdout, _ = run_cli(args, capsys)
     assert rc == 0 and json.loads(stdout.strip().splitlines()[-1])["budgets"]["2"]["per_capability"] == {
-        "chart_reading": 2}
+        "chart_reading": 2
+    }
 
 
 def test_select_entry_point_subprocess(scores, tmp_path):
     """Through the installed console script: the JSON line is the last line of stdout."""
     exe = os.path.join(os.path.dirname(sys.executable), "mmssr")
-    proc = subprocess.run([exe, "select", "--scores", str(scores), "--budget", "5%", "--out", str(tmp_path / "o"),
-                           "--json"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [exe, "select", "--scores", str(scores), "--budget", "5%", "--out", str(tmp_path / "o"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["budgets"]["5%"]["selected"] == 20
 
@@ -157,11 +212,32 @@ def test_select_budget_syntax_is_strict(scores, tmp_path, capsys, budget):
 
 def test_select_budget_forms_accepted(scores, tmp_path, capsys):
     out = tmp_path / "o"
-    rc, stdout, _ = run_cli(["select", "--scores", str(scores), "--budget", "0.1", "--budget", "10%", "--budget", "300",
-                             "--budget", "12.5%", "--out", str(out), "--json"], capsys)
+    rc, stdout, _ = run_cli(
+        [
+            "select",
+            "--scores",
+            str(scores),
+            "--budget",
+            "0.1",
+            "--budget",
+            "10%",
+            "--budget",
+            "300",
+            "--budget",
+            "12.5%",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        capsys,
+    )
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["mmssr_0.1.parquet", "mmssr_10%.parquet", "mmssr_12.5%.parquet",
-                                                    "mmssr_300.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "mmssr_0.1.parquet",
+        "mmssr_10%.parquet",
+        "mmssr_12.5%.parquet",
+        "mmssr_300.parquet",
+    ]
     b = json.loads(stdout.strip().splitlines()[-1])["budgets"]
     assert [b[k]["requested"] for k in ("0.1", "10%", "300", "12.5%")] == [40, 40, 300, 50]
 
@@ -190,11 +266,17 @@ def _table(tmp_path, **columns):
 def test_select_with_nothing_selectable_fails_with_the_reason_and_writes_nothing(tmp_path, capsys, case):
     nan = float("nan")
     if case == "all_nan":
-        path, extra, rule = _table(tmp_path, humanities=[nan] * 4, stem_knowledge=[nan, None, nan, nan]), [], "float > 0"
+        path, extra, rule = (
+            _table(tmp_path, humanities=[nan] * 4, stem_knowledge=[nan, None, nan, nan]),
+            [],
+            "float > 0",
+        )
     elif case == "threshold":
         path, extra, rule = _table(tmp_path, humanities=[1.0, 2.0, 3.0, 2.5]), ["--threshold", "3"], "float > 3"
     else:
-        path = _table(tmp_path, humanities=[1.5, 2.0, 0.5, 0.7], humanities__argmax=pl.Series([0, 0, 0, 0], dtype=pl.Int8))
+        path = _table(
+            tmp_path, humanities=[1.5, 2.0, 0.5, 0.7], humanities__argmax=pl.Series([0, 0, 0, 0], dtype=pl.Int8)
+        )
         extra, rule = [], "integer > 0"
     out = tmp_path / "o"
     rc, stdout, err = run_cli(["select", "--scores", str(path), "--budget", "2", "--out", str(out), *extra], capsys)
@@ -211,16 +293,32 @@ def test_select_rejects_scores_outside_the_scale_naming_them(tmp_path, capsys):
 
 def test_select_applies_the_integer_rule_and_the_expected_opt_in(tmp_path, capsys):
     """The table the scorer writes (expected + integer): integers decide unless --rank expected."""
-    path = _table(tmp_path, humanities=[4.4, 2.6, 3.1, 0.9],
-                  humanities__argmax=pl.Series([0, 3, 3, 1], dtype=pl.Int8))
+    path = _table(tmp_path, humanities=[4.4, 2.6, 3.1, 0.9], humanities__argmax=pl.Series([0, 3, 3, 1], dtype=pl.Int8))
     out = tmp_path / "o"
-    rc, stdout, _ = run_cli(["select", "--scores", str(path), "--budget", "3", "--capabilities", "humanities",
-                             "--out", str(out), "--json"], capsys)
+    rc, stdout, _ = run_cli(
+        ["select", "--scores", str(path), "--budget", "3", "--capabilities", "humanities", "--out", str(out), "--json"],
+        capsys,
+    )
     assert rc == 0 and pl.read_parquet(out / "mmssr_3.parquet")["id"].to_list() == ["s2", "s1", "s3"]
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["rank"] == "integer" and summary["rules"] == {"humanities": "integer > 0"}
     assert "rule (integer rank): humanities: integer > 0" in stdout
-    rc, stdout, _ = run_cli(["select", "--scores", str(path), "--budget", "3", "--capabilities", "humanities",
-                             "--rank", "expected", "--out", str(out), "--json"], capsys)
+    rc, stdout, _ = run_cli(
+        [
+            "select",
+            "--scores",
+            str(path),
+            "--budget",
+            "3",
+            "--capabilities",
+            "humanities",
+            "--rank",
+            "expected",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        capsys,
+    )
     assert rc == 0 and pl.read_parquet(out / "mmssr_3.parquet")["id"].to_list() == ["s0", "s2", "s1"]
     assert json.loads(stdout.strip().splitlines()[-1])["rules"] == {"humanities": "expected > 0"}

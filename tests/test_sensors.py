@@ -7,8 +7,8 @@ import json
 
 import dagster as dg
 import pytest
-
 from dagster_support import link_source, record_events, slice_source
+
 from mmssr_assets.resources import RecipesResource, SourcesResource, StoreResource
 from mmssr_assets.sensors import new_recipes_sensor, new_sources_sensor
 from mmssr_core.recipes import Recipe
@@ -39,7 +39,9 @@ def test_new_folder_becomes_partition_and_run(tmp_path, shared_data, instance):
     assert req.partition_key == "llava_bench"
     assert req.run_key.startswith("new-source:llava_bench:")
     # observed at once, so whatever materializes it next has an observation to be compared against later
-    assert [(e.asset_key.to_user_string(), e.partition) for e in result.asset_events] == [("source_folder", "llava_bench")]
+    assert [(e.asset_key.to_user_string(), e.partition) for e in result.asset_events] == [
+        ("source_folder", "llava_bench")
+    ]
 
 
 def test_known_folder_yields_nothing_and_only_the_new_one_runs(tmp_path, shared_data, instance):

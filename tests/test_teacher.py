@@ -14,8 +14,8 @@ from collections import Counter
 
 import polars as pl
 import pytest
+from _scoring_pool import write_pool
 
-from mmssr_core.testing.teacher_testserver import TeacherTestServer, instance_text, intended_answer
 from mmssr_core.taxonomy import Taxonomy
 from mmssr_core.teacher import (
     TEACHER_CACHE_TABLE,
@@ -33,7 +33,7 @@ from mmssr_core.teacher import (
     teacher_instruction,
     validate_answer,
 )
-from _scoring_pool import write_pool
+from mmssr_core.testing.teacher_testserver import TeacherTestServer, instance_text, intended_answer
 
 TAX = Taxonomy()
 KEYS = TAX.keys
@@ -53,7 +53,9 @@ def test_validate_accepts_good_answers_in_several_shapes():
         "```json\n" + json.dumps(good) + "\n```",
         "Here you go: " + json.dumps(good) + " done",
         json.dumps({**good["scores"], "styles": good["styles"]}),  # flat
-        json.dumps({"scores": {k: float(v) for k, v in good["scores"].items()}, "styles": "multi-choice, short description"}),
+        json.dumps(
+            {"scores": {k: float(v) for k, v in good["scores"].items()}, "styles": "multi-choice, short description"}
+        ),
         json.dumps({"scores": good["scores"], "styles": ["Multi-Choice", "short description", "multi-choice"]}),
     ):
         out = validate_answer(text, TAX)
@@ -93,7 +95,9 @@ def test_schema_and_instruction_name_every_key_and_label():
     s = answer_schema(TAX)
     assert s["properties"]["scores"]["required"] == KEYS
     assert s["properties"]["styles"]["items"]["enum"] == list(TAX.styles)
-    text = teacher_instruction(TAX, [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "A cat."}], True)
+    text = teacher_instruction(
+        TAX, [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "A cat."}], True
+    )
     for c in TAX.capabilities:
         assert f"- {c.key}: {c.phrase}" in text
     assert ", ".join(TAX.styles) in text
@@ -121,10 +125,12 @@ def test_allocate_one_each_then_proportional():
 
 
 def test_stratified_sample_is_seeded_and_nested():
-    frame = pl.DataFrame({
-        "content_hash": [f"h{i}" for i in range(300)],
-        "stratum": ["x"] * 200 + ["y"] * 90 + ["z"] * 10,
-    })
+    frame = pl.DataFrame(
+        {
+            "content_hash": [f"h{i}" for i in range(300)],
+            "stratum": ["x"] * 200 + ["y"] * 90 + ["z"] * 10,
+        }
+    )
     a = stratified_sample(frame, 30, seed=1)
     b = stratified_sample(frame, 30, seed=1)
     c = stratified_sample(frame, 30, seed=2)
@@ -200,8 +206,10 @@ def test_label_writes_valid_labels_for_a_stratified_sample(pool_store, server):
 def test_invalid_answers_are_reasked_then_recorded(pool_store, server):
     rows = pool_store.read("raw_pool", "mathv").head(8)
     # pick four samples: three get one bad answer (then a good one), the fourth always a bad one
-    texts = {r["id"]: teacher_instruction(TAX, r["conversations"], True).partition("The instance:\n")[2]
-             for r in rows.iter_rows(named=True)}
+    texts = {
+        r["id"]: teacher_instruction(TAX, r["conversations"], True).partition("The instance:\n")[2]
+        for r in rows.iter_rows(named=True)
+    }
     ids = list(texts)
 
     def only(sample_id):
@@ -227,7 +235,9 @@ def test_invalid_answers_are_reasked_then_recorded(pool_store, server):
     assert ids[3] in bad["failure_message"]
     assert all(bad[k] is None for k in KEYS) and bad["styles"] is None
     assert res.failed == 1 and res.failures_by_reason == {"partial_answer": 1}
-    assert server.faults_served == Counter(malformed_json=1, out_of_range=1, unknown_style=1, partial_answer=3, fenced_json=1)
+    assert server.faults_served == Counter(
+        malformed_json=1, out_of_range=1, unknown_style=1, partial_answer=3, fenced_json=1
+    )
     # a re-ask carries the bad answer and the reason
     reasks = [b for b in server.teacher_requests() if len(b["messages"]) == 4]
     assert len(reasks) >= 5
@@ -301,8 +311,24 @@ def test_api_key_from_env_is_sent_and_never_printed(pool_store, monkeypatch, cap
 
     monkeypatch.setenv("MY_TEACHER_KEY", "sk-very-secret-123")
     with TeacherTestServer(api_key="sk-very-secret-123") as srv:
-        rc = main(["label", "--store", str(pool_store.root), "--source", "mathv", "--size", "4",
-                   "--base-url", srv.url, "--model", srv.model, "--api-key-env", "MY_TEACHER_KEY", "--json"])
+        rc = main(
+            [
+                "label",
+                "--store",
+                str(pool_store.root),
+                "--source",
+                "mathv",
+                "--size",
+                "4",
+                "--base-url",
+                srv.url,
+                "--model",
+                srv.model,
+                "--api-key-env",
+                "MY_TEACHER_KEY",
+                "--json",
+            ]
+        )
         out = capsys.readouterr()
         assert rc == 0
         summary = json.loads(out.out.strip().splitlines()[-1])
@@ -310,8 +336,24 @@ def test_api_key_from_env_is_sent_and_never_printed(pool_store, monkeypatch, cap
         assert "sk-very-secret" not in out.out + out.err
         # a wrong key: every sample fails with http_401, recorded, not a crash
         monkeypatch.setenv("MY_TEACHER_KEY", "wrong")
-        rc = main(["label", "--store", str(pool_store.root), "--source", "mathv", "--size", "6",
-                   "--base-url", srv.url, "--model", srv.model, "--api-key-env", "MY_TEACHER_KEY", "--json"])
+        rc = main(
+            [
+                "label",
+                "--store",
+                str(pool_store.root),
+                "--source",
+                "mathv",
+                "--size",
+                "6",
+                "--base-url",
+                srv.url,
+                "--model",
+                srv.model,
+                "--api-key-env",
+                "MY_TEACHER_KEY",
+                "--json",
+            ]
+        )
         summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert rc == 0 and summary["failures_by_reason"] == {"http_401": 2} and summary["cached"] == 4
 
@@ -319,8 +361,24 @@ def test_api_key_from_env_is_sent_and_never_printed(pool_store, monkeypatch, cap
 def test_cli_errors_are_one_line(pool_store, capsys):
     from mmssr_core.cli import main
 
-    assert main(["label", "--store", str(pool_store.root), "--source", "nope", "--size", "3",
-                 "--base-url", "http://127.0.0.1:9/v1", "--model", "m"]) == 2
+    assert (
+        main(
+            [
+                "label",
+                "--store",
+                str(pool_store.root),
+                "--source",
+                "nope",
+                "--size",
+                "3",
+                "--base-url",
+                "http://127.0.0.1:9/v1",
+                "--model",
+                "m",
+            ]
+        )
+        == 2
+    )
     assert "not ingested" in capsys.readouterr().err
     assert main(["label", "--store", str(pool_store.root), "--size", "0", "--base-url", "http://127.0.0.1:9/v1"]) == 2
 
@@ -349,9 +407,28 @@ def test_cache_is_keyed_by_teacher_identity(pool_store, server):
 def test_killed_run_resumes(pool_store, tmp_path):
     """SIGKILL a labelling run after some chunks are flushed; the rerun asks only for what is missing."""
     with TeacherTestServer(latency=0.05) as srv:
-        cmd = [sys.executable, "-m", "mmssr_core.cli", "label", "--store", str(pool_store.root), "--source", "mathv",
-               "--size", "40", "--base-url", srv.url, "--model", srv.model, "--concurrency", "1",
-               "--chunk-size", "4", "--json", "--no-progress"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mmssr_core.cli",
+            "label",
+            "--store",
+            str(pool_store.root),
+            "--source",
+            "mathv",
+            "--size",
+            "40",
+            "--base-url",
+            srv.url,
+            "--model",
+            srv.model,
+            "--concurrency",
+            "1",
+            "--chunk-size",
+            "4",
+            "--json",
+            "--no-progress",
+        ]
         env = dict(os.environ, PYTHONPATH=str(os.getcwd()))
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         cache_dir = pool_store.table_dir(TEACHER_CACHE_TABLE)

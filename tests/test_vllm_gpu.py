@@ -34,24 +34,51 @@ DTYPE = os.environ.get("MMSSR_GPU_TEST_DTYPE", "float32")  # bf16 flips near-tie
 
 def build_7b_shaped(directory):
     """Random LLaVA-OneVision at mmssr-7b-scorer's dimensions, written in the llava-hf layout."""
-    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, Qwen2Config, SiglipVisionConfig
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
 
     from mmssr_core.scoring.chat_template import CHAT_TEMPLATE
     from mmssr_core.testing.qwen2_tokenizer import QWEN2_VOCAB_SIZE, build_qwen2_tokenizer
     from mmssr_core.testing.tiny_models import build_processor, save_llava_hf_layout
 
     tokenizer = build_qwen2_tokenizer(chat_template=CHAT_TEMPLATE)
-    text = Qwen2Config(vocab_size=QWEN2_VOCAB_SIZE, hidden_size=3584, intermediate_size=18944,
-                       num_hidden_layers=LAYERS, num_attention_heads=28, num_key_value_heads=4,
-                       max_position_embeddings=32768, rope_theta=1_000_000.0, tie_word_embeddings=False,
-                       bos_token_id=151643, eos_token_id=151645)
-    vision = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26,
-                                num_attention_heads=16, image_size=384, patch_size=14, vision_use_head=False)
-    config = LlavaOnevisionConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
-                                  image_token_index=151646, video_token_index=151647,
-                                  vision_feature_select_strategy="full", vision_feature_layer=-1,
-                                  image_grid_pinpoints=[[384, 384]], vision_aspect_ratio="anyres_max_9",
-                                  tie_word_embeddings=False)
+    text = Qwen2Config(
+        vocab_size=QWEN2_VOCAB_SIZE,
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        max_position_embeddings=32768,
+        rope_theta=1_000_000.0,
+        tie_word_embeddings=False,
+        bos_token_id=151643,
+        eos_token_id=151645,
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_hidden_layers=26,
+        num_attention_heads=16,
+        image_size=384,
+        patch_size=14,
+        vision_use_head=False,
+    )
+    config = LlavaOnevisionConfig(
+        text_config=text.to_dict(),
+        vision_config=vision.to_dict(),
+        image_token_index=151646,
+        video_token_index=151647,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        image_grid_pinpoints=[[384, 384]],
+        vision_aspect_ratio="anyres_max_9",
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = LlavaOnevisionForConditionalGeneration(config).to(getattr(torch, DTYPE)).eval()
@@ -73,8 +100,23 @@ def test_vllm_at_7b_dimensions_matches_transformers(checkpoint, shared_data, tmp
 
     store = tmp_path / "store"
     ingest_source(shared_data / "math_vision_testmini", "mini", Store(store))
-    out = mmssr("score", "--store", str(store), "--source", "mini", "--backend", "vllm", "--model", str(checkpoint),
-                "--dtype", DTYPE, "--option", "max_model_len=8192", "--json", timeout=3600)
+    out = mmssr(
+        "score",
+        "--store",
+        str(store),
+        "--source",
+        "mini",
+        "--backend",
+        "vllm",
+        "--model",
+        str(checkpoint),
+        "--dtype",
+        DTYPE,
+        "--option",
+        "max_model_len=8192",
+        "--json",
+        timeout=3600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = last_json(out.stdout)
     assert summary["failed"] == 0 and summary["scored"] == 304
@@ -93,7 +135,7 @@ def test_engine_at_7b_dimensions_is_fed_the_golden_ids(checkpoint, shared_data, 
         llm = backend._engine(prompts.profile)
         batch, expected = [], []
         for row, request in pairs:
-            (_, user, image), = backend._inputs([request])[0]
+            ((_, user, image),) = backend._inputs([request])[0]
             batch.append(backend.build_prompt(user, prompts.style_query, image, prompts.profile))
             expected.append(golden_ids(row, "style"))
         for out, want in zip(llm.generate(batch, SamplingParams(max_tokens=1)), expected):

@@ -32,8 +32,24 @@ def unpacked(tmp_path_factory) -> Path:
         else:
             shutil.copy2(path, src / name)
     # --no-build-isolation: build with this environment's setuptools, no download (tests never reach out)
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
-                           "--no-index", "-v", "-w", str(base / "dist")], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(src),
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-v",
+            "-w",
+            str(base / "dist"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "adding license file 'LICENSE'" in log
@@ -66,8 +82,12 @@ def test_the_wheel_holds_the_package_data(unpacked):
 
 
 def test_the_command_line_runs_from_the_wheel_outside_the_checkout(unpacked, tmp_path):
-    where = _run(unpacked, tmp_path, "-c", "import mmssr_core, mmssr_assets; print(mmssr_core.__file__); "
-                 "print(mmssr_assets.__file__)")
+    where = _run(
+        unpacked,
+        tmp_path,
+        "-c",
+        "import mmssr_core, mmssr_assets; print(mmssr_core.__file__); print(mmssr_assets.__file__)",
+    )
     assert where.returncode == 0, where.stderr
     assert all(line.startswith(str(unpacked)) for line in where.stdout.split()), where.stdout
     helped = _cli(unpacked, tmp_path, "--help")
@@ -75,8 +95,12 @@ def test_the_command_line_runs_from_the_wheel_outside_the_checkout(unpacked, tmp
     assert "materialize" in helped.stdout  # the asset layer's command, found through the wheel's entry points
     version = _cli(unpacked, tmp_path, "--version")
     assert version.returncode == 0 and version.stdout.strip() == "mmssr 0.1.0"
-    template = _run(unpacked, tmp_path, "-c", "from mmssr_core.scoring.chat_template import CHAT_TEMPLATE; "
-                    "print(len(CHAT_TEMPLATE))")
+    template = _run(
+        unpacked,
+        tmp_path,
+        "-c",
+        "from mmssr_core.scoring.chat_template import CHAT_TEMPLATE; print(len(CHAT_TEMPLATE))",
+    )
     assert template.returncode == 0 and int(template.stdout) > 100, template.stderr
 
 
@@ -88,9 +112,16 @@ def test_ingest_score_select_round_trip_from_the_wheel(unpacked, tmp_path):
     rows = []
     for i in range(8):
         Image.new("RGB", (24, 16), (30 * i, 90, 200 - 20 * i)).save(data / f"img{i}.png")
-        rows.append({"id": f"s{i}", "image": f"img{i}.png", "conversations": [
-            {"from": "human", "value": f"<image>\nWhat colour is shape {i}?"},
-            {"from": "gpt", "value": "It is blue. " * (i + 1)}]})
+        rows.append(
+            {
+                "id": f"s{i}",
+                "image": f"img{i}.png",
+                "conversations": [
+                    {"from": "human", "value": f"<image>\nWhat colour is shape {i}?"},
+                    {"from": "gpt", "value": "It is blue. " * (i + 1)},
+                ],
+            }
+        )
     (data / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     work = tmp_path / "work"
     work.mkdir()

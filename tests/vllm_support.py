@@ -31,16 +31,22 @@ def copy_store(store_root: Path, tmp_path: Path) -> Path:
 
 
 def mmssr(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mmssr_core.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=engine_env())
+    return subprocess.run(
+        [sys.executable, "-m", "mmssr_core.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=engine_env(),
+    )
 
 
 def last_json(out: str) -> dict:
     return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
 
 
-def transformers_reference(checkpoint: Path, store_root: Path, *, device: str = "cpu", source: str = "mini",
-                           limit: int | None = None):
+def transformers_reference(
+    checkpoint: Path, store_root: Path, *, device: str = "cpu", source: str = "mini", limit: int | None = None
+):
     """Digit distributions of the transformers backend on the same checkpoint and samples: id -> [dist]."""
     from mmssr_core.scoring.runner import _request
     from mmssr_core.scoring.transformers_backend import TransformersBackend

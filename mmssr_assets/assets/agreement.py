@@ -12,13 +12,12 @@ import dagster as dg
 
 from mmssr_assets.assets.selection import scores_table
 from mmssr_assets.metadata import scores_scorer_metadata, table
-from mmssr_core.schema import SCORES_PARTITION, SCORES_TABLE
 from mmssr_assets.partitions import OWNERS
 from mmssr_assets.resources import ScorerResource, StoreResource
 from mmssr_assets.versions import source_code_version
+from mmssr_core.schema import SCORES_PARTITION, SCORES_TABLE
 
-_PER_CAPABILITY = [("capability", "string"), ("n", "int"), ("spearman", "float"), ("mae", "float"),
-                   ("exact", "float")]
+_PER_CAPABILITY = [("capability", "string"), ("n", "int"), ("spearman", "float"), ("mae", "float"), ("exact", "float")]
 
 
 def _png_md(path, title: str) -> str:
@@ -41,19 +40,25 @@ def _png_md(path, title: str) -> str:
         "asset by hand; without labels it records that and writes nothing."
     ),
 )
-def scorer_agreement(context: dg.AssetExecutionContext, store: StoreResource, scorer: ScorerResource) -> dg.MaterializeResult:
+def scorer_agreement(
+    context: dg.AssetExecutionContext, store: StoreResource, scorer: ScorerResource
+) -> dg.MaterializeResult:
     from mmssr_core.agreement import AgreementError, compute_agreement, read_teacher_labels, save_agreement
-    from mmssr_core.store import StoreError
     from mmssr_core.schema import TEACHER_TABLE
+    from mmssr_core.store import StoreError
 
     st = store.store()
     if not st.partitions(TEACHER_TABLE):
         context.log.warning("no teacher labels in the store: run `mmssr label` first; nothing computed")
-        return dg.MaterializeResult(metadata={
-            "status": dg.MetadataValue.md("No teacher labels yet: run `mmssr label --store ... --size N "
-                                          "--base-url URL` and materialize again."),
-            "n_matched": 0,
-        })
+        return dg.MaterializeResult(
+            metadata={
+                "status": dg.MetadataValue.md(
+                    "No teacher labels yet: run `mmssr label --store ... --size N "
+                    "--base-url URL` and materialize again."
+                ),
+                "n_matched": 0,
+            }
+        )
     if not st.exists(SCORES_TABLE, SCORES_PARTITION):
         raise dg.Failure("the scores table is missing: materialize scores_table first")
     scores = st.read(SCORES_TABLE, SCORES_PARTITION)
@@ -70,9 +75,9 @@ def scorer_agreement(context: dg.AssetExecutionContext, store: StoreResource, sc
 
     styles = result.styles or {}
     meta = {
-        "agreement": table(_PER_CAPABILITY, [
-            (c["key"], c["n"], c["spearman"], c["mae"], c["accuracy"]) for c in result.capabilities
-        ]),
+        "agreement": table(
+            _PER_CAPABILITY, [(c["key"], c["n"], c["spearman"], c["mae"], c["accuracy"]) for c in result.capabilities]
+        ),
         "n_matched": result.n_matched,
         "n_labelled": result.n_labelled,
         "mean_spearman": num(result.mean_spearman),

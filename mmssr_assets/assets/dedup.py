@@ -1,21 +1,26 @@
 """`duplicates`: exact and near duplicate groups of the scored pool, one partition per recipe setting."""
 
-
 import dagster as dg
 import polars as pl
 
 from mmssr_assets.assets.selection import scores_table
 from mmssr_assets.metadata import first_human_turn, path_md, table
-from mmssr_core.schema import SCORES_PARTITION, SCORES_TABLE
 from mmssr_assets.partitions import OWNERS
 from mmssr_assets.resources import RecipesResource, StoreResource
 from mmssr_assets.versions import source_code_version
 from mmssr_core.recipes import Recipe
-from mmssr_core.schema import RAW_POOL_TABLE
+from mmssr_core.schema import RAW_POOL_TABLE, SCORES_PARTITION, SCORES_TABLE
 
 _PER_SOURCE = [("setting", "string"), ("source", "string"), ("groups", "int"), ("in_groups", "int"), ("removed", "int")]
-_SUMMARY = [("setting", "string"), ("samples", "int"), ("groups", "int"), ("exact", "int"), ("near", "int"),
-            ("removed", "int"), ("seconds", "float")]
+_SUMMARY = [
+    ("setting", "string"),
+    ("samples", "int"),
+    ("groups", "int"),
+    ("exact", "int"),
+    ("near", "int"),
+    ("removed", "int"),
+    ("seconds", "float"),
+]
 _EXAMPLES = [("kind", "string"), ("kept", "string"), ("removed", "string"), ("kept sample asks", "string")]
 
 
@@ -51,7 +56,9 @@ def _examples(st, summary: dict, limit: int = 5) -> dg.MetadataValue:
         "of the recipes; recipes with `dedup = false` do not use it."
     ),
 )
-def duplicates(context: dg.AssetExecutionContext, store: StoreResource, recipes: RecipesResource) -> dg.MaterializeResult:
+def duplicates(
+    context: dg.AssetExecutionContext, store: StoreResource, recipes: RecipesResource
+) -> dg.MaterializeResult:
     from mmssr_core.dedup.representatives import rank_members
     from mmssr_core.dedup.summary import removal_summary
     from mmssr_core.dedup.table import write_duplicates
@@ -68,15 +75,25 @@ def duplicates(context: dg.AssetExecutionContext, store: StoreResource, recipes:
         result = write_duplicates(st, config, sources)
         summary = removal_summary(rank_members(result.groups, scores))
         s = result.stats
-        lines.append((key, s["samples"], summary["groups"], summary["exact_groups"], summary["near_groups"],
-                      summary["removed"], round(float(s["seconds"]), 1)))
+        lines.append(
+            (
+                key,
+                s["samples"],
+                summary["groups"],
+                summary["exact_groups"],
+                summary["near_groups"],
+                summary["removed"],
+                round(float(s["seconds"]), 1),
+            )
+        )
         table_rows += [[key, *(row[c] for c, _ in _PER_SOURCE[1:])] for row in summary["per_source"]]
         meta[f"{key}/path"] = path_md(s["path"])
         meta[f"{key}/removed"] = summary["removed"]
         meta[f"{key}/examples"] = _examples(st, summary)
-        context.log.info(f"duplicates {key}: {summary['groups']} groups, {summary['removed']} removable of "
-                         f"{s['samples']} in {s['seconds']:.1f}s")
+        context.log.info(
+            f"duplicates {key}: {summary['groups']} groups, {summary['removed']} removable of "
+            f"{s['samples']} in {s['seconds']:.1f}s"
+        )
     meta["summary"] = table(_SUMMARY, lines)
     meta["per_source"] = table(_PER_SOURCE, table_rows)
     return dg.MaterializeResult(metadata=meta)
-

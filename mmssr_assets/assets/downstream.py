@@ -7,7 +7,6 @@ run trains a model) and are not in the default graph: the code location adds the
 $MMSSR_DOWNSTREAM=on (or `build_definitions(downstream=True)`); materialize them on purpose.
 """
 
-
 from typing import Optional
 
 import dagster as dg
@@ -19,8 +18,10 @@ from mmssr_assets.resources import RecipesResource, StoreResource
 from mmssr_core.schema import RAW_POOL_TABLE, SELECTIONS_TABLE
 
 GROUP = "downstream"
-_ON_PURPOSE = (" Not run by the demo, any job or schedule: it trains a model with your command "
-               "($MMSSR_TRAIN_EVAL_CMD), so it stays unmaterialized until you launch it.")
+_ON_PURPOSE = (
+    " Not run by the demo, any job or schedule: it trains a model with your command "
+    "($MMSSR_TRAIN_EVAL_CMD), so it stays unmaterialized until you launch it."
+)
 
 
 class DownstreamResource(dg.ConfigurableResource):
@@ -60,8 +61,9 @@ def _run(context, st, name: str, selection, downstream: DownstreamResource, meth
     except D.DownstreamError as exc:
         raise dg.Failure(str(exc)) from None
     meta = {
-        "benchmarks": table([("benchmark", "string"), ("score", "float")],
-                            [(b, float(v)) for b, v in sorted(rec["benchmarks"].items())]),
+        "benchmarks": table(
+            [("benchmark", "string"), ("score", "float")], [(b, float(v)) for b, v in sorted(rec["benchmarks"].items())]
+        ),
         "train_samples": selection.height,
         "run_dir": dg.MetadataValue.path(rec["run_dir"]),
         "dataset": dg.MetadataValue.path(values["dataset"]),
@@ -86,14 +88,16 @@ def _run(context, st, name: str, selection, downstream: DownstreamResource, meth
         "A failed run keeps the earlier results." + _ON_PURPOSE
     ),
 )
-def downstream_run(context: dg.AssetExecutionContext, store: StoreResource, downstream: DownstreamResource,
-                   recipes: RecipesResource) -> dg.MaterializeResult:
+def downstream_run(
+    context: dg.AssetExecutionContext, store: StoreResource, downstream: DownstreamResource, recipes: RecipesResource
+) -> dg.MaterializeResult:
     st = store.store()
     recipe = recipes.get(context.partition_key, st.root)
     if not st.exists(SELECTIONS_TABLE, recipe.name):
         raise dg.Failure(f"no selection for recipe {recipe.name!r}: materialize selected_subset first")
     selection = st.read(SELECTIONS_TABLE, recipe.name)
     return _run(context, st, recipe.name, selection, downstream, recipe.method, recipe.budget)
+
 
 @dg.asset(
     deps=["raw_pool"],
@@ -103,8 +107,11 @@ def downstream_run(context: dg.AssetExecutionContext, store: StoreResource, down
     tags={"stage": "downstream"},
     description="Train and evaluate on the whole pool: the full-data reference of the paper's table." + _ON_PURPOSE,
 )
-def downstream_full_run(context: dg.AssetExecutionContext, store: StoreResource, downstream: DownstreamResource) -> dg.MaterializeResult:
+def downstream_full_run(
+    context: dg.AssetExecutionContext, store: StoreResource, downstream: DownstreamResource
+) -> dg.MaterializeResult:
     return _run(context, store.store(), downstream.full_recipe, None, downstream, "full", None)
+
 
 @dg.asset(
     deps=[downstream_run, downstream_full_run],
@@ -118,7 +125,9 @@ def downstream_full_run(context: dg.AssetExecutionContext, store: StoreResource,
         "downstream_run (and downstream_full_run) wrote results."
     ),
 )
-def downstream_eval(context: dg.AssetExecutionContext, store: StoreResource, downstream: DownstreamResource) -> dg.MaterializeResult:
+def downstream_eval(
+    context: dg.AssetExecutionContext, store: StoreResource, downstream: DownstreamResource
+) -> dg.MaterializeResult:
     from mmssr_core import downstream as D
 
     st = store.store()

@@ -7,7 +7,6 @@ materialization recorded keeps the store's partitions (`unchanged: true`) and re
 version, so nothing downstream turns stale.
 """
 
-
 import dagster as dg
 import polars as pl
 
@@ -92,8 +91,11 @@ def raw_pool(
             metadata={"sources_root": path_md(sources.path()), "found": ", ".join(found) or "(none)"},
         )
     folder = sources.fingerprint(source)
-    previous = None if config.image_root or config.format != "auto" or config.force else (
-        unchanged_since_last_ingest(context, st, source, folder))
+    previous = (
+        None
+        if config.image_root or config.format != "auto" or config.force
+        else (unchanged_since_last_ingest(context, st, source, folder))
+    )
     if previous is not None:
         context.log.info(f"source {source!r} unchanged since its last ingestion: partitions kept")
         return _result(st, source, previous, folder, unchanged=True)
@@ -102,8 +104,9 @@ def raw_pool(
         context.log.info(f"ingest {source}: {info}")
 
     try:
-        result = ingest_source(found[source], source, st, image_root=config.image_root, fmt=config.format,
-                               progress=progress)
+        result = ingest_source(
+            found[source], source, st, image_root=config.image_root, fmt=config.format, progress=progress
+        )
     except IngestError as exc:
         raise dg.Failure(f"cannot ingest source {source!r}: {exc}") from exc
     return _result(st, source, result.to_dict(), folder, unchanged=False)
@@ -142,9 +145,14 @@ def raw_pool_metadata(st, source: str, stats: dict) -> dict:
             q.select("position", "id", "reason", "message").rows(),
         )
     if st.exists(RAW_POOL_TABLE, source) and stats["accepted"]:
-        head = pl.read_parquet(st.path(RAW_POOL_TABLE, source), n_rows=N_EXAMPLES, columns=["id", "images", "conversations"])
+        head = pl.read_parquet(
+            st.path(RAW_POOL_TABLE, source), n_rows=N_EXAMPLES, columns=["id", "images", "conversations"]
+        )
         meta["preview"] = table(
             [("id", "string"), ("images", "string"), ("first question", "string")],
-            [(r["id"], ", ".join(r["images"] or []), first_human_turn(r["conversations"])) for r in head.iter_rows(named=True)],
+            [
+                (r["id"], ", ".join(r["images"] or []), first_human_turn(r["conversations"]))
+                for r in head.iter_rows(named=True)
+            ],
         )
     return meta

@@ -41,55 +41,72 @@ def _observe(context, key: str, partitions_name: str, version_of, where: str):
         if version is None:
             context.log.warning(f"{key}[{partition}]: nothing of that name {where}; not observed")
             continue
-        context.log_event(dg.AssetObservation(asset_key=key, partition=partition, tags={DATA_VERSION_TAG: version},
-                                              metadata={"version": version}))
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=key, partition=partition, tags={DATA_VERSION_TAG: version}, metadata={"version": version}
+            )
+        )
 
 
 @dg.multi_observable_source_asset(
-    specs=[dg.AssetSpec(
-        SOURCE_FOLDER,
-        partitions_def=sources_partitions,
-        group_name="ingestion",
-        kinds={"folder"},
-        owners=OWNERS,
-        tags={"stage": "observe"},
-        skippable=True,
-        description=(
-            "A source folder under the sources root (a pool file plus its images), observed, not written: "
-            "its data version changes when a file is added, removed, resized or rewritten, which marks "
-            "`raw_pool[<source>]` stale."
-        ),
-    )],
+    specs=[
+        dg.AssetSpec(
+            SOURCE_FOLDER,
+            partitions_def=sources_partitions,
+            group_name="ingestion",
+            kinds={"folder"},
+            owners=OWNERS,
+            tags={"stage": "observe"},
+            skippable=True,
+            description=(
+                "A source folder under the sources root (a pool file plus its images), observed, not written: "
+                "its data version changes when a file is added, removed, resized or rewritten, which marks "
+                "`raw_pool[<source>]` stale."
+            ),
+        )
+    ],
     partitions_def=sources_partitions,
     name="observe_source_folder",
 )
 def observe_source_folder(context: dg.AssetExecutionContext, sources: SourcesResource):
     found = sources.discover()
-    yield from _observe(context, SOURCE_FOLDER, SOURCES, lambda name: sources.fingerprint(name) if name in found else None,
-                        f"(no folder with a pool file) under {sources.path()}")
+    yield from _observe(
+        context,
+        SOURCE_FOLDER,
+        SOURCES,
+        lambda name: sources.fingerprint(name) if name in found else None,
+        f"(no folder with a pool file) under {sources.path()}",
+    )
 
 
 @dg.multi_observable_source_asset(
-    specs=[dg.AssetSpec(
-        RECIPE,
-        partitions_def=recipes_partitions,
-        group_name="selection",
-        kinds={"toml"},
-        owners=OWNERS,
-        tags={"stage": "observe"},
-        skippable=True,
-        description=(
-            "A selection recipe (defaults, the store's recipes.toml, $MMSSR_RECIPES), observed: its data "
-            "version is a hash of its definition, so editing a recipe marks `selected_subset[<recipe>]` stale."
-        ),
-    )],
+    specs=[
+        dg.AssetSpec(
+            RECIPE,
+            partitions_def=recipes_partitions,
+            group_name="selection",
+            kinds={"toml"},
+            owners=OWNERS,
+            tags={"stage": "observe"},
+            skippable=True,
+            description=(
+                "A selection recipe (defaults, the store's recipes.toml, $MMSSR_RECIPES), observed: its data "
+                "version is a hash of its definition, so editing a recipe marks `selected_subset[<recipe>]` stale."
+            ),
+        )
+    ],
     partitions_def=recipes_partitions,
     name="observe_recipe",
 )
 def observe_recipe(context: dg.AssetExecutionContext, store: StoreResource, recipes: RecipesResource):
     known = {r.name: r for r in recipes.load(store.store().root)}
-    yield from _observe(context, RECIPE, RECIPES, lambda name: recipe_version(known[name]) if name in known else None,
-                        f"among the recipes ({', '.join(known)})")
+    yield from _observe(
+        context,
+        RECIPE,
+        RECIPES,
+        lambda name: recipe_version(known[name]) if name in known else None,
+        f"among the recipes ({', '.join(known)})",
+    )
 
 
 # the same backfill policy as the assets they feed, so the jobs that start by observing them keep one

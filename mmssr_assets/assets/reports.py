@@ -1,6 +1,5 @@
 """`eval_report`: what one recipe's subset holds against the pool and a random subset of the same size."""
 
-
 import dagster as dg
 
 from mmssr_assets.assets.selection import scores_table, selected_subset
@@ -32,8 +31,14 @@ def headline_table(summary: dict) -> dg.MetadataValue:
     partitions_def=recipes_partitions,
     backfill_policy=RECIPE_BACKFILL_POLICY,
     deps=[selected_subset, scores_table],
-    code_version=source_code_version("mmssr_core.report", "mmssr_core.report_inputs", "mmssr_core.report_metrics",
-                                     "mmssr_core.report_plots", "mmssr_core.report_html", "mmssr_core.report_tables"),
+    code_version=source_code_version(
+        "mmssr_core.report",
+        "mmssr_core.report_inputs",
+        "mmssr_core.report_metrics",
+        "mmssr_core.report_plots",
+        "mmssr_core.report_html",
+        "mmssr_core.report_tables",
+    ),
     group_name="reports",
     kinds={"html", "json"},
     owners=OWNERS,
@@ -44,8 +49,9 @@ def headline_table(summary: dict) -> dg.MetadataValue:
         "names the scorer the scores came from."
     ),
 )
-def eval_report(context: dg.AssetExecutionContext, store: StoreResource, scorer: ScorerResource,
-                recipes: RecipesResource) -> dg.MaterializeResult:
+def eval_report(
+    context: dg.AssetExecutionContext, store: StoreResource, scorer: ScorerResource, recipes: RecipesResource
+) -> dg.MaterializeResult:
     from mmssr_core import report_metrics as M
     from mmssr_core.report_inputs import ReportInputsError, gather_report_inputs
 
@@ -57,10 +63,13 @@ def eval_report(context: dg.AssetExecutionContext, store: StoreResource, scorer:
         raise dg.Failure(f"{exc} (materialize selected_subset first)") from None
     result = inputs.build(st, taxonomy=scorer.taxonomy())
     scores = inputs.scores
-    meta: dict = {"selected": inputs.selection.height, "rank": recipe.rank,
-                  "pool_passing_rule": M.passing_label(result.summary["threshold"]),
-                  "headline": headline_table(result.summary),
-                  **scores_scorer_metadata(scores["scorer"].unique().to_list() if "scorer" in scores.columns else [])}
+    meta: dict = {
+        "selected": inputs.selection.height,
+        "rank": recipe.rank,
+        "pool_passing_rule": M.passing_label(result.summary["threshold"]),
+        "headline": headline_table(result.summary),
+        **scores_scorer_metadata(scores["scorer"].unique().to_list() if "scorer" in scores.columns else []),
+    }
     for name, kind, value in result.metadata_entries():
         meta[name] = _KINDS[kind](value)
     return dg.MaterializeResult(metadata=meta)

@@ -10,7 +10,6 @@ output's data version is the scorer identity and the raw pool's content version 
 failed), so a re-ingest that changed nothing leaves them fresh.
 """
 
-
 import time
 
 import dagster as dg
@@ -33,8 +32,13 @@ class ScoringConfig(dg.Config):
 
 def build_score_source(scorer: ScorerResource) -> dg.AssetsDefinition:
     """The scoring step, its code version taken from the scorer the definitions are built with."""
-    common = dict(partitions_def=sources_partitions, deps=["raw_pool"], group_name="scoring", owners=OWNERS,
-                  code_version=f"scorer-{scorer.fingerprint()}")
+    common = dict(
+        partitions_def=sources_partitions,
+        deps=["raw_pool"],
+        group_name="scoring",
+        owners=OWNERS,
+        code_version=f"scorer-{scorer.fingerprint()}",
+    )
 
     @dg.multi_asset(
         specs=[
@@ -100,8 +104,13 @@ def _run_backends(context, config: ScoringConfig, st, scorer: ScorerResource):
             context.log.info(f"score {source}: {p.done}/{p.total} samples ({p.cached} cached) in {p.seconds:.1f}s")
 
     styles_backend = scorer.get_styles_backend()
-    kw = dict(taxonomy=taxonomy, batch_size=config.batch_size, chunk_size=config.chunk_size, progress=progress,
-              profile=scorer.profile)
+    kw = dict(
+        taxonomy=taxonomy,
+        batch_size=config.batch_size,
+        chunk_size=config.chunk_size,
+        progress=progress,
+        profile=scorer.profile,
+    )
     try:  # a split scorer: capabilities from `backend`, styles from `styles_backend` (two caches)
         result = score_source_split(st, source, backend, styles_backend, **kw)
     finally:

@@ -7,7 +7,6 @@ check skips an edge of 100 or more upstream partitions, the refresh schedule com
 report fresh.
 """
 
-
 import dagster as dg
 import polars as pl
 
@@ -29,9 +28,9 @@ def registered_scored_sources(instance: dg.DagsterInstance, st) -> list[str]:
 
 def pool_scores_version(instance: dg.DagsterInstance, sources: list[str]) -> str:
     """One version over the current data versions of every given source's scores and styles."""
-    return combined_version({
-        f"{key}[{s}]": latest_version(instance, key, s) or "none" for s in sources for key in SCORE_ASSETS
-    })
+    return combined_version(
+        {f"{key}[{s}]": latest_version(instance, key, s) or "none" for s in sources for key in SCORE_ASSETS}
+    )
 
 
 @dg.asset(
@@ -47,7 +46,9 @@ def pool_scores_version(instance: dg.DagsterInstance, sources: list[str]) -> str
         "What selection reads. Stale when a source's scores or styles have a new data version."
     ),
 )
-def scores_table(context: dg.AssetExecutionContext, store: StoreResource, scorer: ScorerResource) -> dg.MaterializeResult:
+def scores_table(
+    context: dg.AssetExecutionContext, store: StoreResource, scorer: ScorerResource
+) -> dg.MaterializeResult:
     from mmssr_core.scoring.runner import build_scores
 
     st = store.store()
@@ -96,7 +97,9 @@ def scores_table(context: dg.AssetExecutionContext, store: StoreResource, scorer
         "`mmssr materialize`. Stale when the scores table, the duplicate groups or the recipe changed."
     ),
 )
-def selected_subset(context: dg.AssetExecutionContext, store: StoreResource, recipes: RecipesResource) -> dg.MaterializeResult:
+def selected_subset(
+    context: dg.AssetExecutionContext, store: StoreResource, recipes: RecipesResource
+) -> dg.MaterializeResult:
     from mmssr_core.recipe_selection import select_recipe
     from mmssr_core.selection import SelectionInputError
     from mmssr_core.store import StoreBusy, StoreError

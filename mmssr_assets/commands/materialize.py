@@ -20,18 +20,27 @@ HELP = "materialize the whole Dagster graph headlessly"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--sources", help="sources root: one sub-folder per source "
-                   "(default: $MMSSR_SOURCES_ROOT or examples/sources)")
+    p.add_argument(
+        "--sources", help="sources root: one sub-folder per source (default: $MMSSR_SOURCES_ROOT or examples/sources)"
+    )
     add_store_argument(p)
-    p.add_argument("--backend", help="scoring backend: rules | transformers | vllm | openai "
-                   "(default: $MMSSR_BACKEND or rules); model via $MMSSR_MODEL, server via $MMSSR_BASE_URL")
+    p.add_argument(
+        "--backend",
+        help="scoring backend: rules | transformers | vllm | openai "
+        "(default: $MMSSR_BACKEND or rules); model via $MMSSR_MODEL, server via $MMSSR_BASE_URL",
+    )
     p.add_argument("--model", help="model path or name for the backend (default: $MMSSR_MODEL)")
-    p.add_argument("--recipes", help="recipe file (TOML/JSON) added to the defaults (default: $MMSSR_RECIPES "
-                   "or <store>/recipes.toml)")
+    p.add_argument(
+        "--recipes",
+        help="recipe file (TOML/JSON) added to the defaults (default: $MMSSR_RECIPES or <store>/recipes.toml)",
+    )
     p.add_argument("--only", nargs="+", metavar="SOURCE", help="materialize only these sources")
     p.add_argument("--batch-size", type=int, default=8, help="samples per scoring call (default 8)")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no step lines or bar on stderr (default: a bar of the steps on a terminal, and a line per step)")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no step lines or bar on stderr (default: a bar of the steps on a terminal, and a line per step)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
@@ -49,7 +58,9 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise CommandError("--batch-size must be >= 1")
     try:
-        recipes = load_recipes(args.recipes, store_root=store_root) if args.recipes else load_recipes(store_root=store_root)
+        recipes = (
+            load_recipes(args.recipes, store_root=store_root) if args.recipes else load_recipes(store_root=store_root)
+        )
     except RecipeError as exc:
         raise CommandError(str(exc)) from None
 
@@ -66,9 +77,12 @@ def run(args) -> int:
         if unknown:
             raise CommandError(f"unknown sources {unknown}; found: {', '.join(found)}")
 
-    print(f"materializing {len(args.only or found)} source(s) from {sources_root} into {store_root} "
-          f"through Dagster ({'DAGSTER_HOME=' + os.environ['DAGSTER_HOME'] if os.environ.get('DAGSTER_HOME') else 'ephemeral instance'})",
-          file=sys.stderr, flush=True)
+    print(
+        f"materializing {len(args.only or found)} source(s) from {sources_root} into {store_root} "
+        f"through Dagster ({'DAGSTER_HOME=' + os.environ['DAGSTER_HOME'] if os.environ.get('DAGSTER_HOME') else 'ephemeral instance'})",
+        file=sys.stderr,
+        flush=True,
+    )
     # Dagster's own warnings: mmssr_assets filters the ones it triggers on purpose, by class and message
     from mmssr_assets.materialize import materialize_all
     from mmssr_assets.resources import default_scorer
@@ -80,8 +94,13 @@ def run(args) -> int:
     bar = Progress("materialize", unit="steps", enabled=not args.no_progress, plain_updates=False)
     try:
         summary = materialize_all(
-            sources_root=sources_root, store_root=store_root, scorer=scorer, recipes=recipes,
-            batch_size=args.batch_size, only=args.only, progress=bar.message,
+            sources_root=sources_root,
+            store_root=store_root,
+            scorer=scorer,
+            recipes=recipes,
+            batch_size=args.batch_size,
+            only=args.only,
+            progress=bar.message,
             on_step=lambda done, total: bar.update(done, total),
         )
     finally:
@@ -98,14 +117,19 @@ def _print_human(s) -> None:
 
     print(f"\n{'source':<28} {'accepted':>9} {'quarant.':>9} {'scored':>7} {'cached':>7} {'failed':>7}")
     for name, r in s.sources.items():
-        print(f"{name:<28} {r['accepted'] or 0:>9} {r['quarantined'] or 0:>9} {r['scored'] or 0:>7} "
-              f"{r['cached'] or 0:>7} {r['failed'] or 0:>7}")
+        print(
+            f"{name:<28} {r['accepted'] or 0:>9} {r['quarantined'] or 0:>9} {r['scored'] or 0:>7} "
+            f"{r['cached'] or 0:>7} {r['failed'] or 0:>7}"
+        )
     print(f"\n{'recipe':<28} {'selected':>9} {'budget':>9}")
     for name, r in s.subsets.items():
         note = f"  short: {r['reason']}" if r.get("reason") else ""
         print(f"{name:<28} {r['selected']:>9} {r['requested']:>9}{note}")
     failed = [k for k, v in s.checks.items() if not v]
-    print(f"\nchecks: {len(s.checks) - len(failed)}/{len(s.checks)} passed" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    print(
+        f"\nchecks: {len(s.checks) - len(failed)}/{len(s.checks)} passed"
+        + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    )
     for f in s.failures:
         print(f"error: {f}")
     print(f"\nsubsets: {Path(s.store) / SELECTIONS_TABLE}/<recipe>.parquet")
@@ -114,9 +138,13 @@ def _print_human(s) -> None:
     home = s.dagster_home or str(Path.cwd() / ".dagster_home")
     exe = Path(sys.executable).parent / "dagster"
     dagster = str(exe) if exe.exists() else "dagster"
-    print("\nopen the UI (http://127.0.0.1:3000):\n"
-          f"  DAGSTER_HOME={home} MMSSR_STORE={s.store} MMSSR_SOURCES_ROOT={s.sources_root} "
-          f"{dagster} dev -h 127.0.0.1 -p 3000")
+    print(
+        "\nopen the UI (http://127.0.0.1:3000):\n"
+        f"  DAGSTER_HOME={home} MMSSR_STORE={s.store} MMSSR_SOURCES_ROOT={s.sources_root} "
+        f"{dagster} dev -h 127.0.0.1 -p 3000"
+    )
     if not s.dagster_home:
-        print("  (this run used an ephemeral Dagster instance: set DAGSTER_HOME before `mmssr materialize` "
-              "to see its runs and metadata in the UI)")
+        print(
+            "  (this run used an ephemeral Dagster instance: set DAGSTER_HOME before `mmssr materialize` "
+            "to see its runs and metadata in the UI)"
+        )

@@ -9,7 +9,9 @@ from mmssr_core.cli import CommandError, add_store_argument, open_store, print_j
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_store_argument(p, "holds teacher_labels, and the scores if no --scores")
-    p.add_argument("--scores", help="a scores table Parquet file (default: the store's scores; columns: docs/method.md)")
+    p.add_argument(
+        "--scores", help="a scores table Parquet file (default: the store's scores; columns: docs/method.md)"
+    )
     p.add_argument("--out", required=True, help="output folder: agreement.json, agreement.md, PNG plots")
     p.add_argument("--source", action="append", help="only these sources' teacher labels (repeatable)")
     p.add_argument("--taxonomy", help="taxonomy config file (JSON/TOML); default $MMSSR_TAXONOMY or the paper's")

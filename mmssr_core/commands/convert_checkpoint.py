@@ -13,12 +13,17 @@ import time
 def add_arguments(parser) -> None:
     parser.add_argument("src", help="checkpoint directory in the original LLaVA-NeXT llava_qwen layout")
     parser.add_argument("dst", help="output directory (HF LLaVA-OneVision layout, loadable by transformers and vLLM)")
-    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], help="cast floating tensors (default: keep)")
+    parser.add_argument(
+        "--dtype", choices=["bfloat16", "float16", "float32"], help="cast floating tensors (default: keep)"
+    )
     parser.add_argument("--vision-heads", type=int, help="attention heads of an unknown vision tower")
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty DST")
-    parser.add_argument("--relayout", action="store_true",
-                        help="SRC is an HF LLaVA-OneVision checkpoint saved by transformers 5: rename its vision "
-                             "tower to the llava-hf layout (vision_tower.vision_model.*) that vLLM loads")
+    parser.add_argument(
+        "--relayout",
+        action="store_true",
+        help="SRC is an HF LLaVA-OneVision checkpoint saved by transformers 5: rename its vision "
+        "tower to the llava-hf layout (vision_tower.vision_model.*) that vLLM loads",
+    )
     parser.add_argument("--json", action="store_true", help="print a one-line JSON summary last")
 
 

@@ -15,10 +15,18 @@ def add_arguments(p) -> None:
     add_store_argument(p)
     p.add_argument("--source", action="append", help="only these ingested sources (repeatable; default: all)")
     p.add_argument("--exact-only", action="store_true", help="exact duplicates only (same content hash)")
-    p.add_argument("--text-threshold", type=float, default=None,
-                   help="near duplicates: minimum Jaccard of word 3-grams of the normalised text (default 0.8)")
-    p.add_argument("--image-distance", type=int, default=None,
-                   help="near duplicates: maximum differing bits of each image's 64-bit perceptual hash (default 6)")
+    p.add_argument(
+        "--text-threshold",
+        type=float,
+        default=None,
+        help="near duplicates: minimum Jaccard of word 3-grams of the normalised text (default 0.8)",
+    )
+    p.add_argument(
+        "--image-distance",
+        type=int,
+        default=None,
+        help="near duplicates: maximum differing bits of each image's 64-bit perceptual hash (default 6)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
@@ -44,12 +52,15 @@ def run(args) -> int:
     config = _config(args)
     store = open_store(args)
     sources = ingested_sources(store, args.source)
-    result = write_duplicates(store, config, sources,
-                              progress=lambda n: print(f"  {n:,} samples read", file=sys.stderr))
+    result = write_duplicates(
+        store, config, sources, progress=lambda n: print(f"  {n:,} samples read", file=sys.stderr)
+    )
     s = result.stats
     summary = removal_summary(pool_order_ranking(result.groups))
-    print(f"{s['samples']:,} samples: {summary['groups']:,} duplicate groups ({summary['exact_groups']:,} exact, "
-          f"{summary['near_groups']:,} near), {summary['removed']:,} samples to drop; {s['seconds']:.1f} s")
+    print(
+        f"{s['samples']:,} samples: {summary['groups']:,} duplicate groups ({summary['exact_groups']:,} exact, "
+        f"{summary['near_groups']:,} near), {summary['removed']:,} samples to drop; {s['seconds']:.1f} s"
+    )
     for row in summary["per_source"]:
         print(f"  {row['source']}: {row['in_groups']:,} in {row['groups']:,} groups")
     print(f"groups: {s['path']}")

@@ -10,23 +10,41 @@ MODES = ("copy", "hardlink", "symlink", "absolute", "prefix")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--selection", required=True, help="a selection Parquet (`mmssr select`, or the store's "
-                                                      "selections/<recipe>.parquet)")
+    p.add_argument(
+        "--selection",
+        required=True,
+        help="a selection Parquet (`mmssr select`, or the store's selections/<recipe>.parquet)",
+    )
     add_store_argument(p, "holds the ingested raw_pool")
-    p.add_argument("--format", default="llava", choices=["llava", "sharegpt"],
-                   help="llava: {id, image, conversations} (+ a ShareGPT copy for LLaMA-Factory); "
-                        "sharegpt: LLaMA-Factory {messages, images}")
+    p.add_argument(
+        "--format",
+        default="llava",
+        choices=["llava", "sharegpt"],
+        help="llava: {id, image, conversations} (+ a ShareGPT copy for LLaMA-Factory); "
+        "sharegpt: LLaMA-Factory {messages, images}",
+    )
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--to", metavar="DIR", help="export folder: DIR/<name>.json, DIR/images/, "
-                                                   "DIR/dataset_info.json; sync or move it as a whole")
-    where.add_argument("--out", metavar="FILE", help="the training file (.json: a JSON list; .jsonl: one record "
-                                                     "per line); images and dataset_info.json go beside it")
+    where.add_argument(
+        "--to",
+        metavar="DIR",
+        help="export folder: DIR/<name>.json, DIR/images/, DIR/dataset_info.json; sync or move it as a whole",
+    )
+    where.add_argument(
+        "--out",
+        metavar="FILE",
+        help="the training file (.json: a JSON list; .jsonl: one record "
+        "per line); images and dataset_info.json go beside it",
+    )
     p.add_argument("--name", help="with --to: the file and dataset name (default: the selection file's stem)")
     p.add_argument("--jsonl", action="store_true", help="with --to: write JSON Lines")
-    p.add_argument("--images", choices=MODES, default=None,
-                   help="copy (default): images into the folder, once per content; hardlink: the same, as hard "
-                        "links where possible; symlink: links (this machine only); absolute: the ingested "
-                        "paths; prefix: --image-prefix + the path under the image root's parent folder")
+    p.add_argument(
+        "--images",
+        choices=MODES,
+        default=None,
+        help="copy (default): images into the folder, once per content; hardlink: the same, as hard "
+        "links where possible; symlink: links (this machine only); absolute: the ingested "
+        "paths; prefix: --image-prefix + the path under the image root's parent folder",
+    )
     p.add_argument("--image-prefix", help="with --images prefix: where the training machine holds the sources")
     p.add_argument("--dataset-name", help="the dataset's name in dataset_info.json (default: the file's stem)")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
@@ -57,19 +75,24 @@ def run(args) -> int:
     mode = args.images or ("prefix" if args.image_prefix else "copy")
     out = _out_path(args)
     try:
-        summary = export_selection(selection, store, args.format, out, images=mode,
-                                   image_prefix=args.image_prefix, name=args.dataset_name)
+        summary = export_selection(
+            selection, store, args.format, out, images=mode, image_prefix=args.image_prefix, name=args.dataset_name
+        )
     except ExportError as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:
         raise CommandError(f"cannot write {out}: {exc}") from None
-    print(f"exported {summary['samples']:,} samples ({summary['images']:,} image references, "
-          f"{summary['image_files']:,} image files {mode}) as {args.format} to {summary['path']} "
-          f"in {summary['seconds']:.1f} s")
+    print(
+        f"exported {summary['samples']:,} samples ({summary['images']:,} image references, "
+        f"{summary['image_files']:,} image files {mode}) as {args.format} to {summary['path']} "
+        f"in {summary['seconds']:.1f} s"
+    )
     if summary["repeats_dropped"]:
         print(f"left out {summary['repeats_dropped']:,} repeated samples (same content as an earlier one)")
-    print(f"LLaMA-Factory: dataset {summary['dataset_name']!r} in {summary['dataset_info']} "
-          f"(dataset_dir: {Path(summary['dataset_info']).parent})")
+    print(
+        f"LLaMA-Factory: dataset {summary['dataset_name']!r} in {summary['dataset_info']} "
+        f"(dataset_dir: {Path(summary['dataset_info']).parent})"
+    )
     if args.json:
         print_json_line(summary)
     return 0

@@ -17,14 +17,29 @@ def add_arguments(p) -> None:
     p.add_argument("--source", help="source (partition) name; default: the source folder's name")
     add_store_argument(p)
     p.add_argument("--image-root", help="folder image paths are relative to (default: the pool file's folder)")
-    p.add_argument("--format", default="auto", choices=["auto", "llava", "sharegpt", "parquet"],
-                   help="record format; auto detects it from the content")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help=f"reject images declaring more pixels (default {DEFAULT_MAX_PIXELS:,})")
-    p.add_argument("--max-turn-chars", type=int, default=DEFAULT_MAX_TURN_CHARS,
-                   help=f"reject samples with a longer turn (default {DEFAULT_MAX_TURN_CHARS:,} characters)")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress on stderr (default, for runs over 2 s: a bar on a terminal, else a line every 2 s)")
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "llava", "sharegpt", "parquet"],
+        help="record format; auto detects it from the content",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"reject images declaring more pixels (default {DEFAULT_MAX_PIXELS:,})",
+    )
+    p.add_argument(
+        "--max-turn-chars",
+        type=int,
+        default=DEFAULT_MAX_TURN_CHARS,
+        help=f"reject samples with a longer turn (default {DEFAULT_MAX_TURN_CHARS:,} characters)",
+    )
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress on stderr (default, for runs over 2 s: a bar on a terminal, else a line every 2 s)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
@@ -33,8 +48,9 @@ def ingest_progress(enabled: bool = True, source: str = ""):
     bar = Progress(f"ingest {source}".strip(), unit="records", enabled=enabled, delay=2.0)
 
     def update(p: dict) -> None:
-        bar.update(p["read"], fraction=p["fraction"],
-                   note=f"{p['accepted']:,} accepted, {p['quarantined']:,} quarantined")
+        bar.update(
+            p["read"], fraction=p["fraction"], note=f"{p['accepted']:,} accepted, {p['quarantined']:,} quarantined"
+        )
 
     update.close = bar.close  # type: ignore[attr-defined]
     return update
@@ -63,9 +79,16 @@ def run(args) -> int:
     store = open_store(args)
     progress = ingest_progress(not args.no_progress, source)
     try:
-        result = ingest_source(path, source, store, image_root=args.image_root, fmt=args.format,
-                               max_pixels=args.max_pixels, max_turn_chars=args.max_turn_chars,
-                               progress=progress)
+        result = ingest_source(
+            path,
+            source,
+            store,
+            image_root=args.image_root,
+            fmt=args.format,
+            max_pixels=args.max_pixels,
+            max_turn_chars=args.max_turn_chars,
+            progress=progress,
+        )
     except IngestError as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:
@@ -76,15 +99,19 @@ def run(args) -> int:
     r = result
     rate = r.read / r.seconds if r.seconds > 0 else 0.0
     print(f"ingested source {r.source!r} from {r.input} ({r.format}, {r.container})")
-    print(f"  read {r.read:,}  accepted {r.accepted:,}  quarantined {r.quarantined:,}  "
-          f"text-only {r.text_only:,}  duplicate content {r.duplicate_content:,}")
+    print(
+        f"  read {r.read:,}  accepted {r.accepted:,}  quarantined {r.quarantined:,}  "
+        f"text-only {r.text_only:,}  duplicate content {r.duplicate_content:,}"
+    )
     if r.reasons:
         print("  quarantine reasons: " + ", ".join(f"{k} {v:,}" for k, v in r.reasons.items()))
     imgs = r.images
     if imgs.get("unique"):
         fmts = ", ".join(f"{k} {v}" for k, v in imgs.get("formats", {}).items())
-        print(f"  images: {imgs['unique']:,} distinct checked ({fmts}); "
-              f"{imgs.get('extension_mismatch', 0)} with an extension that lies about the format")
+        print(
+            f"  images: {imgs['unique']:,} distinct checked ({fmts}); "
+            f"{imgs.get('extension_mismatch', 0)} with an extension that lies about the format"
+        )
     print(f"  raw_pool:   {r.paths[RAW_POOL_TABLE]}")
     print(f"  quarantine: {r.paths[QUARANTINE_TABLE]}")
     print(f"  {r.seconds:.2f} s ({rate:,.0f} samples/s)")

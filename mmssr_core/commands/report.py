@@ -17,27 +17,51 @@ from mmssr_core.cli import CommandError, add_store_argument, open_store, print_j
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scores", help="scores table Parquet (default: the store's scores/pool.parquet)")
-    p.add_argument("--selection", help="selection Parquet/CSV: id, source (+ rank, picked_by, bin) "
-                   "(default: the store's selections/<recipe>.parquet)")
+    p.add_argument(
+        "--selection",
+        help="selection Parquet/CSV: id, source (+ rank, picked_by, bin) "
+        "(default: the store's selections/<recipe>.parquet)",
+    )
     p.add_argument("--recipe", help="recipe name (file names of the report); default: the selection file's stem")
     add_store_argument(p, "inputs not given as files come from it")
     p.add_argument("--out", help="write the report under OUT/reports/ instead of the store")
-    p.add_argument("--pool", action="append", help="raw_pool Parquet (repeatable); default: the store's raw_pool when present")
+    p.add_argument(
+        "--pool", action="append", help="raw_pool Parquet (repeatable); default: the store's raw_pool when present"
+    )
     p.add_argument("--failures", action="append", help="score_failures Parquet (repeatable); default: the store's")
-    p.add_argument("--baseline", action="append", default=[], metavar="NAME=FILE",
-                   help="another selection at the same budget to compare against (repeatable)")
-    p.add_argument("--budget-selection", action="append", default=[], metavar="LABEL=FILE",
-                   help="this recipe's selection at another budget, for the overlap/nesting check (repeatable)")
-    p.add_argument("--budget", help="the budget the selection was made with (fraction, N%% or count), for the record "
-                   "(default: the recipe's, as recorded with its selection)")
-    p.add_argument("--threshold", type=float, help="selection threshold t (score > t qualifies); default: the "
-                   "recipe's, else 0")
-    p.add_argument("--rank", choices=("integer", "expected"),
-                   help="the selection's rank mode, so 'pool passing' counts with its rule: integer (the integer "
-                        "score where the table has one) or expected (the opt-in); default: the recipe's, else integer")
+    p.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="another selection at the same budget to compare against (repeatable)",
+    )
+    p.add_argument(
+        "--budget-selection",
+        action="append",
+        default=[],
+        metavar="LABEL=FILE",
+        help="this recipe's selection at another budget, for the overlap/nesting check (repeatable)",
+    )
+    p.add_argument(
+        "--budget",
+        help="the budget the selection was made with (fraction, N%% or count), for the record "
+        "(default: the recipe's, as recorded with its selection)",
+    )
+    p.add_argument(
+        "--threshold", type=float, help="selection threshold t (score > t qualifies); default: the recipe's, else 0"
+    )
+    p.add_argument(
+        "--rank",
+        choices=("integer", "expected"),
+        help="the selection's rank mode, so 'pool passing' counts with its rule: integer (the integer "
+        "score where the table has one) or expected (the opt-in); default: the recipe's, else integer",
+    )
     p.add_argument("--capabilities", help="comma-separated capability keys to report (default: all in the scores)")
     p.add_argument("--taxonomy", help="taxonomy config file (JSON/TOML); default $MMSSR_TAXONOMY or the paper's")
-    p.add_argument("--seed", type=int, help="seed of the random subset of the same size (default: the recipe's, else 0)")
+    p.add_argument(
+        "--seed", type=int, help="seed of the random subset of the same size (default: the recipe's, else 0)"
+    )
     p.add_argument("--examples", type=int, default=3, help="example samples per style in the HTML (default 3)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
@@ -106,10 +130,16 @@ def run(args: argparse.Namespace) -> int:
             baselines=_pairs(args.baseline, "baseline") or None,
             budget_selections=_pairs(args.budget_selection, "budget-selection") or None,
         )
-        print(f"mmssr report: {recipe}: {inputs.selection.height} selected of {inputs.scores.height} scored",
-              file=sys.stderr)
-        result = inputs.build(Store(args.out) if args.out else store, taxonomy=load_taxonomy(args.taxonomy),
-                              examples_per_style=args.examples, make_plots=not args.no_plots)
+        print(
+            f"mmssr report: {recipe}: {inputs.selection.height} selected of {inputs.scores.height} scored",
+            file=sys.stderr,
+        )
+        result = inputs.build(
+            Store(args.out) if args.out else store,
+            taxonomy=load_taxonomy(args.taxonomy),
+            examples_per_style=args.examples,
+            make_plots=not args.no_plots,
+        )
     except (StoreError, TaxonomyError, ReportError, SelectionInputError, ReportInputsError) as exc:
         raise CommandError(str(exc)) from None
     if args.json:

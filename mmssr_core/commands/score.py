@@ -19,35 +19,70 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="rules", help="scoring backend (default: rules)")
     p.add_argument("--model", help="model path (transformers, vllm) or served model name (openai)")
     p.add_argument("--revision", help="model revision recorded in the scorer identity")
-    p.add_argument("--base-url", action="append", dest="base_urls", metavar="URL",
-                   help="openai: base URL of an OpenAI-compatible server, e.g. http://host:8000/v1 (repeat for replicas)")
-    p.add_argument("--api-key-env", default=None, help="openai: environment variable holding the API key "
-                   "(default OPENAI_API_KEY; the key itself is never printed)")
+    p.add_argument(
+        "--base-url",
+        action="append",
+        dest="base_urls",
+        metavar="URL",
+        help="openai: base URL of an OpenAI-compatible server, e.g. http://host:8000/v1 (repeat for replicas)",
+    )
+    p.add_argument(
+        "--api-key-env",
+        default=None,
+        help="openai: environment variable holding the API key "
+        "(default OPENAI_API_KEY; the key itself is never printed)",
+    )
     p.add_argument("--concurrency", type=int, help="openai: concurrent requests per replica (default 8)")
     p.add_argument("--timeout", type=float, help="openai: seconds per request (default 60)")
     p.add_argument("--device", help="transformers: torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--dtype", help="transformers, vllm: auto, float32, bfloat16, float16")
     p.add_argument("--tensor-parallel-size", type=int, help="vllm: tensor parallel size")
     p.add_argument("--data-parallel-size", type=int, help="vllm: data parallel size")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra backend option (value parsed as JSON when possible); repeatable")
-    p.add_argument("--styles-backend", choices=BACKENDS,
-                   help="score the styles with this backend instead (its own cache); --backend then scores "
-                        "the capabilities")
-    p.add_argument("--styles-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="option of --styles-backend (value parsed as JSON when possible); repeatable")
-    p.add_argument("--targets", default="capabilities,styles",
-                   help="what to score: capabilities, styles or both (default: capabilities,styles)")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra backend option (value parsed as JSON when possible); repeatable",
+    )
+    p.add_argument(
+        "--styles-backend",
+        choices=BACKENDS,
+        help="score the styles with this backend instead (its own cache); --backend then scores the capabilities",
+    )
+    p.add_argument(
+        "--styles-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option of --styles-backend (value parsed as JSON when possible); repeatable",
+    )
+    p.add_argument(
+        "--targets",
+        default="capabilities,styles",
+        help="what to score: capabilities, styles or both (default: capabilities,styles)",
+    )
     p.add_argument("--batch-size", type=int, help="samples per backend call (default: the backend's preference)")
     p.add_argument("--chunk-size", type=int, default=256, help="samples per cache flush (default 256)")
-    p.add_argument("--flush-seconds", type=float, default=None,
-                   help="flush results to the cache at least this often (default $MMSSR_FLUSH_SECONDS or 15)")
+    p.add_argument(
+        "--flush-seconds",
+        type=float,
+        default=None,
+        help="flush results to the cache at least this often (default $MMSSR_FLUSH_SECONDS or 15)",
+    )
     p.add_argument("--taxonomy", help="taxonomy config file (JSON/TOML); default $MMSSR_TAXONOMY or the paper's")
-    p.add_argument("--profile", choices=("reference", "clean", "native"), default=None,
-                   help="input profile: reference (default: the released scorer's exact inputs), clean "
-                        "(same, without the reference's Question: strip quirk) or native (the model's own processor)")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress on stderr (default: a bar on a terminal, else a line every 2 s)")
+    p.add_argument(
+        "--profile",
+        choices=("reference", "clean", "native"),
+        default=None,
+        help="input profile: reference (default: the released scorer's exact inputs), clean "
+        "(same, without the reference's Question: strip quirk) or native (the model's own processor)",
+    )
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress on stderr (default: a bar on a terminal, else a line every 2 s)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
@@ -61,10 +96,16 @@ def backend_options(args: argparse.Namespace) -> dict:
             opts[key] = value
 
     given = {
-        "--model": args.model, "--base-url": args.base_urls, "--concurrency": args.concurrency,
-        "--timeout": args.timeout, "--device": args.device, "--dtype": args.dtype,
-        "--tensor-parallel-size": args.tensor_parallel_size, "--data-parallel-size": args.data_parallel_size,
-        "--api-key-env": args.api_key_env, "--revision": args.revision,
+        "--model": args.model,
+        "--base-url": args.base_urls,
+        "--concurrency": args.concurrency,
+        "--timeout": args.timeout,
+        "--device": args.device,
+        "--dtype": args.dtype,
+        "--tensor-parallel-size": args.tensor_parallel_size,
+        "--data-parallel-size": args.data_parallel_size,
+        "--api-key-env": args.api_key_env,
+        "--revision": args.revision,
     }
     allowed = {
         "rules": set(),
@@ -177,8 +218,16 @@ def run(args: argparse.Namespace) -> int:
         for source in sources:
             try:
                 res = score_source_split(
-                    store, source, backend, styles_backend, taxonomy=taxonomy, targets=targets,
-                    batch_size=args.batch_size, chunk_size=args.chunk_size, progress=bars, profile=args.profile,
+                    store,
+                    source,
+                    backend,
+                    styles_backend,
+                    taxonomy=taxonomy,
+                    targets=targets,
+                    batch_size=args.batch_size,
+                    chunk_size=args.chunk_size,
+                    progress=bars,
+                    profile=args.profile,
                     flush_seconds=args.flush_seconds,
                 )
             except StoreError as exc:

@@ -37,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     atomic_write_parquet(table, out)
     keys = taxonomy.keys
-    incomplete = table.filter(pl.any_horizontal([pl.col(k).is_null() for k in keys]) | pl.col("styles").is_null()).height
+    incomplete = table.filter(
+        pl.any_horizontal([pl.col(k).is_null() for k in keys]) | pl.col("styles").is_null()
+    ).height
     summary = {
         "out": str(out.resolve()),
         "rows": table.height,
@@ -50,11 +52,15 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json_line(summary)
     else:
-        print(f"wrote {table.height} rows from {len(summary['sources'])} source(s) to {out} ({incomplete} incomplete: "
-              f"{summary['missing_scores']} without capability scores, {summary['missing_styles']} without styles)")
+        print(
+            f"wrote {table.height} rows from {len(summary['sources'])} source(s) to {out} ({incomplete} incomplete: "
+            f"{summary['missing_scores']} without capability scores, {summary['missing_styles']} without styles)"
+        )
         if summary["stale_dropped"]:
-            print(f"dropped {summary['stale_dropped']} stale score row(s) whose sample is no longer in the current "
-                  f"raw pool or changed since it was scored (run `mmssr score` to score the current pool)")
+            print(
+                f"dropped {summary['stale_dropped']} stale score row(s) whose sample is no longer in the current "
+                f"raw pool or changed since it was scored (run `mmssr score` to score the current pool)"
+            )
         if built.unpooled_sources:
             print(f"left out source(s) with scores but no raw pool: {', '.join(built.unpooled_sources)}")
     return 0

@@ -12,30 +12,50 @@ from mmssr_core.cli import CommandError, print_json_line
 def add_arguments(p) -> None:
     from mmssr_core.selection import METHODS, RANK_MODES
 
-    p.add_argument("--scores", required=True, help="scores table (Parquet: id, source, styles, per capability the "
-                                                   "expected score <key> and the integer score <key>__argmax)")
-    p.add_argument("--budget", action="append", required=True, metavar="B",
-                   help="a fraction (0.05), a percentage (5%%) or a whole count (1000): digits, one decimal point "
-                        "and an optional %% only; repeat for several budgets")
+    p.add_argument(
+        "--scores",
+        required=True,
+        help="scores table (Parquet: id, source, styles, per capability the "
+        "expected score <key> and the integer score <key>__argmax)",
+    )
+    p.add_argument(
+        "--budget",
+        action="append",
+        required=True,
+        metavar="B",
+        help="a fraction (0.05), a percentage (5%%) or a whole count (1000): digits, one decimal point "
+        "and an optional %% only; repeat for several budgets",
+    )
     p.add_argument("--method", default="mmssr", choices=METHODS, help="the mmSSR rule (default) or a baseline")
     p.add_argument("--capabilities", help="comma-separated capability keys, in order (default: all in the table)")
-    p.add_argument("--threshold", type=float, default=0.0, help="a sample qualifies for a capability when its "
-                                                                "score is above this (default 0)")
-    p.add_argument("--rank", default="integer", choices=RANK_MODES,
-                   help="integer (default, the paper's rule): the integer score decides eligibility and rank, the "
-                        "expected score breaks ties; expected (opt-in): rank and threshold on the expected score")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.0,
+        help="a sample qualifies for a capability when its score is above this (default 0)",
+    )
+    p.add_argument(
+        "--rank",
+        default="integer",
+        choices=RANK_MODES,
+        help="integer (default, the paper's rule): the integer score decides eligibility and rank, the "
+        "expected score breaks ties; expected (opt-in): rank and threshold on the expected score",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the tie key (hash of the id); default 0")
     p.add_argument("--taxonomy", help="taxonomy config (JSON/TOML); default $MMSSR_TAXONOMY or the paper's 14")
-    p.add_argument("--duplicates", help="duplicate groups from `mmssr dedup` (store/duplicates/<setting>.parquet): "
-                                        "select at most one sample per group; fractions stay of the whole table")
+    p.add_argument(
+        "--duplicates",
+        help="duplicate groups from `mmssr dedup` (store/duplicates/<setting>.parquet): "
+        "select at most one sample per group; fractions stay of the whole table",
+    )
     p.add_argument("--out", required=True, help="output folder: one <method>_<B>.parquet per budget")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
 def run(args) -> int:
     from mmssr_core.commands._common import read_parquet_file, taxonomy_or_error
-    from mmssr_core.schema import argmax_column
     from mmssr_core.dedup.budget import select_deduplicated
+    from mmssr_core.schema import argmax_column
     from mmssr_core.selection import SelectionInputError, parse_budget
     from mmssr_core.store import atomic_write_parquet
 
@@ -53,14 +73,29 @@ def run(args) -> int:
     scores = read_parquet_file(args.scores, "scores", wanted)
     groups = read_parquet_file(args.duplicates, "duplicates") if args.duplicates else None
     try:
-        results, dedup = select_deduplicated(scores, budgets, groups, method=args.method, capabilities=caps,
-                                             threshold=args.threshold, seed=args.seed, taxonomy=taxonomy,
-                                             rank=args.rank)
+        results, dedup = select_deduplicated(
+            scores,
+            budgets,
+            groups,
+            method=args.method,
+            capabilities=caps,
+            threshold=args.threshold,
+            seed=args.seed,
+            taxonomy=taxonomy,
+            rank=args.rank,
+        )
     except SelectionInputError as exc:
         raise CommandError(str(exc)) from None
     _make_folder(out)
-    summary: dict = {"method": args.method, "rank": args.rank, "budgets": {}, "warnings": [], "rows": scores.height,
-                     "threshold": args.threshold, "seed": args.seed}
+    summary: dict = {
+        "method": args.method,
+        "rank": args.rank,
+        "budgets": {},
+        "warnings": [],
+        "rows": scores.height,
+        "threshold": args.threshold,
+        "seed": args.seed,
+    }
     warnings: list[str] = []
     for b in budgets:
         sel = results[b.key]
@@ -81,8 +116,10 @@ def run(args) -> int:
     summary["warnings"] = warnings
     if dedup is not None:
         summary["dedup"] = {"deduplicated_pool_size": dedup.deduplicated_size, **dedup.summary}
-        print(f"duplicates: {dedup.summary['removed']:,} samples in {dedup.summary['groups']:,} groups left out; "
-              f"{dedup.deduplicated_size:,} of {scores.height:,} candidates")
+        print(
+            f"duplicates: {dedup.summary['removed']:,} samples in {dedup.summary['groups']:,} groups left out; "
+            f"{dedup.deduplicated_size:,} of {scores.height:,} candidates"
+        )
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     print(f"{len(results)} budget(s) from {scores.height:,} rows in {summary['seconds']:.2f} s")
     if args.json:

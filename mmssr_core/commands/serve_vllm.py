@@ -18,8 +18,12 @@ import sys
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="checkpoint directory (see `mmssr convert-checkpoint`) or name")
-    p.add_argument("--profile", choices=("reference", "clean", "native"), default="reference",
-                   help="input profile the clients will score with (default: reference)")
+    p.add_argument(
+        "--profile",
+        choices=("reference", "clean", "native"),
+        default="reference",
+        help="input profile the clients will score with (default: reference)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; see the scale-out docs)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--served-model-name", help="model name clients send (default: vLLM's, the --model value)")
@@ -33,9 +37,22 @@ def server_command(args: argparse.Namespace) -> list[str]:
     from mmssr_core.scoring.vllm_plugin import engine_options
 
     options = engine_options(get_profile(args.profile))
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", args.model,
-           "--host", args.host, "--port", str(args.port), "--chat-template", str(CHAT_TEMPLATE_FILE),
-           "--enable-prefix-caching", "--limit-mm-per-prompt", json.dumps({"image": 1})]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        args.model,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--chat-template",
+        str(CHAT_TEMPLATE_FILE),
+        "--enable-prefix-caching",
+        "--limit-mm-per-prompt",
+        json.dumps({"image": 1}),
+    ]
     if "hf_overrides" in options:
         cmd += ["--hf-overrides", json.dumps(options["hf_overrides"])]
     if "tokenizer_mode" in options:

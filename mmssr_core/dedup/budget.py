@@ -23,8 +23,15 @@ class DedupOutcome:
     ranked: pl.DataFrame | None = None  # members of every group, best first, `keep` on the representative
 
 
-def select_deduplicated(scores: pl.DataFrame, budgets: list, groups: pl.DataFrame | None, *,
-                        capabilities: list[str] | None = None, seed: int = 0, **select_kwargs):
+def select_deduplicated(
+    scores: pl.DataFrame,
+    budgets: list,
+    groups: pl.DataFrame | None,
+    *,
+    capabilities: list[str] | None = None,
+    seed: int = 0,
+    **select_kwargs,
+):
     """`mmssr_core.selection.select` on one sample per duplicate group -> (results, DedupOutcome | None).
 
     Results are keyed by the budgets as given; `groups` None selects from the pool as it is.
@@ -40,10 +47,13 @@ def select_deduplicated(scores: pl.DataFrame, budgets: list, groups: pl.DataFram
     for b in budgets:  # a count above the pool is an error, as without deduplication
         n = parse_budget(b).size(scores.height)
         if n > scores.height:
-            raise SelectionInputError(f"budget {parse_budget(b).key!r} asks for {n} samples but the scores table "
-                                      f"has only {scores.height} rows")
+            raise SelectionInputError(
+                f"budget {parse_budget(b).key!r} asks for {n} samples but the scores table "
+                f"has only {scores.height} rows"
+            )
     candidates, ranked = deduplicate_scores(scores, groups, capabilities, seed)
     outcome = DedupOutcome(scores.height, candidates.height, removal_summary(ranked), ranked)
-    results = select(candidates, budgets, capabilities=capabilities, seed=seed, pool_size=scores.height,
-                     **select_kwargs)
+    results = select(
+        candidates, budgets, capabilities=capabilities, seed=seed, pool_size=scores.height, **select_kwargs
+    )
     return results, outcome

@@ -32,12 +32,14 @@ def _with_chunks(members: pl.DataFrame, max_distance: int) -> pl.DataFrame:
     chunks = chunk_keys(ph, max_distance)
     chunks[members["n_img"].to_numpy() == 0] = _NO_IMAGE  # text-only: one shared chunk value
     k = chunks.shape[1]
-    return pl.DataFrame({
-        "row": np.repeat(members["row"].to_numpy(), k),
-        "key": np.repeat(members["key"].to_numpy(), k),
-        "n_img": np.repeat(members["n_img"].to_numpy(), k),
-        "chunk": chunks.reshape(-1),
-    })
+    return pl.DataFrame(
+        {
+            "row": np.repeat(members["row"].to_numpy(), k),
+            "key": np.repeat(members["key"].to_numpy(), k),
+            "n_img": np.repeat(members["n_img"].to_numpy(), k),
+            "chunk": chunks.reshape(-1),
+        }
+    )
 
 
 def near_buckets(sk: Sketch, exact: pl.DataFrame, config: DedupConfig) -> pl.DataFrame:

@@ -57,8 +57,10 @@ class DedupConfig:
             return "no deduplication"
         if not self.near:
             return "exact duplicates removed"
-        return (f"exact and near duplicates removed (text Jaccard >= {self.text_threshold:g}, "
-                f"images within {self.image_distance} bits)")
+        return (
+            f"exact and near duplicates removed (text Jaccard >= {self.text_threshold:g}, "
+            f"images within {self.image_distance} bits)"
+        )
 
 
 def dedup_config(value) -> DedupConfig:

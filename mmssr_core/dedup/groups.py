@@ -51,7 +51,8 @@ def _member_frame(sk: Sketch, labels: np.ndarray, copies: np.ndarray) -> pl.Data
     index = sk.scan().select("row", "source", "id").join(rows.lazy(), on="row", how="semi").collect()
     rows = rows.join(index, on="row").sort("row")
     return rows.select(
-        "source", "id",
+        "source",
+        "id",
         (pl.col("source").first() + "/" + pl.col("id").first()).over("label").alias("group"),
         pl.len().over("label").cast(pl.Int64).alias("group_size"),
         pl.when(pl.col("copies") > 1).then(pl.lit("exact")).otherwise(pl.lit("near")).alias("kind"),
@@ -78,9 +79,13 @@ def _stats(groups: pl.DataFrame, sk: Sketch, extra: dict) -> dict:
     }
 
 
-def find_duplicates(open_batches: Callable[[], Iterable[pl.DataFrame]], config: DedupConfig,
-                    *, workdir: str | Path | None = None,
-                    progress: Callable[[int], None] | None = None) -> DedupResult:
+def find_duplicates(
+    open_batches: Callable[[], Iterable[pl.DataFrame]],
+    config: DedupConfig,
+    *,
+    workdir: str | Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> DedupResult:
     """Duplicate groups of the pool `open_batches()` yields (called twice: keys, then candidates)."""
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mmssr-dedup-", dir=workdir) as tmp:
@@ -104,8 +109,16 @@ def find_duplicates(open_batches: Callable[[], Iterable[pl.DataFrame]], config: 
         t_near = time.perf_counter()
         labels = _components(sk.rows, edges)
         groups = _member_frame(sk, labels, copies)
-    timing = {"seconds": round(time.perf_counter() - t0, 3), "seconds_keys": round(t_sketch - t0, 3),
-              "seconds_near": round(t_near - t_sketch, 3)}
-    extra = {"near_candidates": candidates, "near_comparisons": compared, "near_pairs": near_pairs,
-             "config": config.to_dict(), **timing}
+    timing = {
+        "seconds": round(time.perf_counter() - t0, 3),
+        "seconds_keys": round(t_sketch - t0, 3),
+        "seconds_near": round(t_near - t_sketch, 3),
+    }
+    extra = {
+        "near_candidates": candidates,
+        "near_comparisons": compared,
+        "near_pairs": near_pairs,
+        "config": config.to_dict(),
+        **timing,
+    }
     return DedupResult(groups, _stats(groups, sk, extra))

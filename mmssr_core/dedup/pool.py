@@ -30,8 +30,9 @@ def pool_files(store: Store, sources: list[str] | None = None) -> list[Path]:
     return files
 
 
-def file_batches(files: list[Path], batch_rows: int = BATCH_ROWS,
-                 columns: tuple[str, ...] = COLUMNS) -> Iterator[pl.DataFrame]:
+def file_batches(
+    files: list[Path], batch_rows: int = BATCH_ROWS, columns: tuple[str, ...] = COLUMNS
+) -> Iterator[pl.DataFrame]:
     """Batches of the given raw-pool files, in file order then row order."""
     import pyarrow.parquet as pq
 
@@ -44,7 +45,8 @@ def file_batches(files: list[Path], batch_rows: int = BATCH_ROWS,
             yield df.with_columns(missing).select(columns) if missing else df
 
 
-def pool_batches(store: Store, sources: list[str] | None = None, batch_rows: int = BATCH_ROWS,
-                 columns: tuple[str, ...] = COLUMNS) -> Iterator[pl.DataFrame]:
+def pool_batches(
+    store: Store, sources: list[str] | None = None, batch_rows: int = BATCH_ROWS, columns: tuple[str, ...] = COLUMNS
+) -> Iterator[pl.DataFrame]:
     """Batches of the raw pool of `sources` (default: all ingested), in source then file order."""
     yield from file_batches(pool_files(store, sources), batch_rows, columns)

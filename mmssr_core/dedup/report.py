@@ -28,8 +28,9 @@ def dedup_section(dedup: dict | None, pool_size: int, selected: int) -> dict | N
 
 def dedup_markdown(section: dict | None) -> str:
     if not section:
-        return ("**Duplicates**: no removal recorded for this selection "
-                "(`dedup = false`, or selected without duplicates).")
+        return (
+            "**Duplicates**: no removal recorded for this selection (`dedup = false`, or selected without duplicates)."
+        )
     s = section
     lines = [
         f"**Duplicates**: {s['removed']:,} samples in {s['groups']:,} groups left out ({s['exact_groups']:,} exact, "
@@ -48,8 +49,10 @@ def dedup_html(section: dict | None) -> str:
     from mmssr_core.report_html import esc, fmt, table
 
     if not section:
-        return ("<h2>Duplicates</h2><p class=\"muted\">No removal recorded for this selection (dedup = false, "
-                "or selected without duplicate groups).</p>")
+        return (
+            '<h2>Duplicates</h2><p class="muted">No removal recorded for this selection (dedup = false, '
+            "or selected without duplicate groups).</p>"
+        )
     s = section
     parts = [
         "<h2>Duplicates</h2>",
@@ -58,12 +61,16 @@ def dedup_html(section: dict | None) -> str:
         f"member. The subset is {esc(fmt(100 * s['fraction_of_pool'], 2))}% of the {esc(fmt(s['pool_size']))} scored "
         f"samples and {esc(fmt(100 * s['fraction_of_deduplicated_pool'], 2))}% of the "
         f"{esc(fmt(s['deduplicated_pool_size']))} left after deduplication.</p>",
-        table(["source", "groups", "samples in groups", "left out"],
-              [[r["source"], r["groups"], r["in_groups"], r["removed"]] for r in s["per_source"]]),
+        table(
+            ["source", "groups", "samples in groups", "left out"],
+            [[r["source"], r["groups"], r["in_groups"], r["removed"]] for r in s["per_source"]],
+        ),
     ]
     if s["examples"]:
-        rows = [[e["kind"], e["kept"], ", ".join(e["removed"][:5]) + (" …" if len(e["removed"]) > 5 else "")]
-                for e in s["examples"]]
+        rows = [
+            [e["kind"], e["kept"], ", ".join(e["removed"][:5]) + (" …" if len(e["removed"]) > 5 else "")]
+            for e in s["examples"]
+        ]
         parts += ["<h3>Largest groups</h3>", table(["kind", "kept", "left out"], rows, left_cols=3)]
     return "\n".join(parts)
 
@@ -71,6 +78,9 @@ def dedup_html(section: dict | None) -> str:
 def dedup_metrics(section: dict | None) -> dict[str, float]:
     if not section:
         return {}
-    return {"duplicates_removed": float(section["removed"]), "duplicate_groups": float(section["groups"]),
-            "deduplicated_pool_size": float(section["deduplicated_pool_size"]),
-            "fraction_of_deduplicated_pool": float(section["fraction_of_deduplicated_pool"])}
+    return {
+        "duplicates_removed": float(section["removed"]),
+        "duplicate_groups": float(section["groups"]),
+        "deduplicated_pool_size": float(section["deduplicated_pool_size"]),
+        "fraction_of_deduplicated_pool": float(section["fraction_of_deduplicated_pool"]),
+    }

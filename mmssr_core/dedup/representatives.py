@@ -19,12 +19,14 @@ def capability_columns(scores: pl.DataFrame, capabilities: list[str] | None = No
     """The expected-score columns to average: the given capabilities, else every numeric score column."""
     if capabilities:
         return [c for c in capabilities if c in scores.columns]
-    return [c for c, t in scores.schema.items()
-            if c not in _NOT_SCORES and not c.endswith("__argmax") and t.is_numeric()]
+    return [
+        c for c, t in scores.schema.items() if c not in _NOT_SCORES and not c.endswith("__argmax") and t.is_numeric()
+    ]
 
 
-def rank_members(groups: pl.DataFrame, scores: pl.DataFrame, capabilities: list[str] | None = None,
-                 seed: int = 0) -> pl.DataFrame:
+def rank_members(
+    groups: pl.DataFrame, scores: pl.DataFrame, capabilities: list[str] | None = None, seed: int = 0
+) -> pl.DataFrame:
     """The scored members of each group (source, id, group, kind), best first, with `keep` on the first."""
     from mmssr_core.selection import tie_keys
 
@@ -37,13 +39,15 @@ def rank_members(groups: pl.DataFrame, scores: pl.DataFrame, capabilities: list[
     members = members.with_columns(pl.Series("tie", tie_keys(members["id"], seed), dtype=pl.UInt64))
     members = members.sort(
         ["group", "mean_int", "mean_expected", "tie", "source"],
-        descending=[False, True, True, False, False], nulls_last=True,
+        descending=[False, True, True, False, False],
+        nulls_last=True,
     )
     return members.with_columns((pl.int_range(pl.len()).over("group") == 0).alias("keep"))
 
 
-def deduplicate_scores(scores: pl.DataFrame, groups: pl.DataFrame, capabilities: list[str] | None = None,
-                       seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+def deduplicate_scores(
+    scores: pl.DataFrame, groups: pl.DataFrame, capabilities: list[str] | None = None, seed: int = 0
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(scores without the members that lost in their group, the ranked members of every group)."""
     ranked = rank_members(groups, scores, capabilities, seed)
     dropped = ranked.filter(~pl.col("keep")).select(KEY)

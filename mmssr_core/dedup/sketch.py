@@ -41,12 +41,14 @@ def _keys(df: pl.DataFrame, offset: int) -> pl.DataFrame:
     has_null = pl.col("image_phashes").list.eval(pl.element().is_null()).list.any()
     return df.select(
         pl.int_range(offset, offset + df.height, dtype=pl.UInt32).alias("row"),
-        "source", "id",
+        "source",
+        "id",
         pl.col("content_hash").fill_null(pl.col("source") + "/" + pl.col("id")).hash(seed=0).alias("ekey"),
         n_img.cast(pl.UInt16).alias("n_img"),
         pl.col("image_phashes").list.first().alias("ph0"),
         ((n_img == 0) | ((pl.col("image_phashes").list.len() == n_img) & ~has_null.fill_null(True)))
-        .fill_null(False).alias("ph_ok"),
+        .fill_null(False)
+        .alias("ph_ok"),
     )
 
 
@@ -63,8 +65,12 @@ def _text_bands(df: pl.DataFrame, config: DedupConfig) -> tuple[np.ndarray, np.n
     return keys, ok
 
 
-def sketch_pool(open_batches: Callable[[], Iterable[pl.DataFrame]], config: DedupConfig, workdir: Path,
-                progress: Callable[[int], None] | None = None) -> Sketch:
+def sketch_pool(
+    open_batches: Callable[[], Iterable[pl.DataFrame]],
+    config: DedupConfig,
+    workdir: Path,
+    progress: Callable[[int], None] | None = None,
+) -> Sketch:
     """Write one key row per sample under `workdir`; near-duplicate keys only when config.near."""
     sk = Sketch()
     if config.near:

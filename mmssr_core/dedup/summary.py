@@ -11,17 +11,24 @@ def removal_summary(ranked: pl.DataFrame, n_examples: int = N_EXAMPLES) -> dict:
     """From ranked group members (`keep` marks the one kept): totals, a per-source table, examples."""
     if ranked.height == 0:
         return {"groups": 0, "exact_groups": 0, "near_groups": 0, "removed": 0, "per_source": [], "examples": []}
-    by_group = ranked.group_by("group", maintain_order=True).agg(
-        pl.len().alias("size"),
-        (pl.col("kind") == "exact").all().alias("exact"),
-        (pl.col("source") + "/" + pl.col("id")).filter(pl.col("keep")).first().alias("kept"),
-        (pl.col("source") + "/" + pl.col("id")).filter(~pl.col("keep")).alias("removed"),
-    ).filter(pl.col("size") > 1)
+    by_group = (
+        ranked.group_by("group", maintain_order=True)
+        .agg(
+            pl.len().alias("size"),
+            (pl.col("kind") == "exact").all().alias("exact"),
+            (pl.col("source") + "/" + pl.col("id")).filter(pl.col("keep")).first().alias("kept"),
+            (pl.col("source") + "/" + pl.col("id")).filter(~pl.col("keep")).alias("removed"),
+        )
+        .filter(pl.col("size") > 1)
+    )
     per_source = (
         ranked.filter(pl.col("group").is_in(by_group["group"].implode()))
         .group_by("source")
-        .agg(pl.col("group").n_unique().alias("groups"), (~pl.col("keep")).sum().alias("removed"),
-             pl.len().alias("in_groups"))
+        .agg(
+            pl.col("group").n_unique().alias("groups"),
+            (~pl.col("keep")).sum().alias("removed"),
+            pl.len().alias("in_groups"),
+        )
         .sort("source")
     )
     examples = by_group.sort("size", "group", descending=[True, False]).head(n_examples)

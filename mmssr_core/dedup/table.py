@@ -17,8 +17,9 @@ from mmssr_core.schema import DUPLICATES_SCHEMA, DUPLICATES_TABLE
 from mmssr_core.store import Store, StoreError
 
 
-def write_duplicates(store: Store, config: DedupConfig, sources: list[str],
-                     progress: Callable[[int], None] | None = None) -> DedupResult:
+def write_duplicates(
+    store: Store, config: DedupConfig, sources: list[str], progress: Callable[[int], None] | None = None
+) -> DedupResult:
     """Find the duplicate groups of `sources` and write `duplicates/<config.key>` (+ .json stats)."""
     if not config.enabled:
         raise ValueError("deduplication is switched off in this setting")
@@ -34,13 +35,17 @@ def read_duplicates(store: Store, config: DedupConfig, sources: list[str] | None
     """The groups written for `config`; raises StoreError naming what to run when they are missing, or,
     with `sources`, when they were computed over other sources (stale after a new source was scored)."""
     if not store.exists(DUPLICATES_TABLE, config.key):
-        raise StoreError(f"no duplicate groups for the setting {config.key!r} under {store.root}: "
-                         f"materialize the duplicates asset (or run `mmssr dedup`) first")
+        raise StoreError(
+            f"no duplicate groups for the setting {config.key!r} under {store.root}: "
+            f"materialize the duplicates asset (or run `mmssr dedup`) first"
+        )
     if sources is not None:
         done = store.read_json(DUPLICATES_TABLE, config.key).get("sources")
         if done is not None and sorted(done) != sorted(sources):
-            raise StoreError(f"the duplicate groups {config.key!r} cover sources {sorted(done)}, the scores "
-                             f"table {sorted(sources)}: materialize the duplicates asset again")
+            raise StoreError(
+                f"the duplicate groups {config.key!r} cover sources {sorted(done)}, the scores "
+                f"table {sorted(sources)}: materialize the duplicates asset again"
+            )
     df = store.read(DUPLICATES_TABLE, config.key)
     missing = [c for c in DUPLICATES_SCHEMA if c not in df.columns]
     if missing:

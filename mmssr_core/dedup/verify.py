@@ -34,11 +34,11 @@ class Candidates:
 
     def shingle_hashes(self, row: int) -> np.ndarray:
         i = self._at(row)
-        return self.text[self.text_offsets[i]:self.text_offsets[i + 1]]
+        return self.text[self.text_offsets[i] : self.text_offsets[i + 1]]
 
     def image_hashes(self, row: int) -> np.ndarray:
         i = self._at(row)
-        return self.images[self.image_offsets[i]:self.image_offsets[i + 1]]
+        return self.images[self.image_offsets[i] : self.image_offsets[i + 1]]
 
 
 def load_candidates(open_batches: Callable[[], Iterable[pl.DataFrame]], rows: np.ndarray) -> Candidates:

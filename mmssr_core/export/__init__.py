@@ -14,5 +14,14 @@ from mmssr_core.export.images import MODES as IMAGE_MODES
 from mmssr_core.export.llamafactory import INFO_FILE, dataset_name, llamafactory_dataset_info
 from mmssr_core.export.records import FORMATS, to_llava, to_sharegpt
 
-__all__ = ["ExportError", "FORMATS", "IMAGE_MODES", "INFO_FILE", "dataset_name", "export_selection",
-           "llamafactory_dataset_info", "to_llava", "to_sharegpt"]
+__all__ = [
+    "ExportError",
+    "FORMATS",
+    "IMAGE_MODES",
+    "INFO_FILE",
+    "dataset_name",
+    "export_selection",
+    "llamafactory_dataset_info",
+    "to_llava",
+    "to_sharegpt",
+]

@@ -35,8 +35,9 @@ def _encode(records: list[dict], jsonl: bool) -> bytes:
 def _image_paths(row: dict, placer: ImagePlacer) -> list[str]:
     files, refs = row["image_files"] or [], row["images"] or []
     if len(files) != len(refs):
-        raise ExportError(f"sample {row['id']!r} ({row['source']}) lists {len(refs)} image(s) "
-                          f"but {len(files)} resolved file(s)")
+        raise ExportError(
+            f"sample {row['id']!r} ({row['source']}) lists {len(refs)} image(s) but {len(files)} resolved file(s)"
+        )
     fmts = row.get("image_formats") or [None] * len(files)
     return [placer.path_for(f, fmt, row["image_root"]) for f, fmt in zip(files, fmts)]
 
@@ -48,8 +49,16 @@ def _make_folder(folder: Path) -> None:
         os.chmod(p, DIR_MODE)
 
 
-def export_selection(selection: pl.DataFrame, store: Store, fmt: str, out_path: str | os.PathLike, *,
-                     images: str = "copy", image_prefix: str | None = None, name: str | None = None) -> dict:
+def export_selection(
+    selection: pl.DataFrame,
+    store: Store,
+    fmt: str,
+    out_path: str | os.PathLike,
+    *,
+    images: str = "copy",
+    image_prefix: str | None = None,
+    name: str | None = None,
+) -> dict:
     """Write the selected samples to `out_path` (.json: a JSON list, .jsonl: a record per line), their images
     and the LLaMA-Factory entry `name` (default: the file's stem) into the file's folder.
 
@@ -80,8 +89,16 @@ def export_selection(selection: pl.DataFrame, store: Store, fmt: str, out_path: 
     ds_name = dataset_name(name or out.stem)
     info = merge_dataset_info(folder, llamafactory_dataset_info(ds_name, lf_file.name))
     return {
-        "path": str(out), "format": fmt, "samples": rows.height, "images": n_images,
-        "image_files": placer.files, "image_mode": images, "hardlink_fallback_copies": placer.fallback_copies,
-        "repeats_dropped": repeats, "dataset_name": ds_name, "dataset_info": str(info),
-        "llamafactory_file": str(lf_file), "seconds": round(time.perf_counter() - t0, 3),
+        "path": str(out),
+        "format": fmt,
+        "samples": rows.height,
+        "images": n_images,
+        "image_files": placer.files,
+        "image_mode": images,
+        "hardlink_fallback_copies": placer.fallback_copies,
+        "repeats_dropped": repeats,
+        "dataset_name": ds_name,
+        "dataset_info": str(info),
+        "llamafactory_file": str(lf_file),
+        "seconds": round(time.perf_counter() - t0, 3),
     }

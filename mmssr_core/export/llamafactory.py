@@ -28,13 +28,20 @@ def dataset_name(text: str) -> str:
 
 def llamafactory_dataset_info(name: str, file_name: str) -> dict:
     """{name: entry} for a ShareGPT-shaped file written by this package."""
-    return {name: {
-        "file_name": file_name,
-        "formatting": "sharegpt",
-        "columns": {"messages": "messages", "images": "images"},
-        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                 "assistant_tag": "assistant", "system_tag": "system"},
-    }}
+    return {
+        name: {
+            "file_name": file_name,
+            "formatting": "sharegpt",
+            "columns": {"messages": "messages", "images": "images"},
+            "tags": {
+                "role_tag": "role",
+                "content_tag": "content",
+                "user_tag": "user",
+                "assistant_tag": "assistant",
+                "system_tag": "system",
+            },
+        }
+    }
 
 
 def merge_dataset_info(folder: Path, entry: dict) -> Path:

@@ -13,8 +13,17 @@ from mmssr_core.export.errors import ExportError
 from mmssr_core.schema import RAW_POOL_TABLE
 from mmssr_core.store import Store, StoreError
 
-COLUMNS = ["id", "source", "images", "image_files", "image_formats", "image_root", "conversations", "system",
-           "content_hash"]
+COLUMNS = [
+    "id",
+    "source",
+    "images",
+    "image_files",
+    "image_formats",
+    "image_root",
+    "conversations",
+    "system",
+    "content_hash",
+]
 
 
 def _selection_keys(selection: pl.DataFrame) -> pl.DataFrame:

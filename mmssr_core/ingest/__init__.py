@@ -1,6 +1,6 @@
 """Ingestion: turn pools as users have them into the canonical raw pool, quarantining bad samples.
 
-    from mmssr_core.ingest import ingest_source, IngestResult, discover_sources
+from mmssr_core.ingest import ingest_source, IngestResult, discover_sources
 """
 
 from .errors import IngestError, Rejected

@@ -28,8 +28,10 @@ _PLACEHOLDER_VARIANT = re.compile(r"<\s*image\s*/?\s*>", re.I)
 FLAVOURS = ("llava", "sharegpt", "openai")
 
 ROLES = {
-    "human": "human", "user": "human",
-    "gpt": "gpt", "assistant": "gpt",
+    "human": "human",
+    "user": "human",
+    "gpt": "gpt",
+    "assistant": "gpt",
     "system": "system",
 }
 # Fields the canonical record represents itself; everything else goes to `metadata`.
@@ -72,7 +74,9 @@ def raw_id_of(record: dict, where: str) -> str | None:
         raise Rejected("id_too_long", f"{where}: a numeric id of over {MAX_ID_CHARS:,} digits")
     text = str(value)
     if len(text) > MAX_ID_CHARS:
-        raise Rejected("id_too_long", f"{where}: the id has {len(text):,} characters, over the limit of {MAX_ID_CHARS:,}")
+        raise Rejected(
+            "id_too_long", f"{where}: the id has {len(text):,} characters, over the limit of {MAX_ID_CHARS:,}"
+        )
     return text
 
 
@@ -88,7 +92,7 @@ def data_url_bytes(value: str, where: str) -> bytes:
     mime = (m["mime"] or "").lower()
     if mime and not mime.startswith("image/") and mime != "application/octet-stream":
         raise Rejected("image_unresolvable", f"{where}: a data: URL of type {mime!r}, not an image")
-    body = value[m.end():]
+    body = value[m.end() :]
     if ";base64" in m["params"].lower():
         text = re.sub(r"\s+", "", unquote_to_bytes(body).decode("ascii", "replace") if "%" in body else body)
         try:
@@ -119,8 +123,11 @@ def metadata_json(meta: dict, where: str) -> tuple[str, int]:
     except UnicodeEncodeError:  # lone surrogates from \ud800-style escapes: keep them escaped
         text = _META_ENCODER_ASCII.encode(meta)
     if len(text) > MAX_METADATA_BYTES:
-        raise Rejected("metadata_too_large", f"{where}: the extra fields take {len(text):,} characters as JSON, "
-                                             f"over the limit of {MAX_METADATA_BYTES:,}")
+        raise Rejected(
+            "metadata_too_large",
+            f"{where}: the extra fields take {len(text):,} characters as JSON, "
+            f"over the limit of {MAX_METADATA_BYTES:,}",
+        )
     return text, non_finite
 
 
@@ -229,8 +236,9 @@ def _part_text(part: Any, where: str, images: list[ImageRef]) -> str:
 _UNSET = object()
 
 
-def normalise(record: Any, where: str, fmt: str = "auto", max_turn_chars: int = DEFAULT_MAX_TURN_CHARS,
-              raw_id: Any = _UNSET) -> Sample:
+def normalise(
+    record: Any, where: str, fmt: str = "auto", max_turn_chars: int = DEFAULT_MAX_TURN_CHARS, raw_id: Any = _UNSET
+) -> Sample:
     """Canonicalise and check one record; raise `Rejected` with the first problem found."""
     if not isinstance(record, dict):
         raise Rejected("malformed_record", f"{where}: a sample must be a JSON object, got {type(record).__name__}")
@@ -296,7 +304,9 @@ def _canonical_turns(turns, label: str, part_images: list[ImageRef]) -> tuple[li
             raise Rejected("malformed_record", f"{label}: turn {n} text is {type(content).__name__}, not a string")
         if role == "system":
             if n != 0:
-                raise Rejected("bad_turn_order", f"{label}: a system turn at position {n}; only a leading one is allowed")
+                raise Rejected(
+                    "bad_turn_order", f"{label}: a system turn at position {n}; only a leading one is allowed"
+                )
             system = text
             continue
         canon.append({"from": role, "value": text})
@@ -324,21 +334,28 @@ def _check_turns(canon: list[dict], label: str, max_turn_chars: int) -> int:
     want = "human"
     for n, turn in enumerate(canon):
         if turn["from"] != want:
-            raise Rejected("bad_turn_order", f"{label}: turn {n} is {turn['from']!r} but {want!r} was expected "
-                                             "(turns must alternate human, gpt, starting with human)")
+            raise Rejected(
+                "bad_turn_order",
+                f"{label}: turn {n} is {turn['from']!r} but {want!r} was expected "
+                "(turns must alternate human, gpt, starting with human)",
+            )
         want = "gpt" if want == "human" else "human"
         value = turn["value"]
         if not value or value.isspace():
             raise Rejected("empty_turn", f"{label}: turn {n} ({turn['from']}) has no text")
         if len(value) > max_turn_chars:
-            raise Rejected("turn_too_long", f"{label}: turn {n} has {len(value):,} characters, "
-                                            f"over the limit of {max_turn_chars:,}")
+            raise Rejected(
+                "turn_too_long",
+                f"{label}: turn {n} has {len(value):,} characters, over the limit of {max_turn_chars:,}",
+            )
         count = value.count(PLACEHOLDER)
         if "<" in value and len(_PLACEHOLDER_VARIANT.findall(value)) != count:
             variant = next(v for v in _PLACEHOLDER_VARIANT.findall(value) if v != PLACEHOLDER)
-            raise Rejected("image_placeholder_variant",
-                           f"{label}: turn {n} holds {variant!r}, a misspelt {PLACEHOLDER} placeholder; "
-                           f"write it exactly as {PLACEHOLDER} (or remove it if it is meant as text)")
+            raise Rejected(
+                "image_placeholder_variant",
+                f"{label}: turn {n} holds {variant!r}, a misspelt {PLACEHOLDER} placeholder; "
+                f"write it exactly as {PLACEHOLDER} (or remove it if it is meant as text)",
+            )
         placeholders += count
     if want != "human":
         raise Rejected("bad_turn_order", f"{label}: the conversation ends with a human turn that has no answer")
@@ -360,13 +377,17 @@ def _images(record: dict, label: str, part_images: list[ImageRef], canon: list[d
     images = _top_level_images(record, label)
     if part_images:
         if images:
-            raise Rejected("image_placeholder_mismatch",
-                           f"{label}: images given both inline as content parts ({len(part_images)}) "
-                           f"and in the images field ({len(images)})")
+            raise Rejected(
+                "image_placeholder_mismatch",
+                f"{label}: images given both inline as content parts ({len(part_images)}) "
+                f"and in the images field ({len(images)})",
+            )
         images = part_images
     if images and placeholders == 0:
         canon[0] = {"from": "human", "value": (PLACEHOLDER + "\n") * len(images) + canon[0]["value"]}
     elif placeholders != len(images):
-        raise Rejected("image_placeholder_mismatch",
-                       f"{label}: {placeholders} {PLACEHOLDER} placeholder(s) for {len(images)} image(s)")
+        raise Rejected(
+            "image_placeholder_mismatch",
+            f"{label}: {placeholders} {PLACEHOLDER} placeholder(s) for {len(images)} image(s)",
+        )
     return images

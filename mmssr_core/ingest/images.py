@@ -26,12 +26,26 @@ DEFAULT_MAX_PIXELS = 178_956_970  # 2 x PIL's MAX_IMAGE_PIXELS: where PIL itself
 DEFAULT_MAX_IMAGE_BYTES = 256 * 1024 * 1024  # a larger file is refused before it is read
 
 EXTENSIONS = {
-    "JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tiff",
-    "MPO": "jpg", "ICO": "ico", "PPM": "ppm", "TGA": "tga", "JPEG2000": "jp2",
+    "JPEG": "jpg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "GIF": "gif",
+    "BMP": "bmp",
+    "TIFF": "tiff",
+    "MPO": "jpg",
+    "ICO": "ico",
+    "PPM": "ppm",
+    "TGA": "tga",
+    "JPEG2000": "jp2",
 }
 _EXT_OF_FORMAT = {
-    "JPEG": {".jpg", ".jpeg", ".jpe", ".jfif"}, "MPO": {".jpg", ".jpeg", ".mpo"}, "PNG": {".png"},
-    "WEBP": {".webp"}, "GIF": {".gif"}, "BMP": {".bmp"}, "TIFF": {".tif", ".tiff"},
+    "JPEG": {".jpg", ".jpeg", ".jpe", ".jfif"},
+    "MPO": {".jpg", ".jpeg", ".mpo"},
+    "PNG": {".png"},
+    "WEBP": {".webp"},
+    "GIF": {".gif"},
+    "BMP": {".bmp"},
+    "TIFF": {".tif", ".tiff"},
 }
 
 
@@ -52,8 +66,13 @@ def _inside(path: str, root: str) -> bool:
 class ImageChecker:
     """Checks image references of one source against its image root; caches per run."""
 
-    def __init__(self, root: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 embedded_dir: str | os.PathLike | None = None, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        embedded_dir: str | os.PathLike | None = None,
+        max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    ):
         self.root = os.path.abspath(root)
         self.real_root = os.path.realpath(root)
         self.max_pixels = int(max_pixels)
@@ -76,18 +95,23 @@ class ImageChecker:
         if "://" in ref:
             url = urlparse(ref)
             if url.scheme != "file":
-                raise Rejected("image_unresolvable",
-                               f"image {ref!r} is a {url.scheme} URL; only local files under the image root are used")
+                raise Rejected(
+                    "image_unresolvable",
+                    f"image {ref!r} is a {url.scheme} URL; only local files under the image root are used",
+                )
             path = unquote(url.path)
         joined = path if os.path.isabs(path) else os.path.join(self.root, path)
         lexical = os.path.normpath(joined)
         if not _inside(lexical, self.root):
-            raise Rejected("image_path_escapes_root",
-                           f"image {ref!r} resolves to {lexical}, outside the image root {self.root}")
+            raise Rejected(
+                "image_path_escapes_root", f"image {ref!r} resolves to {lexical}, outside the image root {self.root}"
+            )
         real = os.path.realpath(joined)
         if not _inside(real, self.real_root):
-            raise Rejected("image_path_escapes_root",
-                           f"image {ref!r} follows a symlink to {real}, outside the image root {self.real_root}")
+            raise Rejected(
+                "image_path_escapes_root",
+                f"image {ref!r} follows a symlink to {real}, outside the image root {self.real_root}",
+            )
         return real
 
     def check_path(self, ref: str) -> ImageInfo:
@@ -126,8 +150,10 @@ class ImageChecker:
         if size == 0:
             return Rejected("image_empty", f"image {ref!r} is an empty file ({real})")
         if size > self.max_bytes:
-            return Rejected("image_too_large", f"image {ref!r} is a {size:,}-byte file, over the bound of "
-                                               f"{self.max_bytes:,} bytes ({real})")
+            return Rejected(
+                "image_too_large",
+                f"image {ref!r} is a {size:,}-byte file, over the bound of {self.max_bytes:,} bytes ({real})",
+            )
         try:
             with open(real, "rb") as fh:
                 fmt, width, height, phash = self._decode(fh, f"image {ref!r}")
@@ -187,9 +213,11 @@ class ImageChecker:
                     if width <= 0 or height <= 0:
                         raise Rejected("image_undecodable", f"{label}: declares an empty size {width}x{height}")
                     if width * height > self.max_pixels:
-                        raise Rejected("image_too_large",
-                                       f"{label}: declares {width}x{height} = {width * height:,} pixels, "
-                                       f"over the bound of {self.max_pixels:,}")
+                        raise Rejected(
+                            "image_too_large",
+                            f"{label}: declares {width}x{height} = {width * height:,} pixels, "
+                            f"over the bound of {self.max_pixels:,}",
+                        )
                     im.verify()
                 fh.seek(0)
                 with Image.open(fh) as im:
@@ -213,5 +241,8 @@ class ImageChecker:
         return fmt, int(width), int(height), phash
 
     def stats(self) -> dict:
-        return {"decoded": self.decoded, "formats": dict(sorted(self.formats.items())),
-                "extension_mismatch": self.extension_mismatch}
+        return {
+            "decoded": self.decoded,
+            "formats": dict(sorted(self.formats.items())),
+            "extension_mismatch": self.extension_mismatch,
+        }

@@ -31,8 +31,7 @@ _SKIP_OUTSIDE = re.compile(r'[\[\]{}",]')
 _SKIP_INSIDE = re.compile(r'["\\]')
 
 
-def iter_json_array(fh, chunk_chars: int = 1 << 20, progress=None,
-                    max_element_chars: int = MAX_RECORD_BYTES):
+def iter_json_array(fh, chunk_chars: int = 1 << 20, progress=None, max_element_chars: int = MAX_RECORD_BYTES):
     """Parse a top-level JSON array element by element from a text stream.
 
     Yields `(position, item, raw_text, None)` per element, `(position, None, None, (reason, message,
@@ -84,7 +83,7 @@ class _ArrayScanner:
                     return
                 yield self.position, None, None, (value[0], f"{value[1]}; skipped", "skipped")
             else:
-                raw_text = self.buf[self.i:end]
+                raw_text = self.buf[self.i : end]
                 self.i = end
                 yield self.position, value, raw_text, None
             self.position += 1
@@ -99,8 +98,12 @@ class _ArrayScanner:
             yield self.broken("malformed_record", "unexpected data after the end of the JSON list")
 
     def broken(self, reason: str, what: str):
-        return (self.position, None, None,
-                (reason, f"{what} at character {self.offset + self.i}; the rest of the file was not read"))
+        return (
+            self.position,
+            None,
+            None,
+            (reason, f"{what} at character {self.offset + self.i}; the rest of the file was not read"),
+        )
 
     def fill(self) -> bool:
         if self.eof:
@@ -112,7 +115,7 @@ class _ArrayScanner:
         if not chunk:
             self.eof = True
             return False
-        self.buf = self.buf[self.i:] + chunk
+        self.buf = self.buf[self.i :] + chunk
         self.offset += self.i
         self.i = 0
         return True
@@ -144,9 +147,16 @@ class _ArrayScanner:
                 if need_more and self.fill():
                     continue
                 if need_more and self.eof:
-                    return "broken", self.broken("truncated_input",
-                                                 f"the file ends inside element {self.position} (truncated)"), None
-                return "broken", self.broken("malformed_record", f"bad JSON in element {self.position} ({exc.msg})"), None
+                    return (
+                        "broken",
+                        self.broken("truncated_input", f"the file ends inside element {self.position} (truncated)"),
+                        None,
+                    )
+                return (
+                    "broken",
+                    self.broken("malformed_record", f"bad JSON in element {self.position} ({exc.msg})"),
+                    None,
+                )
             except (ValueError, RecursionError) as exc:  # too deep, or a number too long to convert
                 skipped = parse_failure(exc, "the element")[0], str(exc)[:200] or type(exc).__name__
                 break

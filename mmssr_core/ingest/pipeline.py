@@ -67,8 +67,9 @@ class IngestResult:
 
 # -- sources ------------------------------------------------------------------------------------
 def pool_candidates(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in POOL_SUFFIXES)
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in POOL_SUFFIXES
+    )
 
 
 def find_pool_file(folder: str | os.PathLike) -> Path:
@@ -82,8 +83,10 @@ def find_pool_file(folder: str | os.PathLike) -> Path:
     preferred = [p for p in candidates if p.name == PREFERRED_POOL]
     if preferred:
         return preferred[0]
-    raise IngestError(f"source folder {folder} holds several pool files ({', '.join(p.name for p in candidates)}); "
-                      f"name the one to use, or call it {PREFERRED_POOL}")
+    raise IngestError(
+        f"source folder {folder} holds several pool files ({', '.join(p.name for p in candidates)}); "
+        f"name the one to use, or call it {PREFERRED_POOL}"
+    )
 
 
 def discover_sources(root: str | os.PathLike, strict: bool = False) -> dict[str, Path]:
@@ -140,8 +143,17 @@ class _Counts:
 class _SourceRun:
     """Checks one source's records and writes accepted rows and quarantine rows (see `ingest_source`)."""
 
-    def __init__(self, source: str, checker: ImageChecker, root_str: str, record_fmt: str, container: str,
-                 max_turn_chars: int, raw_w: BatchWriter, q_w: BatchWriter):
+    def __init__(
+        self,
+        source: str,
+        checker: ImageChecker,
+        root_str: str,
+        record_fmt: str,
+        container: str,
+        max_turn_chars: int,
+        raw_w: BatchWriter,
+        q_w: BatchWriter,
+    ):
         self.source = source
         self.checker = checker
         self.root_str = root_str
@@ -159,8 +171,9 @@ class _SourceRun:
         assert reason in REASONS, reason
         self.n.quarantined += 1
         self.n.reasons[reason] += 1
-        self.q_w.add({"source": self.source, "position": position, "id": sample_id, "reason": reason,
-                      "message": message})
+        self.q_w.add(
+            {"source": self.source, "position": position, "id": sample_id, "reason": reason, "message": message}
+        )
 
     def add(self, rec) -> None:
         """One record: accepted or quarantined, never an exception (one record never costs the run)."""
@@ -177,13 +190,15 @@ class _SourceRun:
             self.quarantine(rec.position, _short(raw_id), rej.reason, rej.message)
             return
         except RecursionError:
-            self.quarantine(rec.position, _short(raw_id), "record_too_deep",
-                            f"{rec.where}: nested deeper than Python can follow")
+            self.quarantine(
+                rec.position, _short(raw_id), "record_too_deep", f"{rec.where}: nested deeper than Python can follow"
+            )
             return
         except Exception as exc:  # noqa: BLE001 - an unforeseen problem of this record only
             log.warning("%s: unexpected %s while checking the record", rec.where, type(exc).__name__, exc_info=True)
-            self.quarantine(rec.position, _short(raw_id), "unexpected_error",
-                            f"{rec.where}: {type(exc).__name__}: {str(exc)[:300]}")
+            self.quarantine(
+                rec.position, _short(raw_id), "unexpected_error", f"{rec.where}: {type(exc).__name__}: {str(exc)[:300]}"
+            )
             return
         self.raw_w.add(row)
 
@@ -197,8 +212,10 @@ class _SourceRun:
             raise Rejected("bad_encoding", f"{rec.where}: id holds an invalid \\u escape") from None
         key = short_key(raw_id)
         if key in self.seen_ids:
-            raise Rejected("duplicate_id", f"{rec.where}: id {raw_id!r} was already used by the "
-                                           f"sample at position {self.seen_ids[key]}")
+            raise Rejected(
+                "duplicate_id",
+                f"{rec.where}: id {raw_id!r} was already used by the sample at position {self.seen_ids[key]}",
+            )
         self.seen_ids[key] = rec.position
         return raw_id
 
@@ -343,8 +360,12 @@ def ingest_source(
         run = _SourceRun(source, checker, str(root), record_fmt, reader.container, max_turn_chars, raw_w, q_w)
         _read_all(reader, run, progress)
         result = _result(run, store, pool_file, reader, root, started)
-        limits = {"max_pixels": max_pixels, "max_turn_chars": max_turn_chars, "max_image_bytes": max_image_bytes,
-                  "max_record_bytes": max_record_bytes}
+        limits = {
+            "max_pixels": max_pixels,
+            "max_turn_chars": max_turn_chars,
+            "max_image_bytes": max_image_bytes,
+            "max_record_bytes": max_record_bytes,
+        }
         tx.write_json(INGEST_STATS_TABLE, {**result.to_dict(), **limits, **_extra_stats(run, reader)})
     except BaseException:
         tx.__exit__(*sys.exc_info())
@@ -361,8 +382,14 @@ def _read_all(reader, run: _SourceRun, progress: Callable[[dict], None] | None) 
     try:
         for rec in reader:
             if progress is not None and (run.n.read + 1) % PROGRESS_EVERY == 0:
-                progress({"read": run.n.read + 1, "accepted": run.n.accepted,
-                          "quarantined": run.n.quarantined, "fraction": reader.fraction})
+                progress(
+                    {
+                        "read": run.n.read + 1,
+                        "accepted": run.n.accepted,
+                        "quarantined": run.n.quarantined,
+                        "fraction": reader.fraction,
+                    }
+                )
             run.add(rec)
         n = run.n
         if n.read != n.accepted + n.quarantined:  # pragma: no cover - a bug, never bad input
@@ -376,9 +403,11 @@ def _read_all(reader, run: _SourceRun, progress: Callable[[dict], None] | None) 
 
 
 def _extra_stats(run: _SourceRun, reader) -> dict:
-    return {"formats": dict(sorted(run.n.formats.items())),
-            "metadata_non_finite_numbers": run.n.non_finite_metadata,
-            "json_strategy": getattr(reader, "strategy", None)}
+    return {
+        "formats": dict(sorted(run.n.formats.items())),
+        "metadata_non_finite_numbers": run.n.non_finite_metadata,
+        "json_strategy": getattr(reader, "strategy", None),
+    }
 
 
 def _result(run: _SourceRun, store: Store, pool_file: Path, reader, root: Path, started: float) -> IngestResult:
@@ -386,12 +415,22 @@ def _result(run: _SourceRun, store: Store, pool_file: Path, reader, root: Path, 
     fmt_name = n.formats.most_common(1)[0][0] if n.formats else reader.container
     checker = run.checker
     return IngestResult(
-        source=run.source, read=n.read, accepted=n.accepted, quarantined=n.quarantined,
-        reasons=dict(sorted(n.reasons.items())), text_only=n.text_only, duplicate_content=n.duplicates,
-        paths={RAW_POOL_TABLE: str(store.path(RAW_POOL_TABLE, run.source)),
-               QUARANTINE_TABLE: str(store.path(QUARANTINE_TABLE, run.source)),
-               INGEST_STATS_TABLE: str(store.path(INGEST_STATS_TABLE, run.source, ".json"))},
-        input=str(pool_file), container=reader.container, format=fmt_name, image_root=str(root),
+        source=run.source,
+        read=n.read,
+        accepted=n.accepted,
+        quarantined=n.quarantined,
+        reasons=dict(sorted(n.reasons.items())),
+        text_only=n.text_only,
+        duplicate_content=n.duplicates,
+        paths={
+            RAW_POOL_TABLE: str(store.path(RAW_POOL_TABLE, run.source)),
+            QUARANTINE_TABLE: str(store.path(QUARANTINE_TABLE, run.source)),
+            INGEST_STATS_TABLE: str(store.path(INGEST_STATS_TABLE, run.source, ".json")),
+        },
+        input=str(pool_file),
+        container=reader.container,
+        format=fmt_name,
+        image_root=str(root),
         images={**checker.stats(), "unique": len(checker._by_file) + len(checker._by_sha)},
         seconds=round(time.perf_counter() - started, 3),
     )

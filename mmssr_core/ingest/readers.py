@@ -54,13 +54,10 @@ def detect_container(path: Path) -> str:
     if text[:1] == b"{":
         first_line = text.split(b"\n", 1)[0].strip()
         if first_line == b"{":
-            raise IngestError(
-                f"{path} holds a single pretty-printed JSON object, not a list of samples or JSON lines"
-            )
+            raise IngestError(f"{path} holds a single pretty-printed JSON object, not a list of samples or JSON lines")
         return "jsonl"
     raise IngestError(
-        f"cannot detect the format of {path}: expected a JSON list, JSON lines or Parquet "
-        f"(starts with {head[:16]!r})"
+        f"cannot detect the format of {path}: expected a JSON list, JSON lines or Parquet (starts with {head[:16]!r})"
     )
 
 
@@ -112,9 +109,12 @@ class JsonlReader(Reader):
             for lineno, (line, oversize) in enumerate(self._lines(fh), 1):
                 where = f"line {lineno}"
                 if oversize is not None:
-                    yield RawRecord(position, reason="record_too_large", where=where,
-                                    message=f"{where}: {oversize:,} bytes, over the per-record limit of "
-                                            f"{self.max_record_bytes:,}")
+                    yield RawRecord(
+                        position,
+                        reason="record_too_large",
+                        where=where,
+                        message=f"{where}: {oversize:,} bytes, over the per-record limit of {self.max_record_bytes:,}",
+                    )
                     position += 1
                     continue
                 if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
@@ -124,8 +124,12 @@ class JsonlReader(Reader):
                 try:
                     text = line.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    yield RawRecord(position, reason="bad_encoding", where=where,
-                                    message=f"{where}: not valid UTF-8 ({exc.reason} at byte {exc.start})")
+                    yield RawRecord(
+                        position,
+                        reason="bad_encoding",
+                        where=where,
+                        message=f"{where}: not valid UTF-8 ({exc.reason} at byte {exc.start})",
+                    )
                 else:
                     try:
                         yield RawRecord(position, data=json.loads(text), where=where)
@@ -140,8 +144,13 @@ class JsonListReader(Reader):
 
     container = "json"
 
-    def __init__(self, path: Path, json_stream_threshold: int = JSON_STREAM_THRESHOLD, chunk_chars: int = 1 << 20,
-                 max_record_bytes: int = MAX_RECORD_BYTES):
+    def __init__(
+        self,
+        path: Path,
+        json_stream_threshold: int = JSON_STREAM_THRESHOLD,
+        chunk_chars: int = 1 << 20,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+    ):
         super().__init__(path)
         self.threshold = json_stream_threshold
         self.chunk_chars = chunk_chars
@@ -205,8 +214,12 @@ class ParquetReader(Reader):
                 position += 1
 
 
-def open_reader(path: Path, container: str | None = None, json_stream_threshold: int = JSON_STREAM_THRESHOLD,
-                max_record_bytes: int = MAX_RECORD_BYTES) -> Reader:
+def open_reader(
+    path: Path,
+    container: str | None = None,
+    json_stream_threshold: int = JSON_STREAM_THRESHOLD,
+    max_record_bytes: int = MAX_RECORD_BYTES,
+) -> Reader:
     container = container or detect_container(path)
     if container == "parquet":
         return ParquetReader(path)

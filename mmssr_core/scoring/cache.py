@@ -90,16 +90,26 @@ class ChunkBuffer:
             dist = pl.Series("dist", np.vstack(self.dists).astype(np.float64)).cast(pl.List(pl.Float64))
             parts.append(pl.DataFrame({"content_hash": self.dist_hash, "target": self.dist_target}).with_columns(dist))
         if self.label_hash:
-            parts.append(pl.DataFrame({
-                "content_hash": self.label_hash,
-                "target": [STYLES_TARGET] * len(self.label_hash),
-                "labels": pl.Series(self.labels, dtype=pl.List(pl.Utf8)),
-            }))
+            parts.append(
+                pl.DataFrame(
+                    {
+                        "content_hash": self.label_hash,
+                        "target": [STYLES_TARGET] * len(self.label_hash),
+                        "labels": pl.Series(self.labels, dtype=pl.List(pl.Utf8)),
+                    }
+                )
+            )
         if self.fail_hash:
-            parts.append(pl.DataFrame({
-                "content_hash": self.fail_hash, "target": self.fail_target,
-                "reason": self.fail_reason, "message": self.fail_message,
-            }))
+            parts.append(
+                pl.DataFrame(
+                    {
+                        "content_hash": self.fail_hash,
+                        "target": self.fail_target,
+                        "reason": self.fail_reason,
+                        "message": self.fail_message,
+                    }
+                )
+            )
         df = pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame(schema=CACHE_SCHEMA)
         df = df.with_columns(
             [pl.lit(None, dtype=t).alias(c) for c, t in CACHE_SCHEMA.items() if c not in df.columns]
@@ -146,13 +156,7 @@ class ScoreCache(ChunkCache):
     def done(self, keys: pl.DataFrame, targets: Sequence[str] | None = None) -> pl.DataFrame:
         """The (content_hash, target) pairs of `keys` that hold a success: what a run need not redo.
         Reads only the two key columns, so it stays light on a large cache."""
-        return (
-            self._for(keys, targets)
-            .filter(_ok_expr())
-            .select("content_hash", "target")
-            .unique()
-            .collect()
-        )
+        return self._for(keys, targets).filter(_ok_expr()).select("content_hash", "target").unique().collect()
 
     def results(self, keys: pl.DataFrame, targets: Sequence[str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
         """(successes, failures) of `keys`: the latest success per (content_hash, target) with `dist` or

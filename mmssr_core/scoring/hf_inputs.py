@@ -59,8 +59,8 @@ def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[Any, Any]:
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for r, s in enumerate(seqs):
-        ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[r, width - len(s):] = 1
+        ids[r, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+        mask[r, width - len(s) :] = 1
     return ids.to(device), mask.to(device)
 
 

@@ -50,8 +50,13 @@ def prefixes_from_cache(cache, mask) -> list[Prefix]:
     for b in range(mask.shape[0]):
         n = int(mask[b].sum())
         pad = width - n
-        out.append(Prefix(keys=[k[b : b + 1, :, pad:, :] for k, _ in layers],
-                          values=[v[b : b + 1, :, pad:, :] for _, v in layers], length=n))
+        out.append(
+            Prefix(
+                keys=[k[b : b + 1, :, pad:, :] for k, _ in layers],
+                values=[v[b : b + 1, :, pad:, :] for _, v in layers],
+                length=n,
+            )
+        )
     return out
 
 
@@ -113,8 +118,9 @@ class PrefixRunner:
             smask[r, width - len(s) :] = 1
         pos = lengths[:, None] + (smask.cumsum(-1) - 1).clamp(min=0)
         mask = torch.cat([pmask, smask], dim=1)
-        out = self.forward(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
-                           use_cache=True, logits_to_keep=1)
+        out = self.forward(
+            input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1
+        )
         return out.logits[:, -1, :], CacheApi.of(out), mask, lengths + smask.sum(-1)
 
     def extend_prefixes(self, prefixes: list[Prefix], ids: list[int]) -> list[Prefix]:
@@ -124,9 +130,13 @@ class PrefixRunner:
         out = []
         for r, p in enumerate(prefixes):
             n = p.length + len(ids)
-            out.append(Prefix(keys=[layer.keys[r : r + 1, :, width - n :, :] for layer in cache.layers],
-                              values=[layer.values[r : r + 1, :, width - n :, :] for layer in cache.layers],
-                              length=n))
+            out.append(
+                Prefix(
+                    keys=[layer.keys[r : r + 1, :, width - n :, :] for layer in cache.layers],
+                    values=[layer.values[r : r + 1, :, width - n :, :] for layer in cache.layers],
+                    length=n,
+                )
+            )
         return out
 
     def packed_supported(self) -> bool:

@@ -66,7 +66,6 @@ class _Counters:
             self.failures[reason] = self.failures.get(reason, 0) + 1
 
 
-
 @dataclass
 class BadStatus:
     """A non-retryable HTTP error answer (4xx other than 429)."""
@@ -80,7 +79,6 @@ class Malformed:
     """A 200 answer whose body is not JSON."""
 
     message: str
-
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -223,8 +221,15 @@ class HttpTransport:
             conn.close()
 
     # -- one attempt -----------------------------------------------------------------------------
-    def _exchange(self, conn: http.client.HTTPConnection, r: Replica, method: str, path: str,
-                  payload: bytes | None, deadline: float) -> tuple[int, dict, bytes]:
+    def _exchange(
+        self,
+        conn: http.client.HTTPConnection,
+        r: Replica,
+        method: str,
+        path: str,
+        payload: bytes | None,
+        deadline: float,
+    ) -> tuple[int, dict, bytes]:
         """Send and read one request on `conn` within `deadline` (monotonic) and the body cap."""
         conn.timeout = max(0.001, deadline - time.monotonic())
         if conn.sock is not None:
@@ -288,8 +293,9 @@ class HttpTransport:
             raise
 
     # -- one logical request ---------------------------------------------------------------------
-    def request(self, method: str, path: str, body: dict | None, *, root: bool = False,
-                max_retries: int | None = None) -> Any:
+    def request(
+        self, method: str, path: str, body: dict | None, *, root: bool = False, max_retries: int | None = None
+    ) -> Any:
         """One logical request with retries/backoff over the replicas. Returns the parsed JSON (dict),
         a `BadStatus` for a non-retryable HTTP error, `Malformed` for a 200 that is not JSON, or a Failure."""
         payload = json.dumps(body).encode() if body is not None else None
@@ -311,8 +317,7 @@ class HttpTransport:
                 delay = max(delay, min(err.retry_after, self.backoff_max))
             time.sleep(delay)
 
-    def _attempt(self, method: str, path: str, payload: bytes | None, root: bool,
-                 last: Replica | None) -> Any:
+    def _attempt(self, method: str, path: str, payload: bytes | None, root: bool, last: Replica | None) -> Any:
         """One attempt: the final answer, or (a retryable error, the replica tried)."""
         try:
             r = self.pool.acquire(avoid=last, wait=self.timeout)
@@ -323,8 +328,10 @@ class HttpTransport:
             status, headers, data = self._http_once(r, method, full, payload)
         except _TooLarge as exc:
             self.pool.release(r, "ok")  # the server answered; the answer is the problem
-            return Failure("response_too_large", f"{r.display} answered with a body too large ({exc}); "
-                                                 f"the limit is {self.max_body_bytes:,} bytes")
+            return Failure(
+                "response_too_large",
+                f"{r.display} answered with a body too large ({exc}); the limit is {self.max_body_bytes:,} bytes",
+            )
         except (_DeadlinePassed, socket.timeout, TimeoutError):
             self.pool.release(r, "fail")
             return _Retryable("timeout", f"no complete answer from {r.display} within {self.timeout:g}s"), r
@@ -337,8 +344,11 @@ class HttpTransport:
         if status in RETRYABLE_STATUS:
             reason = "http_429" if status == 429 else f"http_{status // 100}xx"
             self.pool.release(r, "ok" if status == 429 else "fail")  # busy is not broken
-            return _Retryable(reason, f"{r.display} answered HTTP {status}: {_error_text(data)}",
-                              _retry_after(headers.get("retry-after"))), r
+            return _Retryable(
+                reason,
+                f"{r.display} answered HTTP {status}: {_error_text(data)}",
+                _retry_after(headers.get("retry-after")),
+            ), r
         self.pool.release(r, "ok")
         if status >= 400:
             return BadStatus(status, _error_text(data))

@@ -97,9 +97,17 @@ class OpenAIBackend:
         # An explicit key (e.g. resolved by Dagster from an EnvVar) wins over the environment variable.
         self._api_key = api_key or (os.environ.get(api_key_env) if api_key_env else None)
         self.transport = HttpTransport(
-            urls, concurrency=concurrency, timeout=timeout, max_retries=max_retries, backoff_base=backoff_base,
-            backoff_max=backoff_max, circuit_threshold=circuit_threshold, circuit_cooldown=circuit_cooldown,
-            circuit_max_cooldown=circuit_max_cooldown, api_key=self._api_key, max_body_bytes=max_body_bytes,
+            urls,
+            concurrency=concurrency,
+            timeout=timeout,
+            max_retries=max_retries,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            circuit_threshold=circuit_threshold,
+            circuit_cooldown=circuit_cooldown,
+            circuit_max_cooldown=circuit_max_cooldown,
+            api_key=self._api_key,
+            max_body_bytes=max_body_bytes,
         )
         self.pool = self.transport.pool
         self.counters = self.transport.counters
@@ -117,7 +125,9 @@ class OpenAIBackend:
         self._structured_key = "guided_regex" if structured == "guided_regex" else "structured_outputs"
         if logprob_token_ids is True:
             logprob_token_ids = "auto"
-        self._digit_ids: list[int] | None = list(logprob_token_ids) if isinstance(logprob_token_ids, (list, tuple)) else None
+        self._digit_ids: list[int] | None = (
+            list(logprob_token_ids) if isinstance(logprob_token_ids, (list, tuple)) else None
+        )
         self._probe_ids = logprob_token_ids == "auto"
         self._lock = threading.Lock()
         n = len(self.pool.replicas)
@@ -154,13 +164,20 @@ class OpenAIBackend:
             else:
                 self._inputs_check = verify_reference_inputs(
                     lambda body: self._request("POST", "/chat/completions", body, max_retries=1),
-                    self._tokenize_text, self._resolve_model())
+                    self._tokenize_text,
+                    self._resolve_model(),
+                )
         return self._inputs_check
 
     def _tokenize_text(self, text: str) -> list[int] | None:
         """vLLM's /tokenize of one piece of text (None when the server has no such endpoint)."""
-        res = self._request("POST", "/tokenize", {"model": self._resolve_model(), "prompt": text,
-                                                   "add_special_tokens": False}, root=True, max_retries=1)
+        res = self._request(
+            "POST",
+            "/tokenize",
+            {"model": self._resolve_model(), "prompt": text, "add_special_tokens": False},
+            root=True,
+            max_retries=1,
+        )
         tokens = res.get("tokens") if isinstance(res, dict) else None
         return [int(t) for t in tokens] if isinstance(tokens, list) else None
 
@@ -197,8 +214,9 @@ class OpenAIBackend:
         return self.transport.total_concurrency
 
     # -- HTTP (the transport) ----------------------------------------------------------------
-    def _request(self, method: str, path: str, body: dict | None, *, root: bool = False,
-                 max_retries: int | None = None) -> Any:
+    def _request(
+        self, method: str, path: str, body: dict | None, *, root: bool = False, max_retries: int | None = None
+    ) -> Any:
         return self.transport.request(method, path, body, root=root, max_retries=max_retries)
 
     # -- digit token ids (vLLM logprob_token_ids) ----------------------------------------------
@@ -210,8 +228,13 @@ class OpenAIBackend:
         ids: list[int] | None = []
         model = self._resolve_model()
         for d in DIGITS:
-            res = self._request("POST", "/tokenize", {"model": model, "prompt": d, "add_special_tokens": False},
-                                root=True, max_retries=1)
+            res = self._request(
+                "POST",
+                "/tokenize",
+                {"model": model, "prompt": d, "add_special_tokens": False},
+                root=True,
+                max_retries=1,
+            )
             tokens = res.get("tokens") if isinstance(res, dict) else None
             if not isinstance(tokens, list) or len(tokens) != 1:
                 ids = None  # no /tokenize, or a digit is not one token: rely on top_logprobs
@@ -302,8 +325,10 @@ class OpenAIBackend:
                 if res.status == 400 and fallbacks < 3 and self._drop_extension(body, res.message):
                     fallbacks += 1
                     continue
-                f = Failure("http_401" if res.status in (401, 403) else f"http_{res.status}",
-                            f"HTTP {res.status}: {res.message}")
+                f = Failure(
+                    "http_401" if res.status in (401, 403) else f"http_{res.status}",
+                    f"HTTP {res.status}: {res.message}",
+                )
                 self.counters.fail(f.reason)
                 return f
             if isinstance(res, Malformed):
@@ -401,12 +426,14 @@ class OpenAIBackend:
                 futures_d.append([img] * len(queries))
                 futures_s.append(img if with_styles else None)
                 continue
-            futures_d.append([
-                self._executor.submit(
-                    self._ask, lambda req=req, q=q, img=img: self.score_payload(req, q, img), self.parse_digits
-                )
-                for q in queries
-            ])
+            futures_d.append(
+                [
+                    self._executor.submit(
+                        self._ask, lambda req=req, q=q, img=img: self.score_payload(req, q, img), self.parse_digits
+                    )
+                    for q in queries
+                ]
+            )
             futures_s.append(
                 self._executor.submit(
                     self._ask,
@@ -432,8 +459,13 @@ class OpenAIBackend:
         """Per-replica and overall counters (for tests, benchmarks and logs; never the key)."""
         c = self.counters
         with c.lock:
-            overall = {"calls": c.calls, "attempts": c.attempts, "retries": c.retries, "reasks": c.reasks,
-                       "failures": dict(c.failures)}
+            overall = {
+                "calls": c.calls,
+                "attempts": c.attempts,
+                "retries": c.retries,
+                "reasks": c.reasks,
+                "failures": dict(c.failures),
+            }
         with self.pool.cond:
             overall["replicas"] = [r.stats() for r in self.pool.replicas]
         return overall

@@ -46,16 +46,22 @@ def probe_messages(image_url: str) -> list[dict]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-def verify_reference_inputs(chat: Callable[[dict], object], tokenize: Callable[[str], list[int] | None],
-                            model: str) -> str:
+def verify_reference_inputs(
+    chat: Callable[[dict], object], tokenize: Callable[[str], list[int] | None], model: str
+) -> str:
     """'verified' or 'unverified'; raises BackendUnavailable when the server feeds other inputs.
 
     chat(body) -> response dict (or anything else on failure); tokenize(text) -> ids or None.
     """
     prompts = []
     for width, height in ((384, 384), (384, 768)):
-        body = {"model": model, "messages": probe_messages(_png(width, height)), "max_tokens": 1,
-                "temperature": 0.0, "return_token_ids": True}
+        body = {
+            "model": model,
+            "messages": probe_messages(_png(width, height)),
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "return_token_ids": True,
+        }
         res = chat(body)
         ids = res.get("prompt_token_ids") if isinstance(res, dict) else None
         if not isinstance(ids, list):
@@ -79,13 +85,16 @@ def verify_reference_inputs(chat: Callable[[dict], object], tokenize: Callable[[
         return pieces[text]
 
     expected = reference_token_ids(
-        render_reference_chat(PROBE_BEFORE + IMAGE_TOKEN + PROBE_AFTER), encode,
-        im_start=specials[IM_START][0], im_end=specials[IM_END][0], image=image_id,
+        render_reference_chat(PROBE_BEFORE + IMAGE_TOKEN + PROBE_AFTER),
+        encode,
+        im_start=specials[IM_START][0],
+        im_end=specials[IM_END][0],
+        image=image_id,
     )
     if square != expected:
         at = next((k for k, (a, b) in enumerate(zip(square, expected)) if a != b), min(len(square), len(expected)))
         raise BackendUnavailable(
             f"the server's token stream differs from the reference's at position {at} "
-            f"({square[at:at + 4]} vs {expected[at:at + 4]}): {SERVE_HINT}"
+            f"({square[at : at + 4]} vs {expected[at : at + 4]}): {SERVE_HINT}"
         )
     return "verified"

@@ -106,7 +106,8 @@ class ReplicaPool:
                     self._rr += 1
                     n = len(self.replicas)
                     r, half_open = min(
-                        free, key=lambda rh: (rh[0].in_flight / rh[0].limit, (self.replicas.index(rh[0]) - self._rr) % n)
+                        free,
+                        key=lambda rh: (rh[0].in_flight / rh[0].limit, (self.replicas.index(rh[0]) - self._rr) % n),
                     )
                     r.in_flight += 1
                     r.requests += 1

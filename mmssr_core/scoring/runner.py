@@ -137,7 +137,9 @@ def _read_pool(store: Store, source: str) -> pl.DataFrame:
         raise StoreError(f"raw_pool/{source} lacks columns {missing}")
     df = df.select(cols)
     if df["content_hash"].null_count():
-        hashes = [h if h is not None else _fallback_hash(r) for h, r in zip(df["content_hash"], df.iter_rows(named=True))]
+        hashes = [
+            h if h is not None else _fallback_hash(r) for h, r in zip(df["content_hash"], df.iter_rows(named=True))
+        ]
         df = df.with_columns(content_hash=pl.Series(hashes, dtype=pl.Utf8))
     return df
 
@@ -269,8 +271,7 @@ def score_source(
     complete = per_hash.filter(pl.col("target").list.len() == len(wanted)).select("content_hash")
     todo = uniq.join(complete, on="content_hash", how="anti", maintain_order="left")
     partial = {
-        h: set(t)
-        for h, t in per_hash.join(todo.select("content_hash"), on="content_hash", how="semi").iter_rows()
+        h: set(t) for h, t in per_hash.join(todo.select("content_hash"), on="content_hash", how="semi").iter_rows()
     }
     cached_hashes = uniq.height - todo.height
 
@@ -285,8 +286,17 @@ def score_source(
     return result
 
 
-def _score_missing(backend, todo: pl.DataFrame, partial: dict, wanted: list[str], prompts: PromptSet,
-                   cache: ScoreCache, flusher: Flusher, batch_size: int, report: Callable[[int], None]) -> None:
+def _score_missing(
+    backend,
+    todo: pl.DataFrame,
+    partial: dict,
+    wanted: list[str],
+    prompts: PromptSet,
+    cache: ScoreCache,
+    flusher: Flusher,
+    batch_size: int,
+    report: Callable[[int], None],
+) -> None:
     """Send the missing (sample, target) pairs in batches, flushing results to the cache by count and time.
 
     A batch that alone takes longer than the flush interval shrinks the batches after it, so the work a
@@ -326,9 +336,19 @@ def _score_missing(backend, todo: pl.DataFrame, partial: dict, wanted: list[str]
             cache.append(pending)
 
 
-def _commit_outputs(store: Store, source: str, pool: pl.DataFrame, cache: ScoreCache, keys: pl.DataFrame,
-                    todo: pl.DataFrame, wanted: list[str], targets: tuple[str, ...], prompts: PromptSet,
-                    identity: ScorerIdentity, t0: float) -> ScoreRunResult:
+def _commit_outputs(
+    store: Store,
+    source: str,
+    pool: pl.DataFrame,
+    cache: ScoreCache,
+    keys: pl.DataFrame,
+    todo: pl.DataFrame,
+    wanted: list[str],
+    targets: tuple[str, ...],
+    prompts: PromptSet,
+    identity: ScorerIdentity,
+    t0: float,
+) -> ScoreRunResult:
     """Derive the per-source tables from the cache and commit them (and their summaries) as one unit."""
     label = identity.label()
     ok, bad = cache.results(keys, wanted)
@@ -337,10 +357,17 @@ def _commit_outputs(store: Store, source: str, pool: pl.DataFrame, cache: ScoreC
     status = (
         pool.select("content_hash")
         .join(complete_now.with_columns(_c=pl.lit(True)), on="content_hash", how="left", maintain_order="left")
-        .join(todo.select("content_hash").with_columns(_t=pl.lit(True)), on="content_hash", how="left", maintain_order="left")
+        .join(
+            todo.select("content_hash").with_columns(_t=pl.lit(True)),
+            on="content_hash",
+            how="left",
+            maintain_order="left",
+        )
         .select(
-            pl.when(pl.col("_c").is_null()).then(pl.lit("failed"))
-            .when(pl.col("_t").is_not_null()).then(pl.lit("scored"))
+            pl.when(pl.col("_c").is_null())
+            .then(pl.lit("failed"))
+            .when(pl.col("_t").is_not_null())
+            .then(pl.lit("scored"))
             .otherwise(pl.lit("cached"))
             .alias("status")
         )["status"]
@@ -349,8 +376,10 @@ def _commit_outputs(store: Store, source: str, pool: pl.DataFrame, cache: ScoreC
     fail_df = _failure_table(pool, ok, bad, wanted, complete_now, label)
     with store.transaction(SCORES_UNIT, source) as tx:
         if _fingerprint(_read_pool(store, source)) != _fingerprint(pool):  # a re-ingest landed meanwhile
-            raise StoreError(f"the raw pool of {source!r} changed while it was being scored; its results are "
-                             f"in the cache: run the scoring again to score the current pool")
+            raise StoreError(
+                f"the raw pool of {source!r} changed while it was being scored; its results are "
+                f"in the cache: run the scoring again to score the current pool"
+            )
         if "capabilities" in targets:
             tx.write(CAPABILITY_TABLE, _capability_table(pool, ok, prompts.capability_keys, label))
         if "styles" in targets:
@@ -376,8 +405,13 @@ def _commit_outputs(store: Store, source: str, pool: pl.DataFrame, cache: ScoreC
             targets=targets,
             failures_by_reason={r: int(n) for r, n in mine["reason"].value_counts().iter_rows()} if mine.height else {},
         )
-        meta = {"identity": asdict(identity), "label": label, "digest": identity.digest,
-                "pool_fingerprint": _fingerprint(pool), "result": result.to_dict()}
+        meta = {
+            "identity": asdict(identity),
+            "label": label,
+            "digest": identity.digest,
+            "pool_fingerprint": _fingerprint(pool),
+            "result": result.to_dict(),
+        }
         for group, table in (("capabilities", CAPABILITY_TABLE), ("styles", STYLE_TABLE)):
             if group in targets:
                 tx.write_json(table, meta)
@@ -468,14 +502,19 @@ def _failure_table(
     label: str,
 ) -> pl.DataFrame:
     """One row per (sample, target) still without a success, with the latest failure's reason."""
-    base = pool.select("id", "source", "content_hash").join(complete, on="content_hash", how="anti", maintain_order="left")
+    base = pool.select("id", "source", "content_hash").join(
+        complete, on="content_hash", how="anti", maintain_order="left"
+    )
     if base.is_empty():
         return pl.DataFrame(schema=SCORE_FAILURES_SCHEMA)
     grid = base.join(pl.DataFrame({"target": list(wanted)}, schema={"target": pl.Utf8}), how="cross")
-    grid = grid.join(ok.select("content_hash", "target"), on=["content_hash", "target"], how="anti", maintain_order="left")
+    grid = grid.join(
+        ok.select("content_hash", "target"), on=["content_hash", "target"], how="anti", maintain_order="left"
+    )
     out = grid.join(bad, on=["content_hash", "target"], how="left", maintain_order="left").with_columns(
         pl.col("reason").fill_null("not_scored"),
-        pl.col("message").fill_null("no result in the cache (interrupted run?)")
+        pl.col("message")
+        .fill_null("no result in the cache (interrupted run?)")
         .map_elements(redact, return_dtype=pl.Utf8),  # caches written before redaction existed, too
         pl.lit(label).alias(SCORER_COLUMN),
     )

@@ -40,9 +40,14 @@ class ScoresBuild:
     unpooled_sources: list[str] = field(default_factory=list)  # scored, but no raw pool any more
 
     def summary(self) -> dict:
-        return {"stale_dropped": sum(self.stale.values()), "missing_scores": sum(self.missing_scores.values()),
-                "missing_styles": sum(self.missing_styles.values()), "stale_by_source": self.stale,
-                "missing_scores_by_source": self.missing_scores, "unpooled_sources": self.unpooled_sources}
+        return {
+            "stale_dropped": sum(self.stale.values()),
+            "missing_scores": sum(self.missing_scores.values()),
+            "missing_styles": sum(self.missing_styles.values()),
+            "stale_by_source": self.stale,
+            "missing_scores_by_source": self.missing_scores,
+            "unpooled_sources": self.unpooled_sources,
+        }
 
 
 def build_scores_table(
@@ -92,7 +97,8 @@ def build_scores(
         df = _current_capabilities(base, caps, keys, out, source)
         df = _current_styles(df, sty, out, source)
         df = df.with_columns(
-            pl.when(pl.col("_cap_scorer").is_null() & pl.col("_sty_scorer").is_null()).then(pl.lit(None, dtype=pl.Utf8))
+            pl.when(pl.col("_cap_scorer").is_null() & pl.col("_sty_scorer").is_null())
+            .then(pl.lit(None, dtype=pl.Utf8))
             .when(pl.col("_cap_scorer").is_null())
             .then(pl.lit("styles:") + pl.col("_sty_scorer"))
             .when(pl.col("_sty_scorer").is_null() | (pl.col("_sty_scorer") == pl.col("_cap_scorer")))
@@ -134,11 +140,16 @@ def _current_styles(df: pl.DataFrame, sty: pl.DataFrame | None, out: ScoresBuild
     """Join the current style labels onto `df` (pool rows with their content_hash)."""
     if sty is None:
         out.missing_styles[source] = df.height
-        return df.with_columns(pl.lit(None, dtype=pl.List(pl.Utf8)).alias("styles"),
-                               pl.lit(None, dtype=pl.Utf8).alias("_sty_scorer"))
+        return df.with_columns(
+            pl.lit(None, dtype=pl.List(pl.Utf8)).alias("styles"), pl.lit(None, dtype=pl.Utf8).alias("_sty_scorer")
+        )
     current, stale = _current(df.select("id", "content_hash"), sty)
     out.stale[source] = max(out.stale.get(source, 0), stale)
-    joined = df.join(current.select("id", "styles", pl.col(SCORER_COLUMN).alias("_sty_scorer")),
-                     on="id", how="left", maintain_order="left")
+    joined = df.join(
+        current.select("id", "styles", pl.col(SCORER_COLUMN).alias("_sty_scorer")),
+        on="id",
+        how="left",
+        maintain_order="left",
+    )
     out.missing_styles[source] = int(joined["_sty_scorer"].null_count())
     return joined

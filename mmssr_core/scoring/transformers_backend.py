@@ -315,7 +315,7 @@ class TransformersBackend:
             head = inputs.seam_prefix(it.user)
             for j, qid in enumerate(q_ids):
                 if self._seam_ok(inputs, it, queries[j], qid, head):
-                    rows.append((it, j, pre, qid[len(common):]))
+                    rows.append((it, j, pre, qid[len(common) :]))
                 else:
                     self.stats["seam_fallbacks"] += 1
                     plain.append((it, j))
@@ -355,8 +355,9 @@ class TransformersBackend:
         """Full prompt per (sample, query), left-padded batches, last-position logits."""
         for start in range(0, len(pairs), self.batch_size):
             part = pairs[start : start + self.batch_size]
-            enc = inputs.full_batch([it.user for it, _ in part], [queries[j] for _, j in part],
-                                    [it.image for it, _ in part], self.device)
+            enc = inputs.full_batch(
+                [it.user for it, _ in part], [queries[j] for _, j in part], [it.image for it, _ in part], self.device
+            )
             out = self.runner.forward(**enc, position_ids=self._positions(enc["attention_mask"]), logits_to_keep=1)
             self.stats["plain_rows"] += len(part)
             for (it, j), dist in zip(part, self._digits(out.logits[:, -1, :])):
@@ -403,7 +404,9 @@ class TransformersBackend:
         if shared:
             logits, cache, mask, lengths = self.runner.extend(self._prefill(chunk, inputs), [suffix] * len(chunk))
             return logits, cache, mask, lengths
-        enc = inputs.full_batch([it.user for it in chunk], [query] * len(chunk), [it.image for it in chunk], self.device)
+        enc = inputs.full_batch(
+            [it.user for it in chunk], [query] * len(chunk), [it.image for it in chunk], self.device
+        )
         mask = enc["attention_mask"]
         out = self.runner.forward(**enc, position_ids=self._positions(mask), use_cache=True, logits_to_keep=1)
         return out.logits[:, -1, :], CacheApi.of(out), mask, mask.sum(-1)
@@ -446,8 +449,14 @@ class TransformersBackend:
                 break
             step = torch.tensor(next_ids, device=self.device)[:, None]
             mask = torch.cat([mask, torch.ones_like(step)], dim=1)
-            out = self.runner.forward(input_ids=step, attention_mask=mask, position_ids=lengths[:, None],
-                                      cache=cache, use_cache=True, logits_to_keep=1)
+            out = self.runner.forward(
+                input_ids=step,
+                attention_mask=mask,
+                position_ids=lengths[:, None],
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             logits, cache = out.logits[:, -1, :], CacheApi.of(out)
             lengths = lengths + 1
         return texts

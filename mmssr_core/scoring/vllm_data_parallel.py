@@ -34,9 +34,14 @@ class DataParallelEngines:
         ctx = mp.get_context(parent.mp_context)
         skip = ("model", "tensor_parallel_size", "dtype", "revision")
         options = dict(
-            model=parent.model, tensor_parallel_size=parent.tensor_parallel_size, data_parallel_size=1,
-            dtype=parent.dtype, revision=parent.revision, batch_size=parent.batch_size,
-            max_style_tokens=parent.max_style_tokens, fallback_logprobs=parent.fallback_logprobs,
+            model=parent.model,
+            tensor_parallel_size=parent.tensor_parallel_size,
+            data_parallel_size=1,
+            dtype=parent.dtype,
+            revision=parent.revision,
+            batch_size=parent.batch_size,
+            max_style_tokens=parent.max_style_tokens,
+            fallback_logprobs=parent.fallback_logprobs,
             model_name=parent.model_name,
             **{k: v for k, v in parent.engine_kwargs.items() if k not in skip},
         )
@@ -90,7 +95,9 @@ def _worker(devices: str, options: dict, jobs, answers) -> None:
             elif kind == "styles":
                 answers.put(("ok", backend.styles(requests, prompts)))
             else:
-                answers.put(("ok", {"devices": os.environ["CUDA_VISIBLE_DEVICES"], "engine_kwargs": backend.engine_kwargs}))
+                answers.put(
+                    ("ok", {"devices": os.environ["CUDA_VISIBLE_DEVICES"], "engine_kwargs": backend.engine_kwargs})
+                )
         except Exception as exc:  # report, never hang the parent
             answers.put(("error", f"{type(exc).__name__}: {exc}"))
     backend.close()

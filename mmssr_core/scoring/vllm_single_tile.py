@@ -53,8 +53,11 @@ class SingleTileDummyInputsBuilder(LlavaOnevisionDummyInputsBuilder):
 
     def get_dummy_mm_data(self, seq_len, mm_counts, mm_options):
         size = self.info._tile_size()
-        return {"image": self._get_dummy_images(width=size, height=size, num_images=mm_counts.get("image", 0),
-                                                overrides=mm_options.get("image"))}
+        return {
+            "image": self._get_dummy_images(
+                width=size, height=size, num_images=mm_counts.get("image", 0), overrides=mm_options.get("image")
+            )
+        }
 
 
 def _as_pil(image):

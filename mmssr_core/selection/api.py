@@ -83,7 +83,9 @@ def _size(budget, base: int, rows: int, pool_given: bool) -> int:
     of a larger pool (pool_size): then the selection is short and says why."""
     n = budget.size(base)
     if n > rows and not pool_given:
-        raise SelectionInputError(f"budget {budget.key!r} asks for {n} samples but the scores table has only {rows} rows")
+        raise SelectionInputError(
+            f"budget {budget.key!r} asks for {n} samples but the scores table has only {rows} rows"
+        )
     return n
 
 
@@ -98,7 +100,9 @@ def _nothing_selectable(table: PreparedTable, t: float, method: str) -> Selectio
     return SelectionInputError(f"nothing to select: no sample qualifies for {what} ({detail})")
 
 
-def _run_budgets(runner: MethodEngine, table: PreparedTable, sizes: dict[str, int], facts: dict) -> dict[str, Selection]:
+def _run_budgets(
+    runner: MethodEngine, table: PreparedTable, sizes: dict[str, int], facts: dict
+) -> dict[str, Selection]:
     ids = table.clean["id"].rechunk()
     runs = {}
     results: dict[str, Selection] = {}
@@ -114,12 +118,21 @@ def _run_budgets(runner: MethodEngine, table: PreparedTable, sizes: dict[str, in
         warnings = list(table.report["warnings"])
         reason = res.reason
         if n > table.clean.height:
-            reason = (f"the scores table holds {table.clean.height} samples, fewer than the {n} asked for "
-                      f"(pool of {facts['pool_size']}); {reason}")
+            reason = (
+                f"the scores table holds {table.clean.height} samples, fewer than the {n} asked for "
+                f"(pool of {facts['pool_size']}); {reason}"
+            )
         if reason:
             warnings.append(f"budget {key}: {reason}")
         results[key] = Selection(
-            budget=key, requested=n, selected=int(res.items.size), frame=frame, short=res.short,
-            reason=reason, per_capability=per_cap, warnings=warnings, **facts,
+            budget=key,
+            requested=n,
+            selected=int(res.items.size),
+            frame=frame,
+            short=res.short,
+            reason=reason,
+            per_capability=per_cap,
+            warnings=warnings,
+            **facts,
         )
     return {key: results[key] for key in sizes}

@@ -70,8 +70,9 @@ class BinLayout:
         return self.later_members[p][start[b] : start[b + 1]]
 
     @classmethod
-    def from_table(cls, combo_codes: np.ndarray, combos: list[tuple[str, ...]], source_codes: np.ndarray,
-                   source_names: list[str]) -> "BinLayout":
+    def from_table(
+        cls, combo_codes: np.ndarray, combos: list[tuple[str, ...]], source_codes: np.ndarray, source_names: list[str]
+    ) -> "BinLayout":
         """The layout of a validated table (style list and source code per row)."""
         pair_idx, pair_labels = _distinct_pairs(combo_codes, combos, source_codes, source_names)
         labels = sorted({label for labels in pair_labels for label in labels})

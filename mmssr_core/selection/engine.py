@@ -62,9 +62,15 @@ class Engine:
 
     min_chunk = 256  # smallest partial sort of a bin list (tests lower it to exercise the extensions)
 
-    def __init__(self, keys: np.ndarray, names: list[str], layout: BinLayout, tie_keys: np.ndarray,
-                 tie_scores: list[Callable[[np.ndarray], np.ndarray] | None] | None = None,
-                 qualifies: str = "samples that qualify"):
+    def __init__(
+        self,
+        keys: np.ndarray,
+        names: list[str],
+        layout: BinLayout,
+        tie_keys: np.ndarray,
+        tie_scores: list[Callable[[np.ndarray], np.ndarray] | None] | None = None,
+        qualifies: str = "samples that qualify",
+    ):
         self.keys = keys
         self.qualifies = qualifies  # what a short selection's reason says ran out
         self.names = names

@@ -44,7 +44,9 @@ def engine_for(method: str, table: PreparedTable, threshold: float) -> MethodEng
     if method == "capability-only":
         return MethodEngine(_capability_engine(table, layout, threshold), caps, None)
     if method == "random":
-        return MethodEngine(Engine(baselines.constant_scores(n)[None, :], ["random"], layout, table.tie_keys), None, None)
+        return MethodEngine(
+            Engine(baselines.constant_scores(n)[None, :], ["random"], layout, table.tie_keys), None, None
+        )
     if method == "mean":
         return MethodEngine(_mean_engine(table, layout, threshold), None, None)
     raise SelectionInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -65,8 +67,14 @@ def _capability_engine(table: PreparedTable, layout: BinLayout, threshold: float
 
     parallel_map(fill, list(range(len(rules))), clean.height)
 
-    return Engine(keys, [r.key for r in rules], layout, table.tie_keys, [tie_scores(clean, r, x) for r, x in zip(rules, exact)],
-                  qualifies=_qualifies(table, threshold))
+    return Engine(
+        keys,
+        [r.key for r in rules],
+        layout,
+        table.tie_keys,
+        [tie_scores(clean, r, x) for r, x in zip(rules, exact)],
+        qualifies=_qualifies(table, threshold),
+    )
 
 
 def _mean_engine(table: PreparedTable, layout: BinLayout, threshold: float) -> Engine:
@@ -84,8 +92,9 @@ def _mean_engine(table: PreparedTable, layout: BinLayout, threshold: float) -> E
     # sums of integers are whole numbers: 8 * sum keeps the classes of equal means apart (see rules.py)
     key = np.where(mean_integer > t, CLASS_WIDTH * np.round(mean_integer * len(rules)) + inside, -np.inf)
     ties = [mean_expected.__getitem__ if expected else None]
-    return Engine(key[None, :], ["mean"], layout, table.tie_keys, ties,
-                  qualifies=f"samples with a mean integer score > {t:g}")
+    return Engine(
+        key[None, :], ["mean"], layout, table.tie_keys, ties, qualifies=f"samples with a mean integer score > {t:g}"
+    )
 
 
 def _qualifies(table: PreparedTable, threshold: float) -> str:

@@ -27,8 +27,12 @@ class TieBreak:
     in runs of equal keys, read through `input_row` (internal sample -> input row).
     """
 
-    def __init__(self, tie_keys: np.ndarray, tie_scores: Callable[[np.ndarray], np.ndarray | None] | None = None,
-                 input_row: np.ndarray | None = None):
+    def __init__(
+        self,
+        tie_keys: np.ndarray,
+        tie_scores: Callable[[np.ndarray], np.ndarray | None] | None = None,
+        input_row: np.ndarray | None = None,
+    ):
         self.tie_keys = tie_keys
         self._scores_at = tie_scores
         self._input_row = input_row
@@ -94,8 +98,9 @@ class RankedPrefix:
         self.complete = False  # every eligible member is in `items`
 
 
-def extend_prefix(prefix: RankedPrefix, members: np.ndarray | slice, keys: np.ndarray, ties: TieBreak,
-                  eligible_left: int, m: int) -> None:
+def extend_prefix(
+    prefix: RankedPrefix, members: np.ndarray | slice, keys: np.ndarray, ties: TieBreak, eligible_left: int, m: int
+) -> None:
     """Append the next `m` (or all remaining) eligible members of a list to its ranked prefix.
 
     members: the list (a slice of the internal order or an index array); keys: the capability's ranking

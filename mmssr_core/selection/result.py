@@ -58,8 +58,14 @@ class Selection:
         }
 
 
-def result_frame(ids: pl.Series, res: RunResult, source_codes: np.ndarray, source_names: list[str],
-                 cap_names: list[str] | None, bin_names: list[str] | None) -> pl.DataFrame:
+def result_frame(
+    ids: pl.Series,
+    res: RunResult,
+    source_codes: np.ndarray,
+    source_names: list[str],
+    cap_names: list[str] | None,
+    bin_names: list[str] | None,
+) -> pl.DataFrame:
     """The output frame; `ids` must be a single chunk (gathers from chunked strings are ~20x slower)."""
     n = res.items.size
 

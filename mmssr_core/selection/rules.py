@@ -117,8 +117,9 @@ def rank_key(clean: pl.DataFrame, rule: CapabilityRule, threshold: float) -> tup
     return out["key"].to_numpy(), out["exact"].to_numpy()
 
 
-def tie_scores(clean: pl.DataFrame, rule: CapabilityRule, exact: np.ndarray | None
-               ) -> Callable[[np.ndarray], np.ndarray | None] | None:
+def tie_scores(
+    clean: pl.DataFrame, rule: CapabilityRule, exact: np.ndarray | None
+) -> Callable[[np.ndarray], np.ndarray | None] | None:
     """For the integer rule: a function giving the exact expected scores (-inf missing) of input rows that
     share a key, or None when their keys are exact (then their expected scores are equal too); None for
     rules whose key is the score itself. exact: from rank_key."""

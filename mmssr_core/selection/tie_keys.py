@@ -125,9 +125,9 @@ def unique_tie_keys(keys: np.ndarray, ids: pl.Series, sources: pl.Series) -> tup
     dup = sub.filter(pl.struct("source", "id").is_duplicated()).unique(maintain_order=True)
     if dup.height:
         return keys, dup
-    order = (
-        pl.DataFrame({"h": keys, "source": sources, "id": ids}).with_row_index("row").sort(["h", "source", "id"])
-    )["row"].to_numpy()
+    order = (pl.DataFrame({"h": keys, "source": sources, "id": ids}).with_row_index("row").sort(["h", "source", "id"]))[
+        "row"
+    ].to_numpy()
     ranks = np.empty(keys.size, np.uint64)
     ranks[order] = np.arange(keys.size, dtype=np.uint64)
     return ranks, dup

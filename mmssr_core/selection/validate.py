@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from mmssr_core.schema import argmax_column
 from mmssr_core.selection.codes import encode
 from mmssr_core.selection.errors import SelectionInputError
 from mmssr_core.selection.rules import DEFAULT_RANK, SCORE_RANGE, CapabilityRule, capability_rules
 from mmssr_core.selection.threads import worker_count
 from mmssr_core.selection.tie_keys import tie_keys, unique_tie_keys
-from mmssr_core.schema import argmax_column
 from mmssr_core.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
 
 EXAMPLES = 5  # offending rows named in an error message
@@ -85,7 +85,9 @@ def prepare_table(scores, taxonomy=None, capabilities=None, seed: int = 0, rank:
     columns = _score_columns(scores, rules)
     nan_counts, missing = _check_score_values(scores, rules, columns)
     clean = scores.select(
-        pl.col("id").cast(pl.Utf8), pl.col("source").cast(pl.Utf8), styles_expr.alias("styles"),
+        pl.col("id").cast(pl.Utf8),
+        pl.col("source").cast(pl.Utf8),
+        styles_expr.alias("styles"),
         *[_clean_column(scores, c, integer=any(c == r.integer for r in rules)) for c in columns],
     )
     for col in ("id", "source"):
@@ -98,9 +100,15 @@ def prepare_table(scores, taxonomy=None, capabilities=None, seed: int = 0, rank:
     tk, source_codes, source_names, raw_codes, raw_lists = _encode_rows(clean, seed)
     combo_codes, combos, style_report = _style_combos(raw_codes, raw_lists, taxonomy, warnings)
     report = {
-        "rows": clean.height, "capabilities": caps, "rank": rank, "basis": {r.key: r.basis for r in rules},
-        "nonfinite": nan_counts, "missing_scores": missing, **style_report,
-        "sources": len(source_names), "warnings": warnings,
+        "rows": clean.height,
+        "capabilities": caps,
+        "rank": rank,
+        "basis": {r.key: r.basis for r in rules},
+        "nonfinite": nan_counts,
+        "missing_scores": missing,
+        **style_report,
+        "sources": len(source_names),
+        "warnings": warnings,
     }
     return PreparedTable(clean, report, rules, combo_codes, combos, source_codes, source_names, tk)
 
@@ -175,8 +183,11 @@ def _check_score_values(scores, rules, columns) -> tuple[dict[str, int], dict[st
     integer_cols = {r.integer for r in rules if r.integer}
     exprs = []
     for c in columns:
-        exprs += [pl.col(c).min().alias(f"min\x1f{c}"), pl.col(c).max().alias(f"max\x1f{c}"),
-                  pl.col(c).null_count().alias(f"null\x1f{c}")]
+        exprs += [
+            pl.col(c).min().alias(f"min\x1f{c}"),
+            pl.col(c).max().alias(f"max\x1f{c}"),
+            pl.col(c).null_count().alias(f"null\x1f{c}"),
+        ]
         if scores.schema[c].is_float():
             exprs.append(pl.col(c).is_nan().sum().alias(f"nan\x1f{c}"))
             if c in integer_cols:
@@ -184,7 +195,8 @@ def _check_score_values(scores, rules, columns) -> tuple[dict[str, int], dict[st
     stats = scores.select(exprs).row(0, named=True)
     lo, hi = SCORE_RANGE
     suspect = [c for c in columns if stats.get(f"frac\x1f{c}")] + [
-        c for c in columns
+        c
+        for c in columns
         if stats[f"min\x1f{c}"] is not None and (stats[f"min\x1f{c}"] < lo or stats[f"max\x1f{c}"] > hi)
     ]
     if suspect:
@@ -192,8 +204,9 @@ def _check_score_values(scores, rules, columns) -> tuple[dict[str, int], dict[st
         bad = {c: int(v) for c, v in counts.row(0, named=True).items() if v}
         raise SelectionInputError(_out_of_range_message(scores, bad, integer_cols))
     nan_counts = {c: int(stats[f"nan\x1f{c}"]) for c in columns if stats.get(f"nan\x1f{c}")}
-    missing = {r.key: int(stats[f"null\x1f{r.eligibility_column}"]) + nan_counts.get(r.eligibility_column, 0)
-               for r in rules}
+    missing = {
+        r.key: int(stats[f"null\x1f{r.eligibility_column}"]) + nan_counts.get(r.eligibility_column, 0) for r in rules
+    }
     return nan_counts, missing
 
 
@@ -221,8 +234,10 @@ def _out_of_range_message(scores: pl.DataFrame, bad: dict[str, int], integer_col
         values = ", ".join(f"{c} = {row[c]!r}" for c in bad if row[f"bad\x1f{c}"])
         examples.append(f"{row['id']!r} (source {row['source']!r}): {values}")
     what = "integers " if set(bad) <= integer_cols else ""
-    return (f"scores must be {what}within {lo:g}..{hi:g} (the scorer's scale): column(s) {cols} hold other values, "
-            f"e.g. {'; '.join(examples)}")
+    return (
+        f"scores must be {what}within {lo:g}..{hi:g} (the scorer's scale): column(s) {cols} hold other values, "
+        f"e.g. {'; '.join(examples)}"
+    )
 
 
 def _clean_column(scores: pl.DataFrame, c: str, integer: bool) -> pl.Expr:
@@ -245,8 +260,10 @@ def _integer_gaps(clean: pl.DataFrame, rules: list[CapabilityRule]) -> list[str]
     if not gaps:
         return []
     detail = ", ".join(f"{k}: {v}" for k, v in gaps.items())
-    return [f"{sum(gaps.values())} score(s) have an expected score but no integer score and never qualify "
-            f"under the integer rule ({detail})"]
+    return [
+        f"{sum(gaps.values())} score(s) have an expected score but no integer score and never qualify "
+        f"under the integer rule ({detail})"
+    ]
 
 
 def _encode_rows(clean: pl.DataFrame, seed: int):

@@ -83,13 +83,28 @@ class TeacherClient:
         self.stats = {"requests": 0, "reasks": 0, "downgrades": 0}
 
     @classmethod
-    def from_urls(cls, base_urls: Sequence[str], taxonomy: Taxonomy, *, model: str | None = None,
-                  api_key_env: str = "OPENAI_API_KEY", concurrency: int = 4, timeout: float = 120.0,
-                  max_retries: int = 5, **kwargs: Any) -> TeacherClient:
+    def from_urls(
+        cls,
+        base_urls: Sequence[str],
+        taxonomy: Taxonomy,
+        *,
+        model: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 4,
+        timeout: float = 120.0,
+        max_retries: int = 5,
+        **kwargs: Any,
+    ) -> TeacherClient:
         from mmssr_core.scoring.openai_backend import OpenAIBackend
 
-        backend = OpenAIBackend(model=model, base_urls=list(base_urls), api_key_env=api_key_env,
-                                concurrency=concurrency, timeout=timeout, max_retries=max_retries)
+        backend = OpenAIBackend(
+            model=model,
+            base_urls=list(base_urls),
+            api_key_env=api_key_env,
+            concurrency=concurrency,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
         return cls(backend, taxonomy, **kwargs)
 
     # -- identity ------------------------------------------------------------------------------
@@ -183,7 +198,9 @@ class TeacherClient:
             try:
                 image_url = encode_image(req.image_file, self.image_max_side)
             except Exception as exc:  # noqa: BLE001 - the sample's own problem
-                return TeacherFailure("image_error", f"sample {req.sample_id!r}: cannot read {req.image_file}: {exc}"), 0
+                return TeacherFailure(
+                    "image_error", f"sample {req.sample_id!r}: cannot read {req.image_file}: {exc}"
+                ), 0
         messages = self.messages(req, image_url)
         asks = 0
         downgrades = 0
@@ -226,5 +243,7 @@ class TeacherClient:
         self.backend.close()
 
 
-def make_client(base_urls: Sequence[str], model: str | None, taxonomy: Taxonomy | None = None, **kwargs: Any) -> TeacherClient:
+def make_client(
+    base_urls: Sequence[str], model: str | None, taxonomy: Taxonomy | None = None, **kwargs: Any
+) -> TeacherClient:
     return TeacherClient.from_urls(base_urls, taxonomy or load_taxonomy(), model=model, **kwargs)

@@ -12,8 +12,7 @@ from mmssr_core.prompts import IMAGE_TOKEN, PromptSet, serialise_conversation
 from mmssr_core.taxonomy import Taxonomy
 
 TEACHER_SYSTEM_PROMPT = (
-    "You are an expert annotator of training data for multimodal large language models. "
-    "You answer with JSON only."
+    "You are an expert annotator of training data for multimodal large language models. You answer with JSON only."
 )
 TEACHER_TEMPLATE = """You are given one visual question answering (VQA) instance used to train a Multimodal Large Language Model (MLLM){image_note}.
 
@@ -32,7 +31,7 @@ The instance:
 
 REASK_TEMPLATE = (
     "Your answer cannot be used: {detail}. Answer again with one JSON object only: every capability key "
-    "with an integer from 0 to 5 under \"scores\", and \"styles\" as a non-empty list of labels taken "
+    'with an integer from 0 to 5 under "scores", and "styles" as a non-empty list of labels taken '
     "from the list above."
 )
 

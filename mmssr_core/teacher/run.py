@@ -104,7 +104,9 @@ def _ask_one(client: TeacherClient, row: dict) -> tuple[dict, Any, int]:
     """(row, answer or failure, asks) for one sampled row; an unexpected error fails only this sample."""
     files = row["image_files"] or []
     req = TeacherRequest(
-        content_hash=row["content_hash"], sample_id=row["id"], source=row["source"],
+        content_hash=row["content_hash"],
+        sample_id=row["id"],
+        source=row["source"],
         conversations=tuple({"from": t["from"], "value": t["value"]} for t in (row["conversations"] or [])),
         image_file=files[0] if files else None,
     )
@@ -117,14 +119,27 @@ def _ask_one(client: TeacherClient, row: dict) -> tuple[dict, Any, int]:
 
 def _cache_row(row: dict, out: Any, n: int) -> dict:
     if isinstance(out, TeacherAnswer):
-        return {"content_hash": row["content_hash"], "asks": n,
-                "answer": json.dumps({"scores": out.scores, "styles": out.styles})}
-    return {"content_hash": row["content_hash"], "asks": n,
-            "reason": out.reason, "message": f"sample {row['id']!r}: {out.message}"[:500]}
+        return {
+            "content_hash": row["content_hash"],
+            "asks": n,
+            "answer": json.dumps({"scores": out.scores, "styles": out.styles}),
+        }
+    return {
+        "content_hash": row["content_hash"],
+        "asks": n,
+        "reason": out.reason,
+        "message": f"sample {row['id']!r}: {out.message}"[:500],
+    }
 
 
-def _ask_all(client: TeacherClient, cache: TeacherCache, todo: list[dict], chunk_size: int, flusher: Flusher,
-             report: Callable[[int], None]) -> tuple[int, int]:
+def _ask_all(
+    client: TeacherClient,
+    cache: TeacherCache,
+    todo: list[dict],
+    chunk_size: int,
+    flusher: Flusher,
+    report: Callable[[int], None],
+) -> tuple[int, int]:
     """Ask the teacher about every row of `todo` (the client's concurrency in threads), flushing answers to
     the cache by count and by time; returns (asks, valid answers)."""
     asks = labelled = done = 0
@@ -148,8 +163,17 @@ def _ask_all(client: TeacherClient, cache: TeacherCache, todo: list[dict], chunk
     return asks, labelled
 
 
-def _summary(store: Store, sources: Sequence[str], sample: pl.DataFrame, resolved: pl.DataFrame, identity,
-             labelled: int, n_cached_ok: int, asks: int, t0: float) -> LabelRunResult:
+def _summary(
+    store: Store,
+    sources: Sequence[str],
+    sample: pl.DataFrame,
+    resolved: pl.DataFrame,
+    identity,
+    labelled: int,
+    n_cached_ok: int,
+    asks: int,
+    t0: float,
+) -> LabelRunResult:
     sampled = sample.select("content_hash").join(resolved, on="content_hash", how="left")
     failed = sampled.filter(pl.col("answer").is_null())
     reasons = failed["reason"].fill_null("not_labelled").value_counts()
@@ -170,12 +194,26 @@ def _summary(store: Store, sources: Sequence[str], sample: pl.DataFrame, resolve
     )
 
 
-def _commit_tables(store: Store, sources: Sequence[str], resolved: pl.DataFrame, identity, taxonomy,
-                   result: LabelRunResult, seed: int, size: int) -> None:
+def _commit_tables(
+    store: Store,
+    sources: Sequence[str],
+    resolved: pl.DataFrame,
+    identity,
+    taxonomy,
+    result: LabelRunResult,
+    seed: int,
+    size: int,
+) -> None:
     """Each source's table and its summary, committed together."""
     frames = {source: build_teacher_table(store, source, resolved, identity, taxonomy) for source in sources}
-    meta = {"identity": asdict(identity), "label": identity.label(), "digest": identity.digest,
-            "seed": seed, "size": size, "result": result.to_dict()}
+    meta = {
+        "identity": asdict(identity),
+        "label": identity.label(),
+        "digest": identity.digest,
+        "seed": seed,
+        "size": size,
+        "result": result.to_dict(),
+    }
     for source in sources:
         with store.transaction(TEACHER_UNIT, source) as tx:
             tx.write(TEACHER_TABLE, frames[source])

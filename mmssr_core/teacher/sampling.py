@@ -76,7 +76,9 @@ def primary_styles(store: Store, pool: pl.DataFrame, taxonomy: Taxonomy) -> pl.S
             if "styles" in st.columns:
                 parts.append(st.select("source", "id", pl.col("styles").list.first().alias("primary")))
     if parts:
-        lab = known.join(pl.concat(parts, how="vertical_relaxed").unique(["source", "id"]), on=["source", "id"], how="left")
+        lab = known.join(
+            pl.concat(parts, how="vertical_relaxed").unique(["source", "id"]), on=["source", "id"], how="left"
+        )
         prim = lab.sort("_i")["primary"].cast(pl.Utf8)
     missing = [i for i, v in enumerate(prim.to_list()) if v is None]
     if missing:
@@ -87,8 +89,13 @@ def primary_styles(store: Store, pool: pl.DataFrame, taxonomy: Taxonomy) -> pl.S
         prompts = PromptSet.from_taxonomy(taxonomy)
         rows = pool[missing]
         reqs = [
-            ScoreRequest(key=r["content_hash"], sample_id=r["id"], prefix="", image_file=None,
-                         conversations=tuple({"from": t["from"], "value": t["value"]} for t in (r["conversations"] or [])))
+            ScoreRequest(
+                key=r["content_hash"],
+                sample_id=r["id"],
+                prefix="",
+                image_file=None,
+                conversations=tuple({"from": t["from"], "value": t["value"]} for t in (r["conversations"] or [])),
+            )
             for r in rows.iter_rows(named=True)
         ]
         guessed = rules.styles(reqs, prompts)

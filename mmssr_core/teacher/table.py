@@ -29,7 +29,6 @@ def teacher_labels_schema(keys: Sequence[str]) -> dict[str, pl.DataType]:
     return schema
 
 
-
 def build_teacher_table(
     store: Store, source: str, resolved: pl.DataFrame, identity: TeacherIdentity, taxonomy: Taxonomy
 ) -> pl.DataFrame:

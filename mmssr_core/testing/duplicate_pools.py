@@ -49,18 +49,35 @@ def write_duplicate_sources(root: Path, photo: Path, other_photo: Path) -> dict[
         {"id": "resized", "image": "img/resized.png", "conversations": _turns(QUESTION, ANSWER)},
         {"id": "respaced", "image": "img/orig.png", "conversations": _turns(respaced_q, ANSWER.upper())},
         {"id": "other_image", "image": "img/other.png", "conversations": _turns(QUESTION, ANSWER)},
-        {"id": "other_text", "image": "img/orig.png",
-         "conversations": _turns("How many lines touch the circle?", "Three lines touch the circle.")},
-        {"id": "primes", "conversations": [{"from": "human", "value": "Name the first three prime numbers."},
-                                           {"from": "gpt", "value": "The first three primes are 2, 3 and 5."}]},
+        {
+            "id": "other_text",
+            "image": "img/orig.png",
+            "conversations": _turns("How many lines touch the circle?", "Three lines touch the circle."),
+        },
+        {
+            "id": "primes",
+            "conversations": [
+                {"from": "human", "value": "Name the first three prime numbers."},
+                {"from": "gpt", "value": "The first three primes are 2, 3 and 5."},
+            ],
+        },
     ]
     beta_rows = [
         {"id": "copy", "image": "img/copy.png", "conversations": _turns(QUESTION, ANSWER)},
-        {"id": "primes_caps", "conversations": [
-            {"from": "human", "value": "NAME the first three   prime numbers"},
-            {"from": "gpt", "value": "the first three primes are 2, 3, and 5!"}]},
-        {"id": "unrelated", "conversations": [{"from": "human", "value": "What is the capital of France?"},
-                                              {"from": "gpt", "value": "Paris is the capital of France."}]},
+        {
+            "id": "primes_caps",
+            "conversations": [
+                {"from": "human", "value": "NAME the first three   prime numbers"},
+                {"from": "gpt", "value": "the first three primes are 2, 3, and 5!"},
+            ],
+        },
+        {
+            "id": "unrelated",
+            "conversations": [
+                {"from": "human", "value": "What is the capital of France?"},
+                {"from": "gpt", "value": "Paris is the capital of France."},
+            ],
+        },
     ]
     (alpha / "pool.llava.json").write_text(json.dumps(alpha_rows))
     (beta / "pool.llava.json").write_text(json.dumps(beta_rows))

@@ -45,8 +45,19 @@ def install(kill_at: int) -> None:
     """Count file operations from now on; die before operation `kill_at` (0: never)."""
     global _kill_at
     _kill_at = int(kill_at)
-    for name in ("replace", "rename", "unlink", "remove", "rmdir", "mkdir", "symlink", "link", "fsync",
-                 "ftruncate", "truncate"):
+    for name in (
+        "replace",
+        "rename",
+        "unlink",
+        "remove",
+        "rmdir",
+        "mkdir",
+        "symlink",
+        "link",
+        "fsync",
+        "ftruncate",
+        "truncate",
+    ):
         setattr(os, name, _counted(getattr(os, name)))
     real_os_open = os.open
 

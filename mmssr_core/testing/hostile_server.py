@@ -56,14 +56,28 @@ class _Handler(socketserver.StreamRequestHandler):
         owner = self.server.owner
         mode = owner.mode
         if mode == "echo_auth":
-            body = json.dumps({"error": {"message": f"invalid credentials: Authorization: "
-                                                    f"{headers.get('authorization', '')} for {request_line}"}})
+            body = json.dumps(
+                {
+                    "error": {
+                        "message": f"invalid credentials: Authorization: "
+                        f"{headers.get('authorization', '')} for {request_line}"
+                    }
+                }
+            )
             return self._send(_response(401, body.encode()))
         if mode == "overflow_logprobs":
             digits = [{"token": str(d), "logprob": 1e308} for d in range(6)]
-            body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "3"},
-                                 "logprobs": {"content": [{"token": "3", "logprob": 1e308, "top_logprobs": digits}]},
-                                 "finish_reason": "length"}], "model": owner.model}
+            body = {
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "3"},
+                        "logprobs": {"content": [{"token": "3", "logprob": 1e308, "top_logprobs": digits}]},
+                        "finish_reason": "length",
+                    }
+                ],
+                "model": owner.model,
+            }
             return self._send(_response(200, json.dumps(body).encode()))
         deadline = time.monotonic() + owner.max_seconds
         if mode in ("drip_body", "drip_headers"):
@@ -73,13 +87,14 @@ class _Handler(socketserver.StreamRequestHandler):
                 return False
             step = data if mode == "drip_headers" else b" " * 100000
             for i in range(len(step)):
-                if time.monotonic() > deadline or not self._send(step[i:i + 1]):
+                if time.monotonic() > deadline or not self._send(step[i : i + 1]):
                     return False
                 time.sleep(owner.interval)
             return False
         if mode == "huge":
-            if not self._send(f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {owner.size}"
-                              f"\r\n\r\n".encode()):
+            if not self._send(
+                f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {owner.size}\r\n\r\n".encode()
+            ):
                 return False
             sent, block = 0, b"0" * 65536
             while sent < owner.size and time.monotonic() < deadline:
@@ -88,7 +103,9 @@ class _Handler(socketserver.StreamRequestHandler):
                 sent += len(block)
             return False
         if mode == "huge_chunked":
-            if not self._send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"):
+            if not self._send(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ):
                 return False
             block = b"10000\r\n" + b"0" * 65536 + b"\r\n"
             while time.monotonic() < deadline:
@@ -100,8 +117,9 @@ class _Handler(socketserver.StreamRequestHandler):
 
 def _response(status: int, body: bytes) -> bytes:
     reason = {200: "OK", 401: "Unauthorized"}[status]
-    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            f"\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -113,8 +131,15 @@ class _Server(socketserver.ThreadingTCPServer):
 class HostileServer:
     """`with HostileServer("drip_body") as srv: ... srv.url ...`"""
 
-    def __init__(self, mode: str, *, interval: float = 0.5, size: int = 300 * 1024 * 1024,
-                 max_seconds: float = 20.0, model: str = "hostile"):
+    def __init__(
+        self,
+        mode: str,
+        *,
+        interval: float = 0.5,
+        size: int = 300 * 1024 * 1024,
+        max_seconds: float = 20.0,
+        model: str = "hostile",
+    ):
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}")
         self.mode = mode

@@ -33,13 +33,15 @@ def _probe(dataset_dir: str, name: str) -> dict:
     for ex in aligned:
         turns = ex["_prompt"] + ex["_response"]
         images = ex["_images"] or []
-        rows.append({
-            "roles": [t["role"] for t in turns],
-            "placeholders": sum(t["content"].count("<image>") for t in turns),
-            "images": images,
-            "images_exist": [os.path.isfile(p) for p in images],
-            "system": ex["_system"],
-        })
+        rows.append(
+            {
+                "roles": [t["role"] for t in turns],
+                "placeholders": sum(t["content"].count("<image>") for t in turns),
+                "images": images,
+                "images_exist": [os.path.isfile(p) for p in images],
+                "system": ex["_system"],
+            }
+        )
     return {"rows": rows}
 
 
@@ -52,8 +54,13 @@ def _probe_yaml(path: str, overrides: dict) -> dict:
     config = OmegaConf.merge(OmegaConf.load(path), OmegaConf.create(overrides))
     model_args, data_args, training_args, finetuning_args, _ = _parse_train_args(OmegaConf.to_container(config))
     loaded = _probe(data_args.dataset_dir, ",".join(data_args.dataset))
-    return {**loaded, "template": data_args.template, "model": model_args.model_name_or_path,
-            "stage": finetuning_args.stage, "dataset_dir": data_args.dataset_dir}
+    return {
+        **loaded,
+        "template": data_args.template,
+        "model": model_args.model_name_or_path,
+        "stage": finetuning_args.stage,
+        "dataset_dir": data_args.dataset_dir,
+    }
 
 
 def main() -> None:
@@ -79,11 +86,24 @@ def run_probe(python: str, requests: list[dict], workdir: str, timeout: float = 
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_DATASETS_CACHE=os.path.join(workdir, ".hf-datasets"),
-               HF_HOME=os.path.join(workdir, ".hf"), DISABLE_VERSION_CHECK="1", TOKENIZERS_PARALLELISM="false")
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        HF_DATASETS_CACHE=os.path.join(workdir, ".hf-datasets"),
+        HF_HOME=os.path.join(workdir, ".hf"),
+        DISABLE_VERSION_CHECK="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
     answer = os.path.join(workdir, "probe-answer.json")
-    proc = subprocess.run([os.path.abspath(python), os.path.abspath(__file__), answer], input=json.dumps(requests),
-                          capture_output=True, text=True, cwd=workdir, env=env, timeout=timeout)
+    proc = subprocess.run(
+        [os.path.abspath(python), os.path.abspath(__file__), answer],
+        input=json.dumps(requests),
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        env=env,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"LLaMA-Factory probe failed ({proc.returncode}): {proc.stderr[-3000:]}")
     with open(answer) as fh:

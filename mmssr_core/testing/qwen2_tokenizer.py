@@ -12,9 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-QWEN2_PATTERN = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
+QWEN2_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # ids 151643, 151644, 151645
 LLAVA_TOKENS = ("<image>", "<video>")  # ids 151646, 151647 as in llava-hf LLaVA-OneVision
 QWEN2_VOCAB_SIZE = 151936  # rows of Qwen2-7B's embedding (padded beyond the tokenizer)

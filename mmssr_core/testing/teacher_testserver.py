@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from mmssr_core.testing import testserver as base
-from mmssr_core.testing.testserver import TestServer, _chat_response, _seed, request_text
 from mmssr_core.taxonomy import Taxonomy
 from mmssr_core.teacher.prompt import TEACHER_SYSTEM_PROMPT
+from mmssr_core.testing import testserver as base
+from mmssr_core.testing.testserver import TestServer, _chat_response, _seed, request_text
 
 TEACHER_FAULTS = ("malformed_json", "out_of_range", "unknown_style", "partial_answer", "fenced_json", "empty")
 
@@ -61,7 +61,12 @@ class _TeacherHandler(base._Handler):
             body = json.loads(raw or b"{}")
         except ValueError:
             body = None
-        if not isinstance(body, dict) or not owner.is_teacher(body) or owner.stopped or not self.path.rstrip("/").endswith("/v1/chat/completions"):
+        if (
+            not isinstance(body, dict)
+            or not owner.is_teacher(body)
+            or owner.stopped
+            or not self.path.rstrip("/").endswith("/v1/chat/completions")
+        ):
             # not ours: let the base handler read the same body, then keep the connection's stream
             orig = self.rfile
             self.rfile = _Replay(raw)  # type: ignore[assignment]
@@ -119,9 +124,15 @@ class TeacherTestServer(TestServer):
     __test__ = False
     handler_class = _TeacherHandler
 
-    def __init__(self, *, taxonomy: Taxonomy | None = None, json_schema: str = "honour",
-                 answer_fn: Callable[[str, list[str], list[str]], dict] | None = None, model: str = "test-teacher",
-                 **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        taxonomy: Taxonomy | None = None,
+        json_schema: str = "honour",
+        answer_fn: Callable[[str, list[str], list[str]], dict] | None = None,
+        model: str = "test-teacher",
+        **kwargs: Any,
+    ):
         super().__init__(model=model, **kwargs)
         if json_schema not in ("honour", "reject", "json_object_only"):
             raise ValueError("json_schema must be honour, reject or json_object_only")
@@ -159,5 +170,3 @@ class TeacherTestServer(TestServer):
 def expected_labels(text: str, taxonomy: Taxonomy) -> dict:
     """What the default server answers for an instance text (for tests)."""
     return intended_answer(text, list(taxonomy.keys), list(taxonomy.styles))
-
-

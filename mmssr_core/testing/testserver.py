@@ -31,7 +31,12 @@ import numpy as np
 from mmssr_core.prompts import DIGITS, IMAGE_TOKEN
 
 FAULTS = (
-    "http_500", "http_502", "http_503", "http_429", "http_400", "http_401",
+    "http_500",
+    "http_502",
+    "http_503",
+    "http_429",
+    "http_400",
+    "http_401",
     "delay",  # answer only after `fault_delay` seconds (beyond the client timeout)
     "drop",  # close the connection without any response
     "non_json",  # 200 with an HTML body
@@ -135,7 +140,9 @@ class _Handler(BaseHTTPRequestHandler):
         if owner.stopped:
             return self._drop()
         if self.path.rstrip("/").endswith("/v1/models"):
-            return self._json(200, {"object": "list", "data": [{"id": owner.model, "object": "model", "owned_by": "vllm"}]})
+            return self._json(
+                200, {"object": "list", "data": [{"id": owner.model, "object": "model", "owned_by": "vllm"}]}
+            )
         if self.path.rstrip("/") in ("/health", "/v1/health"):
             return self._send(200, b"", "text/plain")
         self._error(404, f"no route {self.path}")
@@ -232,7 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
             vocab.append((DIGITS[d], DIGIT_TOKEN_ID0 + d, owner.digit_mass * float(p)))
         rest = 1.0 - owner.digit_mass
         weights = np.array([0.5**i for i in range(len(FILLERS))])
-        for (tok, w) in zip(FILLERS, weights / weights.sum()):
+        for tok, w in zip(FILLERS, weights / weights.sum()):
             vocab.append((tok, 2000 + len(vocab), rest * float(w)))
         if no_digits:
             vocab = [v for v in vocab if v[0] not in DIGITS]
@@ -251,8 +258,22 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 _OPENAI_PARAMS = {
-    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stop", "seed",
-    "logprobs", "top_logprobs", "stream", "presence_penalty", "frequency_penalty", "user", "response_format",
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stop",
+    "seed",
+    "logprobs",
+    "top_logprobs",
+    "stream",
+    "presence_penalty",
+    "frequency_penalty",
+    "user",
+    "response_format",
 }
 
 

