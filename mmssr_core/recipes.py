@@ -135,10 +135,7 @@ def _read_config(path: Path) -> dict:
         if path.suffix == ".json" or (path.suffix != ".toml" and text.lstrip().startswith(("{", "["))):
             data = json.loads(text)
         else:
-            try:
-                import tomllib
-            except ImportError:  # Python 3.10
-                import tomli as tomllib
+            import tomllib
 
             data = tomllib.loads(text)
     except ValueError as exc:

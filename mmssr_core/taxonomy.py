@@ -142,10 +142,7 @@ def load_taxonomy(path: str | os.PathLike | None = None) -> Taxonomy:
         raise TaxonomyError(f"cannot read taxonomy config {p}: {exc.strerror}") from exc
     try:
         if p.suffix == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib
+            import tomllib
 
             data = tomllib.loads(text)
         else:

@@ -12,10 +12,7 @@ from pathlib import Path
 import yaml
 from dagster_support import REPO_ROOT
 
-try:
-    import tomllib
-except ImportError:  # Python 3.10
-    import tomli as tomllib
+import tomllib
 
 
 def _dg_check_defs(tmp_path, **env_extra) -> subprocess.CompletedProcess:
