@@ -7,12 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import yaml
 from dagster_support import REPO_ROOT
-
-import tomllib
 
 
 def _dg_check_defs(tmp_path, **env_extra) -> subprocess.CompletedProcess:
